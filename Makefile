@@ -1,0 +1,29 @@
+# The two commands: `make run` (the product) and `make test` (everything).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: deps test unit lint bench-micro cli
+
+deps:
+	@scripts/install-deps.sh
+
+## All tests: ruff, unit tests, and integration tests against a real Asterisk with SIPp.
+test: deps
+	$(BIN)/ruff check agi tests bench
+	$(BIN)/python -m pytest
+
+## Unit tests only (no Asterisk).
+unit: deps
+	$(BIN)/python -m pytest tests/unit
+
+lint: deps
+	$(BIN)/ruff check agi tests bench
+
+## Decisions per second, 10 and 100 000 customers.
+bench-micro: deps
+	$(BIN)/python bench/decisions.py
+
+## The ops CLI from the project's venv: make cli ARGS="check --customer acme 0905123456"
+cli: deps
+	@$(BIN)/callpolicy $(ARGS)

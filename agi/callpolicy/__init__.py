@@ -1,0 +1,1 @@
+"""callpolicy: the policy brain of a Belgian VoIP operator's PBX."""

@@ -1,0 +1,504 @@
+"""`callpolicy`: the ops CLI.
+
+Exit codes: 0 success, 1 operational error (unknown customer, missing database, bad file…),
+2 bad usage. Each error is one line on stderr; never a traceback (CALLPOLICY_DEBUG=1 shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import io
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import phonenumbers
+import structlog
+
+from .config import ConfigError, Settings, load_settings
+from .importer import read_import_file
+from .logging import configure_logging
+from .policy import (
+    CallRequest,
+    Decision,
+    Engine,
+    Snapshot,
+    UnblockKind,
+    national_form,
+    normalise_prefix,
+)
+from .policy.destinations import EU_REGIONS, country_code
+from .policy.model import UNBLOCKABLE_CATEGORIES
+from .store import Actor, Store, StoreError
+
+PROG = "callpolicy"
+log = structlog.get_logger("callpolicy.cli")
+
+
+class UsageError(Exception):
+    """Bad usage found after parsing (exit 2)."""
+
+
+class OperationalError(Exception):
+    """Exit 1 with this message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'7d', '12h', '1h30m', '1s' -> timedelta."""
+    compact = text.strip().lower()
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise UsageError(f"--for {text!r}: use a duration like 30m, 12h, 7d, 2w or 1h30m")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise UsageError(f"--for {text!r}: the duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(
+            f"--expires {text!r} is not an ISO 8601 time (like 2026-12-01T18:00+01:00)"
+        ) from exc
+    if moment.tzinfo is None:
+        raise UsageError(
+            f"--expires {text!r} has no timezone: add one "
+            "(+01:00 for Belgian winter time, Z for UTC)"
+        )
+    if moment <= now:
+        raise UsageError(f"--expires {text!r} is in the past")
+    return moment.astimezone(UTC)
+
+
+def _default_actor() -> str:
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except Exception:  # no user name in this environment
+        return "unknown"
+
+
+def _print_json(item: object) -> None:
+    sys.stdout.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return ""
+    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(row.get(c, "") or "").ljust(widths[c]) for c in columns)
+                     .rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _unblock_target(args: argparse.Namespace, settings: Settings) -> tuple[UnblockKind, str,
+                                                                           list[str]]:
+    """(kind, normalised value, warnings) from --prefix/--country/--category."""
+    warnings: list[str] = []
+    if args.prefix is not None:
+        prefix = normalise_prefix(args.prefix)
+        if prefix is None:
+            raise UsageError(
+                f"--prefix {args.prefix!r} is not a number prefix (national like 0905, or +41…)")
+        if country_code(prefix[1:]) is None:
+            raise UsageError(f"--prefix {args.prefix!r} does not start with a country code")
+        if prefix.startswith("+32"):
+            premium = settings.policy.premium_prefixes
+            if any(p.startswith(prefix) and p != prefix for p in premium):
+                warnings.append(
+                    f"prefix {national_form(prefix)} is shorter than the blocked premium "
+                    "prefixes it covers; it opens none of them (longest prefix wins): "
+                    "give the full prefix (e.g. 0905) or use --category premium")
+            elif not any(prefix.startswith(p) for p in premium):
+                warnings.append(f"prefix {national_form(prefix)} is not blocked by default; "
+                                "this unblock changes nothing")
+        return UnblockKind.PREFIX, prefix, warnings
+    if args.country is not None:
+        region = args.country.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise UsageError(f"--country {args.country!r} is not an ISO 3166 country code")
+        if region in EU_REGIONS:
+            raise UsageError(f"--country {region} is in the EU: calls there are not blocked")
+        return UnblockKind.COUNTRY, region, warnings
+    category = args.category.strip().lower()
+    if category not in UNBLOCKABLE_CATEGORIES:
+        raise UsageError(f"--category must be one of {', '.join(UNBLOCKABLE_CATEGORIES)}")
+    return UnblockKind.CATEGORY, category, warnings
+
+
+# -- commands -----------------------------------------------------------------------------
+
+async def _open(settings: Settings, *, create: bool = False) -> Store:
+    return await Store.open(settings.db_path, create=create)
+
+
+async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> int:
+    plan = read_import_file(Path(args.file), settings.zones,
+                            accept_zone_violations=args.accept_zone_violations)
+    for warning in plan.warnings:
+        sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    if plan.errors:
+        for error in plan.errors:
+            sys.stderr.write(f"{PROG}: error: {error}\n")
+        sys.stderr.write(f"{PROG}: error: nothing imported ({len(plan.errors)} problem(s))\n")
+        return 1
+    if args.dry_run:
+        sys.stdout.write(f"{len(plan.records)} customer(s) valid; nothing written (--dry-run)\n")
+        return 0
+    actor = Actor(args.by or _default_actor(), args.ticket, f"import {args.file}")
+    async with await _open(settings, create=True) as store:
+        result = await store.import_customers(plan.records, actor)
+    for warning in result.warnings:
+        sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    sys.stdout.write(
+        f"imported {args.file} into {settings.db_path}: {len(result.created)} created, "
+        f"{len(result.updated)} updated, {len(result.unchanged)} unchanged\n")
+    return 0
+
+
+async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        customer = await store.customer(args.id)
+        if customer is None:
+            raise OperationalError(f"unknown customer {args.id!r}")
+        customer["unblocks"] = await store.unblocks(args.id)
+        customer["suspension"] = await store.suspension(args.id)
+    if args.json:
+        _print_json(customer)
+        return 0
+    a = customer["install_address"]
+    out = io.StringIO()
+    out.write(f"customer      {customer['id']} ({customer['name']})\n")
+    out.write(f"status        {customer['status']}")
+    if customer["suspension"]:
+        s = customer["suspension"]
+        out.write(f" since {s['suspended_at']} by {s['suspended_by']}, ticket {s['ticket']}")
+    out.write("\n")
+    out.write(f"main number   {national_form(customer['main_number'])}\n")
+    out.write(f"numbers       {', '.join(national_form(n) for n in customer['numbers'])}\n")
+    out.write(f"address       {a['street']} {a['house_number']}, {a['postcode']} "
+              f"{a['municipality']}, {a['country']}\n")
+    out.write(f"site networks {', '.join(customer['site_networks']) or '-'}\n")
+    out.write("forward targets (verified) "
+              f"{', '.join(customer['verified_forward_targets']) or '-'}\n")
+    for e in customer["endpoints"]:
+        out.write(f"endpoint      {e['name']} -> {e['number'] or '(main number)'}\n")
+    for u in customer["unblocks"]:
+        out.write(f"unblock #{u['id']:<5} {u['kind']} {u['value']} until "
+                  f"{u['expires_at'] or 'reblocked'} "
+                  f"(ticket {u['ticket']}, by {u['created_by']})\n")
+    sys.stdout.write(out.getvalue())
+    return 0
+
+
+async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        rows = await store.customers()
+    if args.json:
+        for row in rows:
+            _print_json(row)
+    elif rows:
+        sys.stdout.write(_table(rows, ("id", "name", "status", "main_number", "numbers",
+                                       "endpoints")))
+    else:
+        sys.stdout.write("no customers\n")
+    return 0
+
+
+async def cmd_customer_suspend(args: argparse.Namespace, settings: Settings) -> int:
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        await store.suspend(args.id, actor)
+    sys.stdout.write(f"customer {args.id} suspended (ticket {args.ticket}); "
+                     "only must-reach numbers pass\n")
+    return 0
+
+
+async def cmd_customer_reactivate(args: argparse.Namespace, settings: Settings) -> int:
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        await store.reactivate(args.id, actor)
+    sys.stdout.write(f"customer {args.id} reactivated (ticket {args.ticket})\n")
+    return 0
+
+
+async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    kind, value, warnings = _unblock_target(args, settings)
+    expires = None
+    if args.expires is not None:
+        expires = parse_expiry(args.expires, now)
+    elif args.for_ is not None:
+        expires = now + parse_duration(args.for_)
+    for warning in warnings:
+        sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        unblock_id = await store.add_unblock(args.id, kind, value, actor, expires)
+    until = f"until {expires.isoformat(timespec='seconds')}" if expires else "until reblocked"
+    shown = national_form(value) if kind is UnblockKind.PREFIX else value
+    sys.stdout.write(f"unblock #{unblock_id}: {args.id} may call {kind.value} {shown} {until}\n")
+    return 0
+
+
+async def cmd_reblock(args: argparse.Namespace, settings: Settings) -> int:
+    kind, value, _ = _unblock_target(args, settings)
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        ids = await store.reblock(args.id, kind, value, actor)
+    shown = national_form(value) if kind is UnblockKind.PREFIX else value
+    sys.stdout.write(f"{args.id}: {kind.value} {shown} blocked again "
+                     f"(revoked unblock {', '.join('#' + str(i) for i in ids)})\n")
+    return 0
+
+
+async def cmd_unblocks(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        if args.id is not None and await store.customer(args.id) is None:
+            raise OperationalError(f"unknown customer {args.id!r}")
+        rows = await store.unblocks(args.id, include_inactive=args.all)
+    if args.json:
+        for row in rows:
+            _print_json(row)
+    elif rows:
+        sys.stdout.write(_table(rows, ("id", "customer_id", "kind", "value", "state",
+                                       "expires_at", "ticket", "created_by", "created_at")))
+    else:
+        sys.stdout.write("no active unblocks\n" if not args.all else "no unblocks\n")
+    return 0
+
+
+async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        if args.id is not None and await store.customer(args.id) is None:
+            raise OperationalError(f"unknown customer {args.id!r}")
+        rows = await store.audit_log(args.id, args.limit)
+    if args.json:
+        for row in rows:
+            _print_json(row)
+    elif rows:
+        sys.stdout.write(_table(rows, ("id", "at", "actor", "action", "customer_id", "ticket",
+                                       "reason")))
+    else:
+        sys.stdout.write("no audit entries\n")
+    return 0
+
+
+def _describe(decision: Decision) -> str:
+    cid = decision.caller_id
+    parts = [
+        f"{decision.number}",
+        f"-> {decision.destination or '(invalid)'}",
+        decision.action.value.upper(),
+        decision.reason.value,
+        f"[{decision.category.value} {decision.resolved_region() or '?'}]",
+        f"caller-id {cid.number or '-'} ({cid.presentation.value})",
+    ]
+    if decision.emergency:
+        parts.append(f"location {decision.location.value if decision.location else '-'}")
+    if decision.diversion:
+        parts.append(f"diversion {decision.diversion}")
+    return "  ".join(parts) + f"\n    rule: {decision.rule}\n"
+
+
+async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        customers = await store.load_customers([args.customer])
+        if args.customer not in customers:
+            raise OperationalError(f"unknown customer {args.customer!r}")
+        endpoints = {e.name: e for e in await store.load_endpoints([args.customer])}
+    if args.endpoint is not None and args.endpoint not in endpoints:
+        raise OperationalError(f"customer {args.customer!r} has no endpoint {args.endpoint!r}")
+    customer = customers[args.customer]
+    snapshot = Snapshot(settings.policy, customers, endpoints,
+                        {n: customer.id for n in customer.numbers})
+    engine = Engine(snapshot)
+    now = datetime.now(UTC)
+    for number in args.numbers:
+        decision = engine.decide(CallRequest(
+            dialled=number, now=now, customer_id=args.customer, endpoint=args.endpoint,
+            source_ip=args.source_ip, caller_id=args.caller_id, privacy=args.privacy,
+            forwarded_from=args.forwarded_from))
+        for event in decision.events:
+            log.warning(event.kind, customer=args.customer, number=number, **event.detail)
+        if args.json:
+            _print_json(decision.to_dict())
+        else:
+            sys.stdout.write(_describe(decision))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # --db/--config are accepted before or after the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="SQLite database (default: $CALLPOLICY_DB, else the config file's "
+                             "[store] path)")
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: $CALLPOLICY_CONFIG, else "
+                             "/etc/callpolicy/callpolicy.toml, else the repo's "
+                             "config/callpolicy.toml)")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true",
+                           help="one JSON object per line, for scripts")
+    who = argparse.ArgumentParser(add_help=False)
+    who.add_argument("--by", required=True, metavar="WHO", help="who makes the change (audit)")
+    who.add_argument("--ticket", required=True, metavar="REF",
+                     help="ticket or e-mail reference (audit)")
+    who.add_argument("--reason", metavar="TEXT", help="free text (audit)")
+    target = argparse.ArgumentParser(add_help=False)
+    group = target.add_mutually_exclusive_group(required=True)
+    group.add_argument("--prefix", metavar="P",
+                       help="number prefix, national (0905) or E.164 (+32905, +4122)")
+    group.add_argument("--country", metavar="CC", help="ISO country code outside the EU (CH)")
+    group.add_argument("--category", metavar="C", help="premium or non_eu (the whole category)")
+
+    parser = _Parser(
+        prog=PROG, parents=[common],
+        description="Ops CLI of the call policy: customers, their exceptions to the default "
+                    "blocks (contract art. 3.10), suspensions (art. 5.7), the audit log, and "
+                    "`check` to see how a call would be decided and why.",
+        epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
+               "Changes are committed before the command reports success; a running daemon "
+               "picks them up within a second.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    customer = sub.add_parser("customer", parents=[common], help="import, show, list, suspend, "
+                              "reactivate customers")
+    csub = customer.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    p = csub.add_parser("import", parents=[common], help="create or update customers from TOML",
+                        description="Create or update customers from a TOML file ([[customer]] "
+                        "tables, see README). All or nothing: any problem aborts the import. "
+                        "Status of existing customers is not changed by a file: use suspend "
+                        "or reactivate.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--by", metavar="WHO", help="who imports (default: your user name)")
+    p.add_argument("--ticket", metavar="REF", help="ticket reference (audit)")
+    p.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
+    p.add_argument("--accept-zone-violations", action="store_true",
+                   help="import geographic numbers outside the installation zone (art. 3.8) "
+                        "with a warning instead of refusing")
+    p.set_defaults(func=cmd_customer_import)
+    p = csub.add_parser("show", parents=[common, json_flag], help="one customer in full")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_customer_show)
+    p = csub.add_parser("list", parents=[common, json_flag], help="all customers")
+    p.set_defaults(func=cmd_customer_list)
+    p = csub.add_parser("suspend", parents=[common, who],
+                        help="suspend for non-payment (art. 5.7): only must-reach numbers pass")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_customer_suspend)
+    p = csub.add_parser("reactivate", parents=[common, who], help="lift a suspension")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_customer_reactivate)
+
+    p = sub.add_parser("unblock", parents=[common, target, who],
+                       help="open a blocked prefix, country or category for a customer",
+                       description="Open a default block for one customer (art. 3.10, 'op "
+                       "eenvoudig verzoek'). Longest prefix wins: --prefix 090 does not open "
+                       "0905.")
+    p.add_argument("id", metavar="ID")
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--expires", metavar="ISO8601",
+                        help="end time with timezone, e.g. 2026-12-01T18:00+01:00")
+    expiry.add_argument("--for", dest="for_", metavar="DURATION",
+                        help="duration: 30m, 12h, 7d, 2w, 1h30m")
+    p.set_defaults(func=cmd_unblock)
+    p = sub.add_parser("reblock", parents=[common, target, who],
+                       help="revoke a customer's active unblock(s) of a prefix/country/category")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_reblock)
+    p = sub.add_parser("unblocks", parents=[common, json_flag],
+                       help="active unblocks (of one customer, or all)")
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.add_argument("--all", action="store_true", help="include expired and reblocked ones")
+    p.set_defaults(func=cmd_unblocks)
+    p = sub.add_parser("audit", parents=[common, json_flag], help="the audit log, newest last")
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="last N entries (default 50)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("check", parents=[common, json_flag],
+                       help="decide numbers exactly as a live call would, and say why",
+                       description="Decide each NUMBER for a customer exactly as a live call "
+                       "would. With --json, one JSON object per line.")
+    p.add_argument("--customer", required=True, metavar="ID")
+    p.add_argument("--endpoint", metavar="NAME", help="the PJSIP endpoint calling")
+    p.add_argument("--source-ip", metavar="IP", help="the calling device's IP (emergency "
+                   "location)")
+    p.add_argument("--caller-id", metavar="NUM", help="caller ID the phone asks for (or the "
+                   "original caller on a forwarded call)")
+    p.add_argument("--privacy", action="store_true", help="the phone asked for privacy")
+    p.add_argument("--forwarded-from", metavar="NUM",
+                   help="decide the forwarded leg of a call to this customer number")
+    p.add_argument("numbers", metavar="NUMBER", nargs="+")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "limit", 1) < 1:
+        parser.error("--limit must be at least 1")
+    func: Callable[..., Any] = args.func
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        # The audit table records every change; stderr is for errors and warnings.
+        configure_logging(settings.log_format, level="WARNING")
+        if getattr(args, "db", None):
+            settings = _with_db(settings, args.db)
+        return asyncio.run(func(args, settings))
+    except UsageError as exc:
+        command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))
+        sys.stderr.write(f"{command}: error: {exc} (see {command} --help)\n")
+        return 2
+    except (OperationalError, StoreError, ConfigError) as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except Exception as exc:
+        if os.environ.get("CALLPOLICY_DEBUG"):
+            raise
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+                         "(CALLPOLICY_DEBUG=1 for details)\n")
+        return 1
+
+
+def _with_db(settings: Settings, db: str) -> Settings:
+    return replace(settings, db_path=Path(db))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,238 @@
+"""Customer import files (TOML) -> validated CustomerRecords.
+
+Every problem in the file is reported, one line each, naming the customer and the key; if
+there is any, nothing is imported. Unknown keys are errors: a typo (`site_network`) must not
+silently drop a customer's site networks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .policy import Address, normalise_number
+from .policy.zones import ZoneTable, check_installation
+from .store import CustomerRecord, EndpointRecord
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CUSTOMER_KEYS = {"id", "name", "status", "main_number", "numbers", "site_networks",
+                  "verified_forward_targets", "install_address", "endpoint"}
+_ADDRESS_KEYS = {"street", "house_number", "postcode", "municipality", "country"}
+_ENDPOINT_KEYS = {"name", "number"}
+
+
+@dataclass
+class ImportPlan:
+    records: list[CustomerRecord] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_import_file(path: Path, zones: ZoneTable, *, accept_zone_violations: bool = False
+                     ) -> ImportPlan:
+    plan = ImportPlan()
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        plan.errors.append(f"{path}: no such file")
+        return plan
+    except IsADirectoryError:
+        plan.errors.append(f"{path}: is a directory")
+        return plan
+    except tomllib.TOMLDecodeError as exc:
+        plan.errors.append(f"{path}: not valid TOML: {exc}")
+        return plan
+    except (OSError, UnicodeDecodeError) as exc:
+        plan.errors.append(f"{path}: cannot read: {exc}")
+        return plan
+
+    extra = set(data) - {"customer"}
+    if extra:
+        plan.errors.append(
+            f"{path}: unknown top-level keys {sorted(extra)} (expected [[customer]])")
+    customers = data.get("customer")
+    if not isinstance(customers, list) or not customers:
+        plan.errors.append(f"{path}: no [[customer]] entries")
+        return plan
+
+    seen_ids: dict[str, int] = {}
+    seen_numbers: dict[str, str] = {}
+    seen_endpoints: dict[str, str] = {}
+    for index, raw in enumerate(customers, start=1):
+        where = f"{path}: customer #{index}"
+        if not isinstance(raw, dict):
+            plan.errors.append(f"{where}: not a table")
+            continue
+        errors: list[str] = []
+        record = _record(raw, errors, zones, plan.warnings, accept_zone_violations)
+        if record is not None:
+            where = f"{path}: customer {record.id!r}"
+            if record.id in seen_ids:
+                errors.append(f"appears twice (also customer #{seen_ids[record.id]})")
+            seen_ids[record.id] = index
+            for number in record.numbers:
+                if seen_numbers.setdefault(number, record.id) != record.id:
+                    errors.append(f"number {number} also listed for {seen_numbers[number]!r}")
+            for endpoint in record.endpoints:
+                if seen_endpoints.setdefault(endpoint.name, record.id) != record.id:
+                    errors.append(
+                        f"endpoint {endpoint.name!r} also listed for "
+                        f"{seen_endpoints[endpoint.name]!r}")
+        plan.errors.extend(f"{where}: {e}" for e in errors)
+        if record is not None and not errors:
+            plan.records.append(record)
+    if plan.errors:
+        plan.records.clear()
+    return plan
+
+
+def _string(raw: dict[str, Any], key: str, errors: list[str], *, required: bool = True,
+            default: str = "") -> str:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            errors.append(f"missing {key}")
+        return default
+    if not isinstance(value, str) or not value.strip():
+        errors.append(f"{key} must be a non-empty string")
+        return default
+    return value.strip()
+
+
+def _strings(raw: dict[str, Any], key: str, errors: list[str]) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors.append(f"{key} must be a list of strings")
+        return []
+    return value
+
+
+def _belgian(number: str, what: str, errors: list[str]) -> str | None:
+    e164 = normalise_number(number)
+    if e164 is None or not e164.startswith("+32"):
+        errors.append(f"{what} {number!r} is not a Belgian number")
+        return None
+    return e164
+
+
+def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: list[str],
+            accept_zone_violations: bool) -> CustomerRecord | None:
+    unknown = set(raw) - _CUSTOMER_KEYS
+    if unknown:
+        errors.append(f"unknown keys {sorted(unknown)}")
+    customer_id = _string(raw, "id", errors)
+    if customer_id and not _ID.fullmatch(customer_id):
+        errors.append(f"id {customer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    name = _string(raw, "name", errors)
+    status = _string(raw, "status", errors, required=False, default="active")
+    if status not in ("active", "suspended"):
+        errors.append(f"status must be 'active' or 'suspended', got {status!r}")
+
+    numbers: list[str] = []
+    for number in _strings(raw, "numbers", errors):
+        e164 = _belgian(number, "number", errors)
+        if e164 and e164 not in numbers:
+            numbers.append(e164)
+    if not numbers and "numbers" in raw:
+        errors.append("numbers is empty")
+    main_raw = _string(raw, "main_number", errors)
+    main = _belgian(main_raw, "main_number", errors) if main_raw else None
+    if main and main not in numbers:
+        if "numbers" in raw:
+            errors.append(f"main_number {main_raw!r} is not one of the customer's numbers")
+        else:
+            numbers.append(main)
+
+    networks: list[str] = []
+    for cidr in _strings(raw, "site_networks", errors):
+        try:
+            networks.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+        except ValueError:
+            errors.append(f"site network {cidr!r} is not a network (CIDR like 192.0.2.0/24)")
+
+    targets: list[str] = []
+    for number in _strings(raw, "verified_forward_targets", errors):
+        e164 = normalise_number(number)
+        if e164 is None:
+            errors.append(f"verified forward target {number!r} is not a number")
+        else:
+            targets.append(e164)
+
+    address = _address(raw.get("install_address"), errors)
+
+    endpoints: list[EndpointRecord] = []
+    raw_endpoints = raw.get("endpoint", [])
+    if not isinstance(raw_endpoints, list):
+        errors.append("endpoint must be an array of tables ([[customer.endpoint]])")
+        raw_endpoints = []
+    for position, item in enumerate(raw_endpoints, start=1):
+        if not isinstance(item, dict):
+            errors.append(f"endpoint #{position} is not a table")
+            continue
+        if set(item) - _ENDPOINT_KEYS:
+            unknown_keys = sorted(set(item) - _ENDPOINT_KEYS)
+            errors.append(f"endpoint #{position}: unknown keys {unknown_keys}")
+        endpoint_errors: list[str] = []
+        endpoint_name = _string(item, "name", endpoint_errors)
+        if endpoint_name and not _ID.fullmatch(endpoint_name):
+            endpoint_errors.append(
+                f"name {endpoint_name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        number_raw = _string(item, "number", endpoint_errors, required=False)
+        number = _belgian(number_raw, "number", endpoint_errors) if number_raw else None
+        if number and number not in numbers:
+            endpoint_errors.append(f"number {number_raw!r} is not one of the customer's numbers")
+        label = endpoint_name or f"#{position}"
+        errors.extend(f"endpoint {label}: {e}" for e in endpoint_errors)
+        if endpoint_name and not endpoint_errors:
+            if any(e.name == endpoint_name for e in endpoints):
+                errors.append(f"endpoint {endpoint_name!r} listed twice")
+            endpoints.append(EndpointRecord(endpoint_name, number))
+
+    if address is not None:
+        check = check_installation(address, numbers, zones)
+        errors.extend(check.address_errors)
+        zone_warnings = list(check.warnings)
+        if accept_zone_violations:
+            zone_warnings += [f"{v} (accepted with --accept-zone-violations)"
+                              for v in check.zone_violations]
+        else:
+            errors.extend(check.zone_violations)
+        warnings.extend(f"{customer_id}: {w}" for w in zone_warnings)
+
+    if errors or address is None or main is None:
+        return None
+    return CustomerRecord(
+        id=customer_id,
+        name=name,
+        status=status,
+        main_number=main,
+        numbers=tuple(numbers),
+        install_address=address,
+        site_networks=tuple(dict.fromkeys(networks)),
+        verified_forward_targets=tuple(dict.fromkeys(targets)),
+        endpoints=tuple(endpoints),
+    )
+
+
+def _address(raw: object, errors: list[str]) -> Address | None:
+    if raw is None:
+        errors.append("missing install_address (art. 3.8: every customer has one, in Belgium)")
+        return None
+    if not isinstance(raw, dict):
+        errors.append("install_address must be a table")
+        return None
+    unknown = set(raw) - _ADDRESS_KEYS
+    if unknown:
+        errors.append(f"install_address: unknown keys {sorted(unknown)}")
+    address_errors: list[str] = []
+    values = {key: _string(raw, key, address_errors) for key in sorted(_ADDRESS_KEYS)}
+    errors.extend(f"install_address: {e}" for e in address_errors)
+    if address_errors:
+        return None
+    return Address(values["street"], values["house_number"], values["postcode"],
+                   values["municipality"], values["country"].upper())

@@ -1,0 +1,31 @@
+"""Pure call rules: numbers in, Decision out. No I/O, no asyncio, no Asterisk."""
+
+from .defaults import build_policy_config
+from .destinations import Classifier
+from .engine import Engine
+from .model import (
+    Action,
+    Address,
+    CallerId,
+    CallRequest,
+    Category,
+    Customer,
+    Decision,
+    Endpoint,
+    Event,
+    Location,
+    PolicyConfig,
+    Presentation,
+    Reason,
+    Snapshot,
+    Unblock,
+    UnblockKind,
+)
+from .numbers import geographic_zone, national_form, normalise, normalise_number, normalise_prefix
+
+__all__ = [
+    "Action", "Address", "CallRequest", "CallerId", "Category", "Classifier", "Customer",
+    "Decision", "Endpoint", "Engine", "Event", "Location", "PolicyConfig", "Presentation",
+    "Reason", "Snapshot", "Unblock", "UnblockKind", "build_policy_config", "geographic_zone",
+    "national_form", "normalise", "normalise_number", "normalise_prefix",
+]

@@ -1,0 +1,215 @@
+"""The contract's call rules: (customer, dialled string, call context) -> Decision.
+
+Order (the first rule that applies decides):
+1. must-reach numbers are always allowed, for anyone in any state (emergency for 112/100/101);
+2. unknown customer -> block;
+3. suspended customer (art. 5.7) -> block;
+4. premium ranges (art. 3.10) -> block unless an active unblock covers them; longest prefix wins;
+5. outside the EU (art. 3.10) -> block unless unblocked for the country or the category;
+6. allow.
+An invalid dial string is blocked before any of these: it cannot be a must-reach number.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .callerid import decide_caller_id
+from .destinations import Classifier, Destination, region_from_metadata
+from .location import locate, parse_ip
+from .model import (
+    Action,
+    Address,
+    CallRequest,
+    Category,
+    Customer,
+    Decision,
+    Endpoint,
+    Event,
+    Location,
+    Reason,
+    Snapshot,
+    Unblock,
+    UnblockKind,
+)
+from .numbers import national_form, normalise, normalise_number
+
+
+def _premium_unblock(
+    customer: Customer, destination: str, blocked_prefix: str, now: datetime
+) -> Unblock | None:
+    """An active unblock that opens this premium destination.
+
+    A prefix unblock opens it only if it is at least as long as the blocked prefix that
+    matched (longest prefix wins): an unblock of `09` does not open `0905`.
+    """
+    best: Unblock | None = None
+    for unblock in customer.unblocks:
+        if not unblock.active(now):
+            continue
+        if unblock.kind is UnblockKind.CATEGORY and unblock.value == Category.PREMIUM:
+            best = best or unblock
+        elif (
+            unblock.kind is UnblockKind.PREFIX
+            and destination.startswith(unblock.value)
+            and len(unblock.value) >= len(blocked_prefix)
+            and (best is None or best.kind is UnblockKind.CATEGORY
+                 or len(unblock.value) > len(best.value))
+        ):
+            best = unblock
+    return best
+
+
+def _non_eu_unblock(
+    customer: Customer, destination: str, dest: Destination, now: datetime
+) -> Unblock | None:
+    for unblock in customer.unblocks:
+        if not unblock.active(now):
+            continue
+        if unblock.kind is UnblockKind.COUNTRY:
+            region = dest.region
+            if region is None and unblock.value in dest.candidates:
+                region = region_from_metadata(destination)
+            if region is not None and unblock.value == region:
+                return unblock
+        elif (unblock.kind is UnblockKind.CATEGORY and unblock.value == Category.NON_EU) or (
+            unblock.kind is UnblockKind.PREFIX and destination.startswith(unblock.value)
+        ):
+            return unblock
+    return None
+
+
+class Engine:
+    """Decides calls against one in-memory snapshot. Pure: no I/O, no clock of its own."""
+
+    def __init__(self, snapshot: Snapshot, classifier: Classifier | None = None) -> None:
+        self.snapshot = snapshot
+        if classifier is None or classifier.config != snapshot.config:
+            classifier = Classifier(snapshot.config)
+        self.classifier = classifier
+
+    def with_snapshot(self, snapshot: Snapshot) -> Engine:
+        """A new engine for a new snapshot, keeping the classification cache if it can."""
+        return Engine(snapshot, self.classifier)
+
+    def _resolve(self, request: CallRequest) -> tuple[Customer | None, Endpoint | None]:
+        snapshot = self.snapshot
+        endpoint = snapshot.endpoints.get(request.endpoint) if request.endpoint else None
+        customer_id = request.customer_id
+        if customer_id is None and endpoint is not None:
+            customer_id = endpoint.customer_id
+        if customer_id is None and request.forwarded_from:
+            customer_id = snapshot.number_owners.get(
+                normalise_number(request.forwarded_from) or "")
+        customer = snapshot.customers.get(customer_id) if customer_id else None
+        if endpoint is not None and (customer is None or endpoint.customer_id != customer.id):
+            endpoint = None
+        return customer, endpoint
+
+    def decide(self, request: CallRequest) -> Decision:
+        config = self.snapshot.config
+        dialled = normalise(request.dialled, config.restriction_prefix)
+        customer, endpoint = self._resolve(request)
+        restricted = dialled.restriction_requested or request.privacy
+
+        if not dialled.valid:
+            dest = Destination(Category.INVALID, None, dialled.problem or "invalid")
+        else:
+            dest = self.classifier.classify(dialled.destination, dialled.short)
+        emergency = dest.category is Category.EMERGENCY
+        cid = decide_caller_id(
+            customer,
+            endpoint,
+            requested=request.caller_id,
+            restricted=restricted,
+            emergency=emergency,
+            destination=dialled.destination,
+            forwarded_from=request.forwarded_from,
+        )
+        events = list(cid.events)
+
+        def decision(action: Action, reason: Reason, rule: str,
+                     location: Location | None = None, address: Address | None = None
+                     ) -> Decision:
+            return Decision(
+                request.dialled if isinstance(request.dialled, str) else dialled.raw,
+                dialled.destination, action, reason, dest.category, rule, cid.caller_id,
+                dest.region, customer.id if customer else None, emergency, location, address,
+                cid.diversion, restricted, tuple(events), dest.candidates,
+            )
+
+        if not dialled.valid:
+            return decision(Action.BLOCK, Reason.INVALID_NUMBER, f"invalid number: {dest.why}")
+
+        # 1. Must-reach numbers: nothing below may block them.
+        if emergency:
+            if customer is not None:
+                location, address = locate(customer, request.source_ip)
+            else:
+                ip = parse_ip(request.source_ip)
+                location, address = (Location.UNKNOWN if ip is None else Location.NOMADIC), None
+            if location is not Location.VERIFIED:
+                events.append(
+                    Event(
+                        f"{location.value}_emergency",
+                        {"source_ip": request.source_ip, "destination": dialled.destination},
+                    )
+                )
+            return decision(
+                Action.ALLOW,
+                Reason.EMERGENCY,
+                f"{dest.why}: always allowed (EECC art. 109)",
+                location,
+                address,
+            )
+        if dest.category is Category.MUST_REACH:
+            return decision(Action.ALLOW, Reason.MUST_REACH, f"{dest.why}: always allowed")
+
+        # 2. Unknown customer.
+        if customer is None:
+            who = request.customer_id or request.endpoint or request.forwarded_from or "?"
+            return decision(
+                Action.BLOCK, Reason.UNKNOWN_CUSTOMER, f"no customer known for {who!r}"
+            )
+
+        # 3. Suspension (art. 5.7).
+        if customer.suspended:
+            ticket = f", ticket {customer.suspension_ticket}" if customer.suspension_ticket else ""
+            return decision(
+                Action.BLOCK,
+                Reason.SUSPENDED,
+                f"art. 5.7: customer {customer.id} is suspended{ticket}; "
+                "only must-reach numbers pass",
+            )
+
+        destination = dialled.destination
+        assert destination is not None
+        # 4. Premium ranges.
+        if dest.category is Category.PREMIUM:
+            assert dest.premium_prefix is not None
+            shown = national_form(dest.premium_prefix)
+            unblock = _premium_unblock(customer, destination, dest.premium_prefix, request.now)
+            if unblock is None:
+                return decision(
+                    Action.BLOCK,
+                    Reason.PREMIUM,
+                    f"art. 3.10: premium prefix {shown} is blocked by default",
+                )
+            return decision(
+                Action.ALLOW, Reason.UNBLOCKED,
+                f"premium prefix {shown} open by {unblock.describe()}",
+            )
+
+        # 5. Outside the EU.
+        if dest.category is Category.NON_EU:
+            unblock = _non_eu_unblock(customer, destination, dest, request.now)
+            if unblock is None:
+                return decision(
+                    Action.BLOCK, Reason.NON_EU, f"art. 3.10: {dest.why}; blocked by default"
+                )
+            return decision(
+                Action.ALLOW, Reason.UNBLOCKED, f"{dest.why}; open by {unblock.describe()}"
+            )
+
+        # 6. Everything else.
+        return decision(Action.ALLOW, Reason.ALLOWED, dest.why)

@@ -1,0 +1,232 @@
+"""Plain data the policy engine works on: a snapshot of customers in, a Decision out.
+
+Nothing here does I/O. The store builds these objects; the adapters (CLI, FastAGI) translate
+them to and from the outside world.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+class Reason(StrEnum):
+    ALLOWED = "allowed"
+    UNBLOCKED = "unblocked"
+    EMERGENCY = "emergency"
+    MUST_REACH = "must_reach"
+    PREMIUM = "premium"
+    NON_EU = "non_eu"
+    SUSPENDED = "suspended"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    INVALID_NUMBER = "invalid_number"
+
+
+class Category(StrEnum):
+    """What kind of destination a call goes to (independent of the customer)."""
+
+    EMERGENCY = "emergency"  # 112, 100, 101
+    MUST_REACH = "must_reach"  # other numbers that must always be reachable
+    SHORT = "short"  # other Belgian short numbers
+    NATIONAL = "national"  # +32, not premium-blocked
+    PREMIUM = "premium"  # +32 in a blocked premium range (art. 3.10)
+    EU = "eu"  # another EU member state or outermost region
+    NON_EU = "non_eu"  # everything else, including unknown country codes
+    INVALID = "invalid"
+
+
+class Presentation(StrEnum):
+    ALLOWED = "allowed"
+    RESTRICTED = "restricted"
+
+
+class Location(StrEnum):
+    VERIFIED = "verified"
+    NOMADIC = "nomadic"
+    UNKNOWN = "unknown"
+
+
+class UnblockKind(StrEnum):
+    PREFIX = "prefix"
+    COUNTRY = "country"
+    CATEGORY = "category"
+
+
+UNBLOCKABLE_CATEGORIES = (Category.PREMIUM.value, Category.NON_EU.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    street: str
+    house_number: str
+    postcode: str
+    municipality: str
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    customer_id: str
+    number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """A customer's exception to a default block (art. 3.10: "op eenvoudig verzoek").
+
+    `value` is an E.164 prefix for PREFIX ("+32905"), an ISO region for COUNTRY ("CH"),
+    or a Category value for CATEGORY ("premium", "non_eu").
+    """
+
+    id: int
+    kind: UnblockKind
+    value: str
+    ticket: str = ""
+    expires_at: datetime | None = None  # timezone-aware UTC; None = until reblocked
+
+    def active(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+    def describe(self) -> str:
+        until = f", until {self.expires_at.isoformat()}" if self.expires_at else ""
+        ticket = f", ticket {self.ticket}" if self.ticket else ""
+        return f"unblock #{self.id} ({self.kind.value} {self.value}{ticket}{until})"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str
+    suspended: bool
+    main_number: str
+    numbers: frozenset[str]
+    install_address: Address | None = None
+    site_networks: tuple[IPNetwork, ...] = ()
+    verified_forward_targets: frozenset[str] = frozenset()
+    unblocks: tuple[Unblock, ...] = ()
+    suspension_ticket: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Operator-wide rules. Lists hold normalised destinations / E.164 prefixes."""
+
+    premium_prefixes: tuple[str, ...]  # E.164 prefixes, e.g. "+32905"
+    must_reach: frozenset[str]  # normalised destinations (short numbers or E.164)
+    emergency: frozenset[str]  # short numbers that are emergency services
+    restriction_prefix: str = "#31#"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a decision needs, held in memory by a long-running process."""
+
+    config: PolicyConfig
+    customers: Mapping[str, Customer] = field(default_factory=dict)
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    number_owners: Mapping[str, str] = field(default_factory=dict)  # E.164 -> customer id
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One call to decide, as the adapters see it. Every string is untrusted."""
+
+    dialled: str
+    now: datetime
+    customer_id: str | None = None  # if absent: from the endpoint, or the forwarding number
+    endpoint: str | None = None
+    source_ip: str | None = None
+    caller_id: str | None = None  # what the phone asked to present (or original caller)
+    privacy: bool = False  # SIP Privacy: id / anonymous From from the phone
+    forwarded_from: str | None = None  # the customer's number that forwards this call
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    number: str | None  # what the called party sees (when allowed)
+    presentation: Presentation
+    asserted: str | None  # the real identity, for P-Asserted-Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an adapter must log (the engine does no I/O)."""
+
+    kind: str  # "spoofing_attempt", "nomadic_emergency", "unknown_emergency"
+    detail: Mapping[str, str | None]
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~2 µs, a fifth of a decision
+class Decision:
+    number: str  # as dialled
+    destination: str | None  # E.164, a short number, or None when invalid
+    action: Action
+    reason: Reason
+    category: Category
+    rule: str
+    caller_id: CallerId
+    region: str | None = None
+    customer_id: str | None = None
+    emergency: bool = False
+    location: Location | None = None
+    location_address: Address | None = None
+    diversion: str | None = None  # the forwarding number, for the Diversion header
+    restriction_requested: bool = False
+    events: tuple[Event, ...] = ()
+    region_candidates: tuple[str, ...] = ()  # when the code is shared and region unresolved
+
+    @property
+    def allowed(self) -> bool:
+        return self.action is Action.ALLOW
+
+    def resolved_region(self) -> str | None:
+        """The exact region, asking libphonenumber if the engine did not need to (slow)."""
+        if self.region is None and self.region_candidates and self.destination:
+            from .destinations import region_from_metadata
+
+            return region_from_metadata(self.destination)
+        return self.region
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "destination": self.destination,
+            "action": self.action.value,
+            "reason": self.reason.value,
+            "category": self.category.value,
+            "region": self.resolved_region(),
+            "customer": self.customer_id,
+            "caller_id": {
+                "number": self.caller_id.number,
+                "presentation": self.caller_id.presentation.value,
+                "asserted": self.caller_id.asserted,
+            },
+            "emergency": self.emergency,
+            "location": self.location.value if self.location else None,
+            "location_address": (
+                {
+                    "street": self.location_address.street,
+                    "house_number": self.location_address.house_number,
+                    "postcode": self.location_address.postcode,
+                    "municipality": self.location_address.municipality,
+                    "country": self.location_address.country,
+                }
+                if self.location_address
+                else None
+            ),
+            "diversion": self.diversion,
+            "restriction_requested": self.restriction_requested,
+            "rule": self.rule,
+            "events": [{"kind": e.kind, **e.detail} for e in self.events],
+        }

@@ -1,0 +1,709 @@
+"""Persistent customers, exceptions and audit log (aiosqlite), and the in-memory snapshot.
+
+- WAL, foreign keys, `synchronous=FULL`: a change is on disk when its transaction commits, and
+  the CLI reports success only after the commit.
+- Every change writes an audit row (who, when, ticket, reason, before/after) in the same
+  transaction; triggers make the audit table append-only.
+- Long-running processes keep a Snapshot in memory and call `SnapshotSource.refresh()` a few
+  times a second: it reads the audit log's high-water mark and reloads only the customers that
+  changed, so a CLI change is live within a second and no decision queries the database.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .policy import (
+    Address,
+    Customer,
+    Endpoint,
+    PolicyConfig,
+    Snapshot,
+    Unblock,
+    UnblockKind,
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema
+    """
+    CREATE TABLE customers (
+        id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'suspended')),
+        main_number TEXT NOT NULL,
+        street TEXT NOT NULL,
+        house_number TEXT NOT NULL,
+        postcode TEXT NOT NULL,
+        municipality TEXT NOT NULL,
+        country TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE numbers (
+        number TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE
+    );
+    CREATE INDEX numbers_by_customer ON numbers(customer_id);
+    CREATE TABLE endpoints (
+        name TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+        number TEXT
+    );
+    CREATE INDEX endpoints_by_customer ON endpoints(customer_id);
+    CREATE TABLE site_networks (
+        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+        cidr TEXT NOT NULL,
+        PRIMARY KEY (customer_id, cidr)
+    );
+    CREATE TABLE forward_targets (
+        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+        number TEXT NOT NULL,
+        PRIMARY KEY (customer_id, number)
+    );
+    CREATE TABLE unblocks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        customer_id TEXT NOT NULL REFERENCES customers(id),
+        kind TEXT NOT NULL CHECK (kind IN ('prefix', 'country', 'category')),
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        ticket TEXT NOT NULL,
+        reason TEXT,
+        expires_at TEXT,
+        revoked_at TEXT,
+        revoked_by TEXT,
+        revoked_ticket TEXT
+    );
+    CREATE INDEX unblocks_by_customer ON unblocks(customer_id);
+    CREATE TABLE suspensions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        customer_id TEXT NOT NULL REFERENCES customers(id),
+        suspended_at TEXT NOT NULL,
+        suspended_by TEXT NOT NULL,
+        ticket TEXT NOT NULL,
+        reason TEXT,
+        lifted_at TEXT,
+        lifted_by TEXT,
+        lifted_ticket TEXT
+    );
+    CREATE INDEX suspensions_by_customer ON suspensions(customer_id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        ticket TEXT,
+        reason TEXT,
+        action TEXT NOT NULL,
+        customer_id TEXT,
+        before TEXT,
+        after TEXT
+    );
+    CREATE INDEX audit_by_customer ON audit(customer_id, id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """An operational error with a message fit for an ops engineer."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds") if moment else None
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    name: str
+    number: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    """A customer as imported: validated and normalised (see importer.py)."""
+
+    id: str
+    name: str
+    status: str
+    main_number: str
+    numbers: tuple[str, ...]
+    install_address: Address
+    site_networks: tuple[str, ...] = ()
+    verified_forward_targets: tuple[str, ...] = ()
+    endpoints: tuple[EndpointRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    by: str
+    ticket: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class ImportResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, create: bool = False) -> Store:
+        """Open (and migrate) the database. Without `create`, a missing file is an error."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise StoreError(
+                    f"database {path} does not exist (set --db or CALLPOLICY_DB, "
+                    "or create it with `callpolicy customer import FILE`)"
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        try:
+            db = await aiosqlite.connect(str(path), isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        store = cls(db, path)
+        try:
+            await store._setup()
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _setup(self) -> None:
+        db = self._db
+        await db.execute("PRAGMA busy_timeout = 5000")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        version = await self._scalar("PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"callpolicy ({SCHEMA_VERSION}): upgrade callpolicy"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _audit(
+        self,
+        actor: Actor,
+        action: str,
+        customer_id: str | None,
+        before: object,
+        after: object,
+        at: datetime,
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO audit (at, actor, ticket, reason, action, customer_id, before, after)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                iso(at),
+                actor.by,
+                actor.ticket,
+                actor.reason,
+                action,
+                customer_id,
+                json.dumps(before, sort_keys=True) if before is not None else None,
+                json.dumps(after, sort_keys=True) if after is not None else None,
+            ),
+        )
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def customer(self, customer_id: str) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT * FROM customers WHERE id = ?", (customer_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        numbers = [r[0] for r in await self._rows(
+            "SELECT number FROM numbers WHERE customer_id = ? ORDER BY number", (customer_id,))]
+        endpoints = [
+            {"name": r["name"], "number": r["number"]}
+            for r in await self._rows(
+                "SELECT name, number FROM endpoints WHERE customer_id = ? ORDER BY name",
+                (customer_id,),
+            )
+        ]
+        networks = [r[0] for r in await self._rows(
+            "SELECT cidr FROM site_networks WHERE customer_id = ? ORDER BY cidr", (customer_id,))]
+        targets = [r[0] for r in await self._rows(
+            "SELECT number FROM forward_targets WHERE customer_id = ? ORDER BY number",
+            (customer_id,))]
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "status": row["status"],
+            "main_number": row["main_number"],
+            "numbers": numbers,
+            "install_address": {
+                "street": row["street"],
+                "house_number": row["house_number"],
+                "postcode": row["postcode"],
+                "municipality": row["municipality"],
+                "country": row["country"],
+            },
+            "site_networks": networks,
+            "verified_forward_targets": targets,
+            "endpoints": endpoints,
+        }
+
+    async def customers(self) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            """
+            SELECT c.id, c.name, c.status, c.main_number,
+                   (SELECT count(*) FROM numbers n WHERE n.customer_id = c.id) AS numbers,
+                   (SELECT count(*) FROM endpoints e WHERE e.customer_id = c.id) AS endpoints
+            FROM customers c ORDER BY c.id
+            """
+        )
+        return [dict(row) for row in rows]
+
+    async def unblocks(
+        self, customer_id: str | None = None, *, include_inactive: bool = False,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        now = now or utcnow()
+        sql = "SELECT * FROM unblocks"
+        where, params = [], []
+        if customer_id is not None:
+            where.append("customer_id = ?")
+            params.append(customer_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY customer_id, id"
+        result = []
+        for row in await self._rows(sql, params):
+            item = dict(row)
+            expires = parse_iso(row["expires_at"])
+            if row["revoked_at"]:
+                item["state"] = "reblocked"
+            elif expires is not None and expires <= now:
+                item["state"] = "expired"
+            else:
+                item["state"] = "active"
+            if include_inactive or item["state"] == "active":
+                result.append(item)
+        return result
+
+    async def audit_log(self, customer_id: str | None = None, limit: int = 50) -> list[dict]:
+        if customer_id is None:
+            rows = await self._rows(
+                "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._rows(
+                "SELECT * FROM audit WHERE customer_id = ? ORDER BY id DESC LIMIT ?",
+                (customer_id, limit),
+            )
+        result = []
+        for row in reversed(rows):
+            item = dict(row)
+            item["before"] = json.loads(row["before"]) if row["before"] else None
+            item["after"] = json.loads(row["after"]) if row["after"] else None
+            result.append(item)
+        return result
+
+    async def suspension(self, customer_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(
+            "SELECT * FROM suspensions WHERE customer_id = ? AND lifted_at IS NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (customer_id,),
+        )
+        return dict(rows[0]) if rows else None
+
+    async def _require_customer(self, customer_id: str) -> dict[str, Any]:
+        customer = await self.customer(customer_id)
+        if customer is None:
+            raise StoreError(f"unknown customer {customer_id!r}")
+        return customer
+
+    # -- changes ------------------------------------------------------------------------
+
+    async def import_customers(
+        self, records: Iterable[CustomerRecord], actor: Actor
+    ) -> ImportResult:
+        """Create or update customers, all or nothing. Status changes of existing customers
+        are not taken from a file: suspensions go through suspend/reactivate (audited with a
+        ticket), so re-importing an old file never lifts a suspension by accident."""
+        result = ImportResult()
+        now = utcnow()
+        async with _Transaction(self._db):
+            for record in records:
+                before = await self.customer(record.id)
+                await self._check_ownership(record)
+                if before is None:
+                    await self._insert_customer(record, now)
+                    if record.status == "suspended":
+                        await self._db.execute(
+                            "INSERT INTO suspensions (customer_id, suspended_at, suspended_by,"
+                            " ticket, reason) VALUES (?, ?, ?, ?, ?)",
+                            (record.id, iso(now), actor.by, actor.ticket or "import",
+                             "suspended in import file"),
+                        )
+                    after = await self.customer(record.id)
+                    await self._audit(actor, "customer.create", record.id, None, after, now)
+                    result.created.append(record.id)
+                    continue
+                if record.status != before["status"]:
+                    result.warnings.append(
+                        f"{record.id}: file says status {record.status!r} but the customer is "
+                        f"{before['status']!r}; status kept (use `callpolicy customer "
+                        f"{'suspend' if record.status == 'suspended' else 'reactivate'}`)"
+                    )
+                await self._replace_customer(record, before["status"], now)
+                after = await self.customer(record.id)
+                if after == before:
+                    result.unchanged.append(record.id)
+                    continue
+                await self._audit(actor, "customer.update", record.id, before, after, now)
+                result.updated.append(record.id)
+        return result
+
+    async def _check_ownership(self, record: CustomerRecord) -> None:
+        for number in record.numbers:
+            owner = await self._scalar("SELECT customer_id FROM numbers WHERE number = ?",
+                                       (number,))
+            if owner is not None and owner != record.id:
+                raise StoreError(f"{record.id}: number {number} belongs to customer {owner!r}")
+        for endpoint in record.endpoints:
+            owner = await self._scalar("SELECT customer_id FROM endpoints WHERE name = ?",
+                                       (endpoint.name,))
+            if owner is not None and owner != record.id:
+                raise StoreError(
+                    f"{record.id}: endpoint {endpoint.name!r} belongs to customer {owner!r}")
+
+    async def _insert_customer(self, record: CustomerRecord, now: datetime) -> None:
+        a = record.install_address
+        await self._db.execute(
+            "INSERT INTO customers (id, name, status, main_number, street, house_number,"
+            " postcode, municipality, country, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.name, record.status, record.main_number, a.street,
+             a.house_number, a.postcode, a.municipality, a.country, iso(now), iso(now)),
+        )
+        await self._insert_children(record)
+
+    async def _replace_customer(self, record: CustomerRecord, status: str, now: datetime) -> None:
+        a = record.install_address
+        await self._db.execute(
+            "UPDATE customers SET name = ?, main_number = ?, street = ?, house_number = ?,"
+            " postcode = ?, municipality = ?, country = ?, updated_at = ? WHERE id = ?",
+            (record.name, record.main_number, a.street, a.house_number, a.postcode,
+             a.municipality, a.country, iso(now), record.id),
+        )
+        for table in ("numbers", "endpoints", "site_networks", "forward_targets"):
+            await self._db.execute(f"DELETE FROM {table} WHERE customer_id = ?", (record.id,))
+        await self._insert_children(record)
+
+    async def _insert_children(self, record: CustomerRecord) -> None:
+        db = self._db
+        await db.executemany("INSERT INTO numbers (number, customer_id) VALUES (?, ?)",
+                             [(n, record.id) for n in record.numbers])
+        await db.executemany(
+            "INSERT INTO endpoints (name, customer_id, number) VALUES (?, ?, ?)",
+            [(e.name, record.id, e.number) for e in record.endpoints])
+        await db.executemany("INSERT INTO site_networks (customer_id, cidr) VALUES (?, ?)",
+                             [(record.id, c) for c in record.site_networks])
+        await db.executemany("INSERT INTO forward_targets (customer_id, number) VALUES (?, ?)",
+                             [(record.id, n) for n in record.verified_forward_targets])
+
+    async def suspend(self, customer_id: str, actor: Actor) -> None:
+        now = utcnow()
+        async with _Transaction(self._db):
+            before = await self._require_customer(customer_id)
+            if before["status"] == "suspended":
+                raise StoreError(f"customer {customer_id!r} is already suspended")
+            await self._db.execute(
+                "UPDATE customers SET status = 'suspended', updated_at = ? WHERE id = ?",
+                (iso(now), customer_id))
+            await self._db.execute(
+                "INSERT INTO suspensions (customer_id, suspended_at, suspended_by, ticket,"
+                " reason) VALUES (?, ?, ?, ?, ?)",
+                (customer_id, iso(now), actor.by, actor.ticket, actor.reason))
+            await self._audit(actor, "customer.suspend", customer_id,
+                              {"status": "active"}, {"status": "suspended"}, now)
+
+    async def reactivate(self, customer_id: str, actor: Actor) -> None:
+        now = utcnow()
+        async with _Transaction(self._db):
+            before = await self._require_customer(customer_id)
+            if before["status"] != "suspended":
+                raise StoreError(f"customer {customer_id!r} is not suspended")
+            await self._db.execute(
+                "UPDATE customers SET status = 'active', updated_at = ? WHERE id = ?",
+                (iso(now), customer_id))
+            await self._db.execute(
+                "UPDATE suspensions SET lifted_at = ?, lifted_by = ?, lifted_ticket = ?"
+                " WHERE customer_id = ? AND lifted_at IS NULL",
+                (iso(now), actor.by, actor.ticket, customer_id))
+            await self._audit(actor, "customer.reactivate", customer_id,
+                              {"status": "suspended"}, {"status": "active"}, now)
+
+    async def add_unblock(
+        self, customer_id: str, kind: UnblockKind, value: str, actor: Actor,
+        expires_at: datetime | None,
+    ) -> int:
+        now = utcnow()
+        async with _Transaction(self._db):
+            await self._require_customer(customer_id)
+            cursor = await self._db.execute(
+                "INSERT INTO unblocks (customer_id, kind, value, created_at, created_by, ticket,"
+                " reason, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (customer_id, kind.value, value, iso(now), actor.by, actor.ticket,
+                 actor.reason, iso(expires_at)))
+            unblock_id = cursor.lastrowid
+            assert unblock_id is not None
+            await self._audit(actor, "unblock.add", customer_id, None,
+                              {"id": unblock_id, "kind": kind.value, "value": value,
+                               "expires_at": iso(expires_at)}, now)
+        return unblock_id
+
+    async def reblock(
+        self, customer_id: str, kind: UnblockKind, value: str, actor: Actor
+    ) -> list[int]:
+        """Revoke every active unblock of this kind and value. Error if there is none."""
+        now = utcnow()
+        async with _Transaction(self._db):
+            await self._require_customer(customer_id)
+            rows = await self._rows(
+                "SELECT id, expires_at FROM unblocks WHERE customer_id = ? AND kind = ?"
+                " AND value = ? AND revoked_at IS NULL",
+                (customer_id, kind.value, value))
+            ids = [r["id"] for r in rows
+                   if r["expires_at"] is None or parse_iso(r["expires_at"]) > now]
+            if not ids:
+                raise StoreError(
+                    f"customer {customer_id!r} has no active unblock for {kind.value} {value}")
+            await self._db.executemany(
+                "UPDATE unblocks SET revoked_at = ?, revoked_by = ?, revoked_ticket = ?"
+                " WHERE id = ?",
+                [(iso(now), actor.by, actor.ticket, i) for i in ids])
+            await self._audit(actor, "unblock.reblock", customer_id,
+                              {"ids": ids, "kind": kind.value, "value": value}, None, now)
+        return ids
+
+    # -- snapshot -----------------------------------------------------------------------
+
+    async def audit_high_water(self) -> int:
+        return int(await self._scalar("SELECT coalesce(max(id), 0) FROM audit"))
+
+    async def changed_customers(self, since: int) -> tuple[set[str], int]:
+        rows = await self._rows(
+            "SELECT id, customer_id FROM audit WHERE id > ? ORDER BY id", (since,))
+        if not rows:
+            return set(), since
+        return {r["customer_id"] for r in rows if r["customer_id"]}, rows[-1]["id"]
+
+    async def load_customers(self, ids: Iterable[str] | None = None) -> dict[str, Customer]:
+        """Customers as the policy sees them: all of them, or the given ids."""
+        if ids is None:
+            where, params = "", ()
+        else:
+            id_list = list(ids)
+            if not id_list:
+                return {}
+            where = f" WHERE customer_id IN ({','.join('?' * len(id_list))})"
+            params = tuple(id_list)
+        cwhere = where.replace("customer_id", "id")
+        numbers: dict[str, list[str]] = defaultdict(list)
+        for r in await self._rows(f"SELECT customer_id, number FROM numbers{where}", params):
+            numbers[r[0]].append(r[1])
+        networks: dict[str, list] = defaultdict(list)
+        for r in await self._rows(f"SELECT customer_id, cidr FROM site_networks{where}", params):
+            networks[r[0]].append(ipaddress.ip_network(r[1]))
+        targets: dict[str, list[str]] = defaultdict(list)
+        for r in await self._rows(
+                f"SELECT customer_id, number FROM forward_targets{where}", params):
+            targets[r[0]].append(r[1])
+        unblocks: dict[str, list[Unblock]] = defaultdict(list)
+        now = iso(utcnow())
+        unblock_where = (where + " AND" if where else " WHERE")
+        for r in await self._rows(
+            "SELECT id, customer_id, kind, value, ticket, expires_at FROM unblocks"
+            f"{unblock_where} revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            (*params, now),
+        ):
+            unblocks[r["customer_id"]].append(
+                Unblock(r["id"], UnblockKind(r["kind"]), r["value"], r["ticket"],
+                        parse_iso(r["expires_at"])))
+        tickets = {
+            r[0]: r[1]
+            for r in await self._rows(
+                f"SELECT customer_id, ticket FROM suspensions{where}"
+                f"{' AND' if where else ' WHERE'} lifted_at IS NULL ORDER BY id", params)
+        }
+        result = {}
+        for r in await self._rows(f"SELECT * FROM customers{cwhere}", params):
+            cid = r["id"]
+            result[cid] = Customer(
+                id=cid,
+                name=r["name"],
+                suspended=r["status"] == "suspended",
+                main_number=r["main_number"],
+                numbers=frozenset(numbers[cid]),
+                install_address=Address(r["street"], r["house_number"], r["postcode"],
+                                        r["municipality"], r["country"]),
+                site_networks=tuple(networks[cid]),
+                verified_forward_targets=frozenset(targets[cid]),
+                unblocks=tuple(unblocks[cid]),
+                suspension_ticket=tickets.get(cid, ""),
+            )
+        return result
+
+    async def load_endpoints(self, ids: Iterable[str] | None = None) -> list[Endpoint]:
+        if ids is None:
+            rows = await self._rows("SELECT name, customer_id, number FROM endpoints")
+        else:
+            id_list = list(ids)
+            rows = await self._rows(
+                "SELECT name, customer_id, number FROM endpoints WHERE customer_id IN "
+                f"({','.join('?' * len(id_list))})", id_list) if id_list else []
+        return [Endpoint(r[0], r[1], r[2]) for r in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (nothing half-written)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database is busy or read-only: {exc}") from exc
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                await self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                await self._db.execute("ROLLBACK")
+                raise
+        await self._db.execute("ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN … END)."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
+
+
+class SnapshotSource:
+    """Keeps a Snapshot in memory and brings it up to date from the audit log."""
+
+    def __init__(self, store: Store, config: PolicyConfig) -> None:
+        self.store = store
+        self.config = config
+        self.snapshot = Snapshot(config)
+        self._high_water = 0
+
+    async def load(self) -> Snapshot:
+        high_water = await self.store.audit_high_water()
+        customers = await self.store.load_customers()
+        endpoints = await self.store.load_endpoints()
+        self.snapshot = _build(self.config, customers, endpoints)
+        self._high_water = high_water
+        return self.snapshot
+
+    async def refresh(self) -> bool:
+        """Reload customers changed since the last look. True if the snapshot changed."""
+        changed, high_water = await self.store.changed_customers(self._high_water)
+        if high_water == self._high_water:
+            return False
+        customers = dict(self.snapshot.customers)
+        endpoints = {e.name: e for e in self.snapshot.endpoints.values()
+                     if e.customer_id not in changed}
+        for cid in changed:
+            customers.pop(cid, None)
+        customers.update(await self.store.load_customers(changed))
+        for endpoint in await self.store.load_endpoints(changed):
+            endpoints[endpoint.name] = endpoint
+        self.snapshot = _build(self.config, customers, list(endpoints.values()))
+        self._high_water = high_water
+        return True
+
+    def set_config(self, config: PolicyConfig) -> None:
+        self.config = config
+        self.snapshot = Snapshot(config, self.snapshot.customers, self.snapshot.endpoints,
+                                 self.snapshot.number_owners)
+
+
+def _build(config: PolicyConfig, customers: dict[str, Customer],
+           endpoints: list[Endpoint]) -> Snapshot:
+    owners = {n: c.id for c in customers.values() for n in c.numbers}
+    return Snapshot(config, customers, {e.name: e for e in endpoints}, owners)

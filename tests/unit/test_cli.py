@@ -1,0 +1,252 @@
+"""The ops CLI as a user runs it: real process, real database, exit codes and stderr lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JSON_KEYS = {"number", "destination", "action", "reason", "category", "caller_id",
+             "emergency", "location", "rule"}
+
+
+def run(*args: str, db: Path | None = None, env: dict[str, str] | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
+    environ["CALLPOLICY_CONFIG"] = str(REPO / "config" / "callpolicy.toml")
+    environ.update(env or {})
+    argv = [sys.executable, "-m", "callpolicy.cli", *args]
+    if db is not None:
+        argv += ["--db", str(db)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=60,
+                            check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "error" in lines[0] and text in lines[0], lines[0]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "cp.db"
+    result = run("customer", "import", str(REPO / "config" / "demo-customers.toml"),
+                 "--by", "tester", db=path)
+    assert result.returncode == 0, result.stderr
+    assert "2 created" in result.stdout
+    return path
+
+
+def audit_count(db: Path) -> int:
+    return len(run("audit", "--json", "--limit", "1000", db=db).stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["customer"], ["customer", "import"], ["customer", "show"], ["customer", "list"],
+     ["customer", "suspend"], ["customer", "reactivate"], ["unblock"], ["reblock"],
+     ["unblocks"], ["audit"], ["check"]],
+    ids=lambda c: " ".join(c) or "top",
+)
+def test_help_explains_every_command(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0 and "usage: callpolicy" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["customer", "list"], ["customer", "show", "acme"], ["unblocks"], ["audit"],
+     ["customer", "suspend", "acme", "--by", "a", "--ticket", "t"],
+     ["unblock", "acme", "--prefix", "0905", "--by", "a", "--ticket", "t"],
+     ["check", "--customer", "acme", "112"]],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_missing_database_is_one_error_and_not_created(tmp_path: Path,
+                                                       command: list[str]) -> None:
+    path = tmp_path / "missing.db"
+    one_error_line(run(*command, db=path), 1, "does not exist")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [(["bogus"], "invalid choice"),
+     (["customer", "list", "--nope"], "unrecognized arguments"),
+     (["unblock", "acme", "--prefix", "0905"], "required: --by, --ticket"),
+     (["unblock", "acme", "--by", "a", "--ticket", "t"], "one of the arguments"),
+     (["unblock", "acme", "--prefix", "0905", "--country", "CH", "--by", "a", "--ticket", "t"],
+      "not allowed with"),
+     (["unblock", "acme", "--prefix", "abc", "--by", "a", "--ticket", "t"], "not a number"),
+     (["unblock", "acme", "--prefix", "0905", "--for", "7x", "--by", "a", "--ticket", "t"],
+      "use a duration"),
+     (["unblock", "acme", "--prefix", "0905", "--expires", "2020-01-01T00:00Z", "--by", "a",
+       "--ticket", "t"], "in the past"),
+     (["unblock", "acme", "--country", "FR", "--by", "a", "--ticket", "t"], "is in the EU"),
+     (["unblock", "acme", "--country", "XX", "--by", "a", "--ticket", "t"], "not an ISO"),
+     (["unblock", "acme", "--category", "mobile", "--by", "a", "--ticket", "t"],
+      "--category must be"),
+     (["audit", "--limit", "0"], "--limit must be at least 1"),
+     (["check", "--customer", "acme"], "required: NUMBER")],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_bad_usage_exits_2_with_one_line_and_writes_nothing(
+        db: Path, command: list[str], text: str) -> None:
+    before = audit_count(db)
+    one_error_line(run(*command, db=db), 2, text)
+    assert audit_count(db) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["customer", "show", "ghost"],
+     ["customer", "suspend", "ghost", "--by", "a", "--ticket", "t"],
+     ["customer", "reactivate", "ghost", "--by", "a", "--ticket", "t"],
+     ["unblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
+     ["reblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
+     ["unblocks", "ghost"], ["audit", "ghost"], ["check", "--customer", "ghost", "112"]],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_unknown_customer_is_one_error_line(db: Path, command: list[str]) -> None:
+    before = audit_count(db)
+    one_error_line(run(*command, db=db), 1, "unknown customer 'ghost'")
+    assert audit_count(db) == before
+
+
+def test_malformed_toml_writes_nothing(tmp_path: Path, db: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[customer]\nid = 'x'\n")
+    fresh = tmp_path / "fresh.db"
+    result = run("customer", "import", str(bad), db=fresh)
+    assert result.returncode == 1 and "not valid TOML" in result.stderr
+    assert not fresh.exists()
+    before = audit_count(db)
+    assert run("customer", "import", str(bad), db=db).returncode == 1
+    assert run("customer", "import", str(tmp_path / "none.toml"), db=db).returncode == 1
+    assert audit_count(db) == before
+
+
+def test_import_dry_run_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "dry.db"
+    result = run("customer", "import", str(REPO / "config" / "demo-customers.toml"),
+                 "--dry-run", db=path)
+    assert result.returncode == 0 and "nothing written" in result.stdout
+    assert not path.exists()
+
+
+def test_db_option_env_and_position(db: Path) -> None:
+    assert run("--db", str(db), "customer", "list").returncode == 0
+    env_result = run("customer", "list", env={"CALLPOLICY_DB": str(db)})
+    assert env_result.returncode == 0 and "acme" in env_result.stdout
+
+
+def test_bad_config_file_is_one_error(tmp_path: Path, db: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy]\npremium_prefixes = ['09x5']\n")
+    one_error_line(run("--config", str(bad), "customer", "list", db=db), 1, "09x5")
+    one_error_line(run("--config", str(tmp_path / "none.toml"), "customer", "list", db=db), 1,
+                   "does not exist")
+
+
+def test_read_commands_speak_json(db: Path) -> None:
+    show = json.loads(run("customer", "show", "acme", "--json", db=db).stdout)
+    assert show["numbers"] == ["+3292101234", "+3292101235", "+3292101236"]
+    listed = [json.loads(line) for line in
+              run("customer", "list", "--json", db=db).stdout.splitlines()]
+    assert [c["id"] for c in listed] == ["acme", "bakkerij"]
+    assert [c["status"] for c in listed] == ["active", "suspended"]
+    audit = [json.loads(line) for line in run("audit", "--json", db=db).stdout.splitlines()]
+    assert {a["action"] for a in audit} == {"customer.create"}
+    assert run("unblocks", "--json", db=db).stdout == ""
+
+
+def check(db: Path, *numbers: str, extra: tuple[str, ...] = ()) -> list[dict]:
+    result = run("check", "--customer", "acme", "--json", *extra, *numbers, db=db)
+    assert result.returncode == 0, result.stderr
+    decisions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(decisions) == len(numbers)
+    for decision in decisions:
+        assert decision.keys() >= JSON_KEYS
+    return decisions
+
+
+def test_check_explains_decisions(db: Path) -> None:
+    national, premium, swiss, sos, junk = check(
+        db, "09 210 12 99", "0905 12 34 56", "+41 44 123 45 67", "112", "sip:1@2.3.4.5",
+        extra=("--endpoint", "acme-101", "--source-ip", "127.0.0.2"))
+    assert (national["action"], national["reason"]) == ("allow", "allowed")
+    assert national["destination"] == "+3292101299"
+    assert national["caller_id"] == {"number": "+3292101234", "presentation": "allowed",
+                                     "asserted": "+3292101234"}
+    assert (premium["action"], premium["reason"]) == ("block", "premium")
+    assert "0905" in premium["rule"]
+    assert (swiss["reason"], swiss["category"]) == ("non_eu", "non_eu")
+    assert sos["emergency"] is True and sos["location"] == "verified"
+    assert sos["location_address"]["postcode"] == "9030"
+    assert (junk["reason"], junk["destination"]) == ("invalid_number", None)
+
+
+def test_check_logs_spoofing_attempt(db: Path) -> None:
+    result = run("check", "--customer", "acme", "--caller-id", "+3222222222", "--json",
+                 "092101299", db=db)
+    assert json.loads(result.stdout)["caller_id"]["number"] == "+3292101234"
+    assert "spoofing_attempt" in result.stderr
+
+
+def test_unblock_reblock_cycle_and_audit(db: Path) -> None:
+    assert check(db, "0905123456")[0]["reason"] == "premium"
+    result = run("unblock", "acme", "--prefix", "0905", "--by", "alice", "--ticket", "MAIL-1",
+                 "--reason", "customer asked", db=db)
+    assert result.returncode == 0 and "unblock #1" in result.stdout
+    assert check(db, "0905123456")[0]["reason"] == "unblocked"
+    assert check(db, "+32905123456")[0]["reason"] == "unblocked"
+    result = run("reblock", "acme", "--prefix", "+32905", "--by", "bob", "--ticket", "MAIL-2",
+                 db=db)
+    assert result.returncode == 0, result.stderr
+    assert check(db, "0905123456")[0]["reason"] == "premium"
+    one_error_line(run("reblock", "acme", "--prefix", "0905", "--by", "bob", "--ticket", "M",
+                       db=db), 1, "no active unblock")
+    entries = [json.loads(line) for line in run("audit", "acme", "--json", db=db)
+               .stdout.splitlines()]
+    assert [(e["action"], e["actor"], e["ticket"]) for e in entries[-2:]] == [
+        ("unblock.add", "alice", "MAIL-1"), ("unblock.reblock", "bob", "MAIL-2")]
+
+
+def test_unblock_for_one_second_expires(db: Path) -> None:
+    assert run("unblock", "acme", "--country", "ch", "--for", "1s", "--by", "a",
+               "--ticket", "t", db=db).returncode == 0
+    assert check(db, "+41441234567")[0]["reason"] == "unblocked"
+    time.sleep(1.2)
+    assert check(db, "+41441234567")[0]["reason"] == "non_eu"
+    rows = [json.loads(line) for line in run("unblocks", "--all", "--json", db=db)
+            .stdout.splitlines()]
+    assert [r["state"] for r in rows] == ["expired"]
+
+
+def test_short_prefix_unblock_warns_it_opens_nothing(db: Path) -> None:
+    result = run("unblock", "acme", "--prefix", "090", "--by", "a", "--ticket", "t", db=db)
+    assert result.returncode == 0 and "opens none of them" in result.stderr
+    assert check(db, "0905123456")[0]["reason"] == "premium"
+
+
+def test_suspend_then_must_reach_only(db: Path) -> None:
+    assert run("customer", "suspend", "acme", "--by", "a", "--ticket", "t", db=db
+               ).returncode == 0
+    one_error_line(run("customer", "suspend", "acme", "--by", "a", "--ticket", "t", db=db), 1,
+                   "already suspended")
+    national, poison, sos = check(db, "092101299", "070 245 245", "112")
+    assert national["reason"] == "suspended"
+    assert (poison["action"], poison["reason"]) == ("allow", "must_reach")
+    assert (sos["action"], sos["reason"]) == ("allow", "emergency")
+    assert run("customer", "reactivate", "acme", "--by", "a", "--ticket", "t", db=db
+               ).returncode == 0
+    assert check(db, "092101299")[0]["reason"] == "allowed"

@@ -1,0 +1,523 @@
+"""The rules in order (policy/engine.py): must-reach, unknown, suspended, premium, non-EU, allow.
+
+Plus emergency location (art. 3.7/3.8) and unblocks (art. 3.10 "op eenvoudig verzoek").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+
+from callpolicy.policy import (
+    Action,
+    Address,
+    CallRequest,
+    Category,
+    Customer,
+    Location,
+    Reason,
+    Snapshot,
+    Unblock,
+    UnblockKind,
+    build_policy_config,
+)
+
+EMERGENCY = ["112", "100", "101"]
+OTHER_MUST_REACH = [
+    "070 245 245", "1813", "0800 32 123", "02 649 95 55",
+    "102", "103", "104", "106", "107", "108", "110", "116000",
+]
+MUST_REACH_FORMS = [
+    "+32 70 245 245", "0032 70 245 245", "070/245.245", "+3280032123", "0032 2 649 95 55",
+]
+
+# How a call can name (or fail to name) its customer.
+CUSTOMER_STATES = {
+    "active": {"customer_id": "acme"},
+    "active-by-endpoint": {"customer_id": None, "endpoint": "acme-101"},
+    "suspended": {"customer_id": "brol"},
+    "suspended-by-endpoint": {"customer_id": None, "endpoint": "brol-201"},
+    "unknown-id": {"customer_id": "nobody"},
+    "unknown-endpoint": {"customer_id": None, "endpoint": "ghost-1"},
+    "no-customer-at-all": {"customer_id": None},
+}
+
+
+# --- 1. must-reach numbers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("state", CUSTOMER_STATES)
+@pytest.mark.parametrize("dialled", EMERGENCY)
+def test_emergency_numbers_always_allowed(decide, dialled: str, state: str) -> None:
+    decision = decide(dialled, **CUSTOMER_STATES[state])
+    assert decision.action is Action.ALLOW
+    assert decision.reason is Reason.EMERGENCY
+    assert decision.emergency is True
+    assert decision.category is Category.EMERGENCY
+    assert decision.destination == dialled
+
+
+@pytest.mark.parametrize("state", CUSTOMER_STATES)
+@pytest.mark.parametrize("dialled", OTHER_MUST_REACH + MUST_REACH_FORMS)
+def test_must_reach_numbers_always_allowed(decide, dialled: str, state: str) -> None:
+    decision = decide(dialled, **CUSTOMER_STATES[state])
+    assert decision.action is Action.ALLOW
+    assert decision.reason is Reason.MUST_REACH
+    assert decision.emergency is False
+    assert decision.category is Category.MUST_REACH
+    assert decision.location is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"dialled": "#31#112"}, id="restriction-prefix"),
+        pytest.param({"dialled": "112", "privacy": True}, id="privacy"),
+        pytest.param({"dialled": "#31#070 245 245", "privacy": True}, id="antipoison-both"),
+        pytest.param({"dialled": "#31#1813"}, id="1813-restricted"),
+    ],
+)
+@pytest.mark.parametrize("state", ["active", "suspended", "unknown-id"])
+def test_must_reach_allowed_with_restriction(decide, fields: dict, state: str) -> None:
+    decision = decide(**fields, **CUSTOMER_STATES[state])
+    assert decision.action is Action.ALLOW
+    assert decision.reason in {Reason.EMERGENCY, Reason.MUST_REACH}
+    assert decision.restriction_requested
+
+
+def test_anti_poison_centre_allowed_while_suspended(decide) -> None:
+    decision = decide("070 245 245", customer_id="brol")
+    assert (decision.action, decision.reason) == (Action.ALLOW, Reason.MUST_REACH)
+    assert decision.customer_id == "brol"
+
+
+def test_112_allowed_for_unknown_customer(decide) -> None:
+    decision = decide("112", customer_id="nobody")
+    assert (decision.action, decision.reason, decision.emergency) == (
+        Action.ALLOW, Reason.EMERGENCY, True
+    )
+    assert decision.customer_id is None
+
+
+@pytest.mark.parametrize("dialled", ["1120", "1000", "1011", "11200", "0112", "+32112"])
+def test_near_emergency_numbers_are_not_emergency(decide, dialled: str) -> None:
+    decision = decide(dialled, customer_id="brol")
+    assert decision.emergency is False
+    assert decision.action is Action.BLOCK
+    assert decision.reason is Reason.SUSPENDED
+
+
+def test_1120_is_an_ordinary_short_number(decide) -> None:
+    active = decide("1120")
+    assert (active.action, active.reason, active.category, active.emergency) == (
+        Action.ALLOW, Reason.ALLOWED, Category.SHORT, False
+    )
+    assert active.location is None
+    unknown = decide("1120", customer_id="nobody")
+    assert (unknown.action, unknown.reason) == (Action.BLOCK, Reason.UNKNOWN_CUSTOMER)
+
+
+def test_must_reach_follows_configuration(make_engine, decide) -> None:
+    engine = make_engine(config=build_policy_config(must_reach=["1813"], emergency=["112"]))
+    assert decide("116000", customer_id="brol", engine=engine).reason is Reason.SUSPENDED
+    assert decide("1813", customer_id="brol", engine=engine).reason is Reason.MUST_REACH
+
+
+# --- 2. unknown customer ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("state", ["unknown-id", "unknown-endpoint", "no-customer-at-all"])
+@pytest.mark.parametrize(
+    "dialled", ["09 210 12 34", "0033 1 42 68 53 00", "0905 12 345", "+41212345678", "1207"]
+)
+def test_unknown_customer_is_blocked(decide, dialled: str, state: str) -> None:
+    decision = decide(dialled, **CUSTOMER_STATES[state])
+    assert decision.action is Action.BLOCK
+    assert decision.reason is Reason.UNKNOWN_CUSTOMER
+    assert decision.customer_id is None
+
+
+def test_endpoint_of_another_customer_does_not_lend_its_number(decide) -> None:
+    # customer_id wins; an endpoint that belongs to someone else is ignored.
+    decision = decide("09 210 12 99", customer_id="acme", endpoint="brol-201")
+    assert decision.customer_id == "acme"
+    assert decision.caller_id.number == "+3292101234"
+
+
+def test_unknown_customer_with_foreign_endpoint_stays_unknown(decide) -> None:
+    decision = decide("09 210 12 99", customer_id="nobody", endpoint="acme-101")
+    assert (decision.action, decision.reason) == (Action.BLOCK, Reason.UNKNOWN_CUSTOMER)
+
+
+# --- 3. suspended (art. 5.7) ------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "dialled",
+    ["09 210 12 34", "0475 12 34 56", "0033 1 42 68 53 00", "0905 12 345", "+41212345678",
+     "1207", "116111", "0900 12 345"],
+)
+@pytest.mark.parametrize("state", ["suspended", "suspended-by-endpoint"])
+def test_suspended_customer_is_blocked(decide, dialled: str, state: str) -> None:
+    decision = decide(dialled, **CUSTOMER_STATES[state])
+    assert decision.action is Action.BLOCK
+    assert decision.reason is Reason.SUSPENDED
+    assert decision.customer_id == "brol"
+    assert "T-5.7-42" in decision.rule
+
+
+def test_unblocks_do_not_lift_a_suspension(make_engine, decide, customer_factory) -> None:
+    customer = customer_factory(
+        "late",
+        suspended=True,
+        unblocks=[Unblock(1, UnblockKind.CATEGORY, "non_eu"), Unblock(2, UnblockKind.CATEGORY,
+                                                                         "premium")],
+    )
+    engine = make_engine(customer)
+    for dialled in ("+41212345678", "0905 12 345", "09 210 12 99"):
+        decision = decide(dialled, customer_id="late", engine=engine)
+        assert (decision.action, decision.reason) == (Action.BLOCK, Reason.SUSPENDED), dialled
+
+
+def test_reactivation_with_new_snapshot(engine, decide, customer_factory) -> None:
+    suspended = engine.with_snapshot(
+        Snapshot(
+            engine.snapshot.config,
+            customers={"acme": customer_factory(suspended=True)},
+            endpoints=engine.snapshot.endpoints,
+            number_owners=engine.snapshot.number_owners,
+        )
+    )
+    assert suspended.classifier is engine.classifier  # the cache survives a reload
+    assert decide("09 210 12 99", engine=suspended).reason is Reason.SUSPENDED
+    assert decide("09 210 12 99", engine=engine).reason is Reason.ALLOWED
+
+
+# --- 4. premium (art. 3.10) -------------------------------------------------------------------
+
+NOW_FOR_UNBLOCKS = datetime.fromisoformat("2025-06-02T14:30:00+00:00")  # conftest's NOW
+
+
+def _unblock(kind: str, value: str, expires: timedelta | None = None, uid: int = 7) -> Unblock:
+    return Unblock(uid, UnblockKind(kind), value, ticket="MAIL-1",
+                   expires_at=None if expires is None else NOW_FOR_UNBLOCKS + expires)
+
+
+@pytest.fixture(scope="module")
+def with_unblocks(
+    make_engine, decide, customer_factory, now: datetime
+) -> Callable[..., object]:
+    assert now == NOW_FOR_UNBLOCKS
+
+    def run(dialled: str, *unblocks: Unblock, **fields: object):
+        customer = customer_factory("open", unblocks=unblocks)
+        return decide(dialled, customer_id="open", engine=make_engine(customer), **fields)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("dialled", "unblocks", "action", "reason"),
+    [
+        pytest.param("0905 12 345", [], Action.BLOCK, Reason.PREMIUM, id="no-unblock"),
+        pytest.param("0905 12 345", [("prefix", "+32905")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="exact-prefix"),
+        pytest.param("0905 12 345", [("prefix", "+3290512")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="longer-prefix-matching"),
+        pytest.param("0905 99 999", [("prefix", "+3290512")], Action.BLOCK, Reason.PREMIUM,
+                     id="longer-prefix-not-matching"),
+        pytest.param("0905 12 345", [("prefix", "+329")], Action.BLOCK, Reason.PREMIUM,
+                     id="shorter-prefix-329-does-not-open"),
+        pytest.param("0905 12 345", [("prefix", "+3290")], Action.BLOCK, Reason.PREMIUM,
+                     id="shorter-prefix-3290-does-not-open"),
+        pytest.param("0905 12 345", [("prefix", "+32")], Action.BLOCK, Reason.PREMIUM,
+                     id="country-prefix-does-not-open"),
+        pytest.param("0905 12 345", [("prefix", "+32906")], Action.BLOCK, Reason.PREMIUM,
+                     id="other-range"),
+        pytest.param("0906 12 345", [("prefix", "+32905")], Action.BLOCK, Reason.PREMIUM,
+                     id="0905-unblock-does-not-open-0906"),
+        pytest.param("0909 12 345", [("category", "premium")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="category-premium"),
+        pytest.param("0903123456", [("category", "premium")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="category-premium-over-long"),
+        pytest.param("0905 12 345", [("category", "non_eu")], Action.BLOCK, Reason.PREMIUM,
+                     id="category-non-eu-does-not-open-premium"),
+        pytest.param("0905 12 345", [("country", "BE")], Action.BLOCK, Reason.PREMIUM,
+                     id="country-be-does-not-open-premium"),
+        pytest.param("0905 12 345", [("prefix", "+32905", -1)], Action.BLOCK, Reason.PREMIUM,
+                     id="expired-prefix"),
+        pytest.param("0905 12 345", [("category", "premium", -1)], Action.BLOCK, Reason.PREMIUM,
+                     id="expired-category"),
+        pytest.param("0905 12 345", [("prefix", "+32905", 0)], Action.BLOCK, Reason.PREMIUM,
+                     id="expires-exactly-now"),
+        pytest.param("0905 12 345", [("prefix", "+32905", 1)], Action.ALLOW, Reason.UNBLOCKED,
+                     id="expires-in-a-second"),
+        pytest.param("0905 12 345", [("prefix", "+32905", -1), ("prefix", "+329")],
+                     Action.BLOCK, Reason.PREMIUM, id="expired-plus-too-short"),
+        pytest.param("0905 12 345", [("prefix", "+329"), ("category", "premium")],
+                     Action.ALLOW, Reason.UNBLOCKED, id="too-short-plus-category"),
+        pytest.param("0905 12 345", [("prefix", "+32905", -1), ("prefix", "+32905")],
+                     Action.ALLOW, Reason.UNBLOCKED, id="expired-and-active-duplicate"),
+        pytest.param("0032 905 12 345", [("prefix", "+32905")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="0032-form-unblocked"),
+    ],
+)
+def test_premium_unblocks(with_unblocks, dialled: str, unblocks: list[tuple], action: Action,
+                          reason: Reason) -> None:
+    built = [
+        _unblock(u[0], u[1], None if len(u) == 2 else timedelta(seconds=u[2]), uid=i)
+        for i, u in enumerate(unblocks, 1)
+    ]
+    decision = with_unblocks(dialled, *built)
+    assert decision.action is action
+    assert decision.reason is reason
+    assert decision.category is Category.PREMIUM
+
+
+def test_unblocked_rule_names_the_unblock(with_unblocks) -> None:
+    decision = with_unblocks("0905 12 345", _unblock("prefix", "+32905", timedelta(days=3)))
+    assert "unblock #7" in decision.rule
+    assert "MAIL-1" in decision.rule
+
+
+def test_longest_configured_premium_prefix_decides(make_engine, decide, customer_factory) -> None:
+    # A longer blocked prefix inside an unblocked one stays blocked (longest prefix wins).
+    config = build_policy_config(premium_prefixes=("0905", "09051"))
+    customer = customer_factory("open", unblocks=[_unblock("prefix", "+32905")])
+    engine = make_engine(customer, config=config)
+    assert decide("0905 22 345", customer_id="open", engine=engine).reason is Reason.UNBLOCKED
+    assert decide("0905 12 345", customer_id="open", engine=engine).reason is Reason.PREMIUM
+
+
+# --- 5. outside the EU ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("dialled", "unblocks", "action", "reason"),
+    [
+        pytest.param("+41212345678", [], Action.BLOCK, Reason.NON_EU, id="none"),
+        pytest.param("+41212345678", [("country", "CH")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-ch"),
+        pytest.param("+441212345678", [("country", "CH")], Action.BLOCK, Reason.NON_EU,
+                     id="country-ch-not-gb"),
+        pytest.param("+441212345678", [("country", "GB")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-gb"),
+        pytest.param("+441534456789", [("country", "GB")], Action.BLOCK, Reason.NON_EU,
+                     id="country-gb-not-jersey"),
+        pytest.param("+441534456789", [("country", "JE")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-jersey-on-shared-44"),
+        pytest.param("+441481256789", [("country", "JE")], Action.BLOCK, Reason.NON_EU,
+                     id="country-jersey-not-guernsey"),
+        pytest.param("+79123456789", [("country", "RU")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-ru-on-shared-7"),
+        pytest.param("+79123456789", [("country", "KZ")], Action.BLOCK, Reason.NON_EU,
+                     id="country-kz-not-ru"),
+        pytest.param("+441212345678", [("country", "JE"), ("country", "GB")], Action.ALLOW,
+                     Reason.UNBLOCKED, id="second-country-unblock-matches"),
+        pytest.param("+441212345678", [("category", "non_eu")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="category-non-eu"),
+        pytest.param("+8823421234", [("category", "non_eu")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="category-non-eu-882"),
+        pytest.param("+9991234567", [("category", "non_eu")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="category-non-eu-unassigned"),
+        pytest.param("+41212345678", [("category", "premium")], Action.BLOCK, Reason.NON_EU,
+                     id="category-premium-does-not-open"),
+        pytest.param("+41212345678", [("prefix", "+41")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="prefix-41"),
+        pytest.param("+41212345678", [("prefix", "+4121")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="prefix-4121"),
+        pytest.param("+41312345678", [("prefix", "+4121")], Action.BLOCK, Reason.NON_EU,
+                     id="prefix-4121-not-4131"),
+        pytest.param("+41212345678", [("country", "CH", -60)], Action.BLOCK, Reason.NON_EU,
+                     id="expired-country"),
+        pytest.param("+41212345678", [("country", "CH", 0)], Action.BLOCK, Reason.NON_EU,
+                     id="country-expires-now"),
+        pytest.param("+41212345678", [("category", "non_eu", -1)], Action.BLOCK, Reason.NON_EU,
+                     id="expired-category"),
+        pytest.param("+390669812345", [("country", "IT")], Action.BLOCK, Reason.NON_EU,
+                     id="country-it-not-vatican"),
+        pytest.param("+390669812345", [("country", "VA")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-va"),
+        pytest.param("+390549123456", [("country", "SM")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-sm-over-39"),
+        pytest.param("+3780549886377", [("country", "SM")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-sm-378"),
+        pytest.param("+590590271234", [("country", "BL")], Action.ALLOW, Reason.UNBLOCKED,
+                     id="country-bl"),
+        pytest.param("+590590271234", [("country", "GP")], Action.BLOCK, Reason.NON_EU,
+                     id="country-gp-not-bl"),
+        pytest.param("+9991234567", [("country", "CH")], Action.BLOCK, Reason.NON_EU,
+                     id="unassigned-country-code"),
+    ],
+)
+def test_non_eu_unblocks(with_unblocks, dialled: str, unblocks: list[tuple], action: Action,
+                         reason: Reason) -> None:
+    built = [
+        _unblock(u[0], u[1], None if len(u) == 2 else timedelta(seconds=u[2]), uid=i)
+        for i, u in enumerate(unblocks, 1)
+    ]
+    decision = with_unblocks(dialled, *built)
+    assert decision.action is action
+    assert decision.reason is reason
+    assert decision.category is Category.NON_EU
+
+
+def test_non_eu_unblock_does_not_open_premium(with_unblocks) -> None:
+    decision = with_unblocks("0905 12 345", _unblock("category", "non_eu"),
+                             _unblock("country", "BE"), _unblock("prefix", "+41"))
+    assert (decision.action, decision.reason) == (Action.BLOCK, Reason.PREMIUM)
+
+
+# --- 6. allow ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("dialled", "category", "destination"),
+    [
+        ("09 210 12 99", Category.NATIONAL, "+3292101299"),
+        ("0475 99 99 99", Category.NATIONAL, "+32475999999"),
+        ("0033 1 42 68 53 00", Category.EU, "+33142685300"),
+        ("1207", Category.SHORT, "1207"),
+    ],
+)
+def test_everything_else_is_allowed(decide, dialled: str, category: Category,
+                                    destination: str) -> None:
+    decision = decide(dialled)
+    assert (decision.action, decision.reason) == (Action.ALLOW, Reason.ALLOWED)
+    assert decision.category is category
+    assert decision.destination == destination
+    assert decision.number == dialled
+    assert decision.customer_id == "acme"
+    assert decision.allowed
+    assert decision.location is None
+    assert decision.events == ()
+
+
+def test_invalid_number_is_blocked_before_must_reach_and_customer(decide) -> None:
+    for fields in ({"customer_id": "nobody"}, {"customer_id": "brol"}, {}):
+        decision = decide("sip:112@1.2.3.4", **fields)
+        assert (decision.action, decision.reason) == (Action.BLOCK, Reason.INVALID_NUMBER)
+        assert decision.emergency is False
+
+
+def test_non_string_dial_string_does_not_raise(engine, now: datetime) -> None:
+    decision = engine.decide(CallRequest(None, now, customer_id="acme"))  # type: ignore[arg-type]
+    assert (decision.action, decision.reason) == (Action.BLOCK, Reason.INVALID_NUMBER)
+
+
+def test_config_change_gets_its_own_classifier(engine, make_engine, decide) -> None:
+    other = make_engine(config=build_policy_config(premium_prefixes=("0903",)))
+    reused = engine.with_snapshot(other.snapshot)
+    assert reused.classifier is not engine.classifier
+    assert decide("0905 12 345", engine=reused).reason is Reason.ALLOWED
+    assert decide("0903 12 345", engine=reused).reason is Reason.PREMIUM
+
+
+def test_to_dict(decide) -> None:
+    data = decide("#31#0905 12 345").to_dict()
+    assert data["action"] == "block"
+    assert data["reason"] == "premium"
+    assert data["category"] == "premium"
+    assert data["destination"] == "+3290512345"
+    assert data["restriction_requested"] is True
+    assert data["caller_id"] == {
+        "number": "+3292101234", "presentation": "restricted", "asserted": "+3292101234"
+    }
+
+
+# --- emergency location (art. 3.7, 3.8) -------------------------------------------------------
+
+ACME_INSTALL = Address("Breebroekstraat", "61", "9030", "Gent", "BE")
+
+
+@pytest.mark.parametrize(
+    ("source_ip", "location"),
+    [
+        pytest.param("192.0.2.10", Location.VERIFIED, id="site-ip"),
+        pytest.param("192.0.2.10:5060", Location.VERIFIED, id="site-ip-port"),
+        pytest.param(" 192.0.2.254 ", Location.VERIFIED, id="site-ip-blanks"),
+        pytest.param("198.51.100.7", Location.NOMADIC, id="other-ip"),
+        pytest.param("198.51.100.7:5060", Location.NOMADIC, id="other-ip-port"),
+        pytest.param("192.0.3.1", Location.NOMADIC, id="next-network"),
+        pytest.param("[2001:db8::1]:5060", Location.NOMADIC, id="ipv6-port"),
+        pytest.param("2001:db8::1", Location.NOMADIC, id="ipv6"),
+        pytest.param(None, Location.UNKNOWN, id="none"),
+        pytest.param("", Location.UNKNOWN, id="empty"),
+        pytest.param("garbage", Location.UNKNOWN, id="garbage"),
+        pytest.param("999.1.1.1", Location.UNKNOWN, id="bad-octet"),
+        pytest.param("192.0.2.10:5060:1", Location.UNKNOWN, id="two-ports"),
+        pytest.param("[2001:db8::1", Location.UNKNOWN, id="unclosed-bracket"),
+        pytest.param("sip:192.0.2.10", Location.UNKNOWN, id="sip-debris"),
+    ],
+)
+def test_emergency_location(decide, source_ip: str | None, location: Location) -> None:
+    decision = decide("112", source_ip=source_ip)
+    assert decision.action is Action.ALLOW
+    assert decision.location is location
+    if location is Location.VERIFIED:
+        assert decision.location_address == ACME_INSTALL
+        assert not [e for e in decision.events if e.kind.endswith("_emergency")]
+    elif location is Location.NOMADIC:
+        assert decision.location_address is None
+        assert [e.kind for e in decision.events] == ["nomadic_emergency"]
+    else:
+        # model.Event documents "unknown_location_emergency", the engine emits
+        # "unknown_emergency": hold only what both agree on.
+        assert decision.location_address is None
+        (event,) = decision.events
+        assert event.kind.startswith("unknown")
+        assert event.kind.endswith("_emergency")
+
+
+def test_nomadic_emergency_event(decide) -> None:
+    decision = decide("112", source_ip="198.51.100.7:5060")
+    (event,) = decision.events
+    assert event.kind == "nomadic_emergency"
+    assert event.detail["source_ip"] == "198.51.100.7:5060"
+    assert event.detail["destination"] == "112"
+
+
+@pytest.mark.parametrize("source_ip", ["127.0.0.2", "127.0.0.2:5060"])
+def test_loopback_site_network(make_engine, decide, customer_factory, source_ip: str) -> None:
+    customer: Customer = customer_factory(site_networks=("127.0.0.0/8", "2001:db8:1::/48"))
+    engine = make_engine(customer)
+    decision = decide("112", engine=engine, source_ip=source_ip)
+    assert decision.location is Location.VERIFIED
+    assert decision.location_address == ACME_INSTALL
+    v6 = decide("100", engine=engine, source_ip="[2001:db8:1::5]:5060")
+    assert v6.location is Location.VERIFIED
+
+
+def test_site_network_of_another_customer_is_nomadic(decide) -> None:
+    # 198.51.100.0/24 is the suspended customer's site, not acme's.
+    assert decide("112", source_ip="198.51.100.7").location is Location.NOMADIC
+    assert decide("112", customer_id="brol", source_ip="198.51.100.7").location is (
+        Location.VERIFIED
+    )
+
+
+@pytest.mark.parametrize(
+    "dialled", ["070 245 245", "1813", "116000", "09 210 12 99", "0905 12 345", "1120"]
+)
+def test_no_location_for_non_emergency_calls(decide, dialled: str) -> None:
+    decision = decide(dialled, source_ip="192.0.2.10")
+    assert decision.location is None
+    assert decision.location_address is None
+    assert not [e for e in decision.events if e.kind.endswith("_emergency")]
+
+
+@pytest.mark.parametrize(
+    ("source_ip", "location"),
+    [("192.0.2.10", Location.NOMADIC), ("garbage", Location.UNKNOWN), (None, Location.UNKNOWN)],
+)
+def test_unknown_customer_emergency_location(decide, source_ip: str | None,
+                                             location: Location) -> None:
+    decision = decide("112", customer_id="nobody", source_ip=source_ip)
+    assert decision.action is Action.ALLOW
+    assert decision.location is location
+    assert decision.location_address is None
+
+
+def test_emergency_location_for_suspended_customer(decide) -> None:
+    decision = decide("101", customer_id="brol", source_ip="198.51.100.9")
+    assert decision.action is Action.ALLOW
+    assert decision.location is Location.VERIFIED
+    assert decision.location_address is not None
+    assert decision.location_address.municipality == "Brussel"
