@@ -351,6 +351,33 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .daemon import serve  # the CLI's other commands don't need the daemon's imports
+
+    configure_logging(settings.log_format, level=args.log_level)
+    return await serve(settings, getattr(args, "config", None), getattr(args, "db", None))
+
+
+def cmd_watchdog(args: argparse.Namespace, settings: Settings) -> int:
+    """Not async: the supervisor owns the main thread and its signals."""
+    from .watchdog import supervise
+
+    configure_logging(settings.log_format, level="INFO")
+    command = [sys.executable, "-m", "callpolicy.cli", "serve", "--log-level", args.log_level]
+    if getattr(args, "config", None):
+        command += ["--config", args.config]
+    if getattr(args, "db", None):
+        command += ["--db", args.db]
+    return supervise(command, args.watchdog_sec, args.pidfile)
+
+
+async def cmd_must_reach_dialplan(args: argparse.Namespace, settings: Settings) -> int:
+    from .dialplan import must_reach_context
+
+    sys.stdout.write(must_reach_context(settings.policy))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -461,6 +488,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decide the forwarded leg of a call to this customer number")
     p.add_argument("numbers", metavar="NUMBER", nargs="+")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="run the FastAGI daemon that decides live calls for Asterisk",
+                       description="Run the FastAGI policy daemon (listen address, deadline and "
+                       "lists from the config file). Loads the customers into memory, then "
+                       "listens; picks up CLI changes within a second; SIGHUP re-reads the "
+                       "config; SIGTERM/SIGINT stop it. Logs one JSON line per decision.")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
+                   help="INFO logs every decision (default); WARNING only blocks' anomalies")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("watchdog", parents=[common],
+                       help="run `serve` under a watchdog (for machines without systemd)",
+                       description="Run `callpolicy serve` and kill+restart it when its event "
+                       "loop stops pinging (systemd notify protocol). Asterisk waits forever "
+                       "on a frozen FastAGI server; a killed one releases the calls to the "
+                       "fallback AGI. Under systemd, use Type=notify and WatchdogSec instead.")
+    p.add_argument("--watchdog-sec", type=float, default=1.0, metavar="S",
+                   help="kill the daemon after S seconds without a ping (default 1)")
+    p.add_argument("--pidfile", metavar="PATH", help="write the daemon's PID here")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    p.set_defaults(func=cmd_watchdog)
+
+    p = sub.add_parser("must-reach-dialplan", parents=[common],
+                       help="print the dialplan's last-resort must-reach list (from the config)",
+                       description="Print dialplan/must-reach.conf for the config's must-reach "
+                       "numbers: what the dialplan lets through when neither the daemon nor "
+                       "the fallback can decide. Regenerate after changing the list: "
+                       "callpolicy must-reach-dialplan > dialplan/must-reach.conf")
+    p.set_defaults(func=cmd_must_reach_dialplan)
     return parser
 
 
@@ -476,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, level="WARNING")
         if getattr(args, "db", None):
             settings = _with_db(settings, args.db)
+        if not asyncio.iscoroutinefunction(func):
+            return func(args, settings)
         return asyncio.run(func(args, settings))
     except UsageError as exc:
         command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))

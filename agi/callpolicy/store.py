@@ -681,19 +681,32 @@ class SnapshotSource:
         return self.snapshot
 
     async def refresh(self) -> bool:
-        """Reload customers changed since the last look. True if the snapshot changed."""
+        """Reload customers changed since the last look. True if the snapshot changed.
+
+        Incremental: only the changed customers are read and only their entries replaced,
+        so a change costs the same with 10 or 100 000 customers (plus a dict copy)."""
         changed, high_water = await self.store.changed_customers(self._high_water)
         if high_water == self._high_water:
             return False
-        customers = dict(self.snapshot.customers)
-        endpoints = {e.name: e for e in self.snapshot.endpoints.values()
-                     if e.customer_id not in changed}
+        old = self.snapshot
+        fresh = await self.store.load_customers(changed)
+        fresh_endpoints = await self.store.load_endpoints(changed)
+        customers = dict(old.customers)
+        endpoints = dict(old.endpoints)
+        owners = dict(old.number_owners)
         for cid in changed:
-            customers.pop(cid, None)
-        customers.update(await self.store.load_customers(changed))
-        for endpoint in await self.store.load_endpoints(changed):
-            endpoints[endpoint.name] = endpoint
-        self.snapshot = _build(self.config, customers, list(endpoints.values()))
+            previous = customers.pop(cid, None)
+            if previous is not None:
+                for number in previous.numbers:
+                    if owners.get(number) == cid:
+                        del owners[number]
+        for name in [n for n, e in endpoints.items() if e.customer_id in changed]:
+            del endpoints[name]
+        for cid, customer in fresh.items():
+            customers[cid] = customer
+            owners.update(dict.fromkeys(customer.numbers, cid))
+        endpoints.update({e.name: e for e in fresh_endpoints})
+        self.snapshot = Snapshot(self.config, customers, endpoints, owners)
         self._high_water = high_water
         return True
 

@@ -20,6 +20,7 @@ from .location import locate, parse_ip
 from .model import (
     Action,
     Address,
+    CallerId,
     CallRequest,
     Category,
     Customer,
@@ -27,6 +28,7 @@ from .model import (
     Endpoint,
     Event,
     Location,
+    Presentation,
     Reason,
     Snapshot,
     Unblock,
@@ -105,6 +107,11 @@ class Engine:
         if endpoint is not None and (customer is None or endpoint.customer_id != customer.id):
             endpoint = None
         return customer, endpoint
+
+    def fail_safe(self, request: CallRequest, why: str) -> Decision:
+        """The answer when the real decision is not available in time: must-reach numbers
+        pass, everything else is refused. Needs no customer data."""
+        return fail_safe_decision(self.classifier, request, why)
 
     def decide(self, request: CallRequest) -> Decision:
         config = self.snapshot.config
@@ -213,3 +220,27 @@ class Engine:
 
         # 6. Everything else.
         return decision(Action.ALLOW, Reason.ALLOWED, dest.why)
+
+
+def fail_safe_decision(classifier: Classifier, request: CallRequest, why: str) -> Decision:
+    dialled = normalise(request.dialled, classifier.config.restriction_prefix)
+    if dialled.valid:
+        dest = classifier.classify(dialled.destination, dialled.short)
+    else:
+        dest = Destination(Category.INVALID, None, dialled.problem or "invalid")
+    must_reach = dest.category in (Category.EMERGENCY, Category.MUST_REACH)
+    emergency = dest.category is Category.EMERGENCY
+    return Decision(
+        number=request.dialled if isinstance(request.dialled, str) else dialled.raw,
+        destination=dialled.destination,
+        action=Action.ALLOW if must_reach else Action.BLOCK,
+        reason=Reason.FAIL_SAFE,
+        category=dest.category,
+        rule=f"fail-safe ({why}): {'must-reach number passes' if must_reach else 'refused'}",
+        caller_id=CallerId(None, Presentation.ALLOWED if emergency else Presentation.RESTRICTED,
+                           None),
+        region=dest.region,
+        emergency=emergency,
+        location=Location.UNKNOWN if emergency else None,
+        restriction_requested=dialled.restriction_requested,
+    )

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     SUSPENDED = "suspended"
     UNKNOWN_CUSTOMER = "unknown_customer"
     INVALID_NUMBER = "invalid_number"
+    FAIL_SAFE = "fail_safe"  # no real decision in time: only must-reach numbers pass
 
 
 class Category(StrEnum):

@@ -1,0 +1,143 @@
+"""`callpolicy serve`: the long-running daemon.
+
+- Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
+  refused" and uses the fallback AGI at once, rather than waiting for a fail-safe answer.
+- Polls the audit log every 250 ms: a CLI change is live within a second.
+- SIGHUP re-reads the config file (policy lists, deadline); a bad file is logged and ignored.
+- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from .config import ConfigError, Settings, load_settings
+from .fastagi import FastAgiServer, Limits
+from .policy import CallRequest, Decision, Engine, Snapshot
+from .store import SnapshotSource, Store
+from .watchdog import notify, ping_forever
+
+log = structlog.get_logger("callpolicy.daemon")
+
+REFRESH_INTERVAL = 0.25
+
+
+class PolicyService:
+    """The daemon's state: settings, the store, the in-memory engine."""
+
+    def __init__(self, settings: Settings, config_arg: str | None, db_arg: str | None) -> None:
+        self.settings = settings
+        self._config_arg = config_arg
+        self._db_arg = db_arg
+        self.ready = asyncio.Event()
+        self.engine: Engine | None = None
+        self.store: Store | None = None
+        self.source: SnapshotSource | None = None
+        self.server: FastAgiServer | None = None
+        # Answers fail-safe decisions from the config alone, before any snapshot exists.
+        self._config_only = Engine(Snapshot(settings.policy))
+
+    # called per call, synchronously: no I/O
+    def decide(self, request: CallRequest) -> Decision:
+        assert self.engine is not None
+        return self.engine.decide(request)
+
+    def fail_safe(self, request: CallRequest, why: str) -> Decision:
+        return self._config_only.fail_safe(request, why)
+
+    async def load(self) -> None:
+        self.store = await Store.open(self.settings.db_path)
+        self.source = SnapshotSource(self.store, self.settings.policy)
+        snapshot = await self.source.load()
+        self.engine = Engine(snapshot)
+        self.ready.set()
+        log.info("snapshot_loaded", customers=len(snapshot.customers),
+                 endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
+
+    async def refresh_forever(self) -> None:
+        assert self.source is not None
+        failing = False
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                if await self.source.refresh():
+                    assert self.engine is not None
+                    self.engine = self.engine.with_snapshot(self.source.snapshot)
+                    log.info("snapshot_refreshed", customers=len(self.source.snapshot.customers))
+                if failing:
+                    log.info("store_recovered")
+                failing = False
+            except Exception as exc:  # keep deciding on the last good snapshot
+                if not failing:
+                    log.error("store_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+                failing = True
+
+    def reload_config(self) -> None:
+        try:
+            settings = load_settings(self._config_arg)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc), kept=str(self.settings.path))
+            return
+        if self._db_arg:
+            settings = replace(settings, db_path=Path(self._db_arg))
+        if settings.db_path != self.settings.db_path or (
+                (settings.agi_host, settings.agi_port)
+                != (self.settings.agi_host, self.settings.agi_port)):
+            log.warning("config_reload_partial",
+                        detail="db path and listen address need a restart; kept the old ones")
+            settings = replace(settings, db_path=self.settings.db_path,
+                               agi_host=self.settings.agi_host, agi_port=self.settings.agi_port)
+        self.settings = settings
+        assert self.source is not None and self.engine is not None
+        self.source.set_config(settings.policy)
+        self.engine = Engine(self.source.snapshot)
+        self._config_only = Engine(Snapshot(settings.policy))
+        if self.server is not None:
+            self.server.limits = replace(
+                self.server.limits, decision_deadline=settings.decision_deadline_ms / 1000)
+        log.info("config_reloaded", path=str(settings.path),
+                 premium_prefixes=list(settings.policy.premium_prefixes),
+                 must_reach=sorted(settings.policy.must_reach),
+                 decision_deadline_ms=settings.decision_deadline_ms)
+
+
+async def serve(settings: Settings, config_arg: str | None = None,
+                db_arg: str | None = None) -> int:
+    service = PolicyService(settings, config_arg, db_arg)
+    await service.load()
+    server = FastAgiServer(
+        service.decide, service.fail_safe, service.ready,
+        Limits(decision_deadline=settings.decision_deadline_ms / 1000))
+    service.server = server
+    await server.start(settings.agi_host, settings.agi_port)
+    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}",
+             decision_deadline_ms=settings.decision_deadline_ms)
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_config)
+    background = [asyncio.create_task(service.refresh_forever()),
+                  asyncio.create_task(ping_forever())]
+    notify(b"READY=1")
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping")
+        notify(b"STOPPING=1")
+        for task in background:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*background, return_exceptions=True)
+        await server.stop()
+        if service.store is not None:
+            await service.store.close()
+        log.info("stopped", **server.stats)
+    return 0
