@@ -1,0 +1,142 @@
+"""`callpolicy serve` and `callpolicy watchdog` as real processes, spoken to over FastAGI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agi_peer import env_block, parse_mset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ask(port: int, dialled: str, timeout: float = 3.0) -> dict[str, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(env_block(dialled))
+        line = sock.makefile("rb").readline().decode()
+        sock.sendall(b"200 result=0\n")
+    return parse_mset(line)
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+def cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
+                           *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    config = tmp_path / "callpolicy.toml"
+    text = (REPO / "config" / "callpolicy.toml").read_text()
+    text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
+                        f'path = "{tmp_path / "cp.db"}"')
+    text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{port}"')
+    text = text.replace('zones_file = "telephone-zones.toml"',
+                        f'zones_file = "{REPO / "config" / "telephone-zones.toml"}"')
+    config.write_text(text)
+    result = cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),
+                 config=config)
+    assert result.returncode == 0, result.stderr
+    yield config, port
+
+
+def start(args: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLPOLICY_", "NOTIFY_"))}
+    return subprocess.Popen([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
+                             *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+def test_cli_changes_are_live_within_a_second_and_sighup_reloads(setup, tmp_path) -> None:
+    config, port = setup
+    daemon = start(["serve"], config, tmp_path / "serve.log")
+    try:
+        wait_port(port)
+        assert ask(port, "0905123456")["CP_REASON"] == "premium"
+        assert cli("unblock", "acme", "--prefix", "0905", "--by", "t", "--ticket", "T",
+                   config=config).returncode == 0
+        changed = time.monotonic()
+        while ask(port, "0905123456")["CP_REASON"] != "unblocked":
+            assert time.monotonic() - changed < 1.0, "CLI change not live within 1 s"
+            time.sleep(0.05)
+        # SIGHUP: 0908 becomes a premium prefix without a restart.
+        assert ask(port, "0908123456")["CP_ACTION"] == "allow"
+        config.write_text(config.read_text().replace('"0909"]', '"0909", "0908"]'))
+        daemon.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 2
+        while ask(port, "0908123456")["CP_ACTION"] != "block":
+            assert time.monotonic() < deadline, "SIGHUP did not reload the premium list"
+            time.sleep(0.05)
+        # A broken config on SIGHUP is refused, the daemon keeps the last good one.
+        config.write_text("[policy]\npremium_prefixes = ['junk']\n")
+        daemon.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert ask(port, "0908123456")["CP_ACTION"] == "block"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"config_reload_failed"' in log and '"event": "decision"' in log
+
+
+def test_watchdog_kills_a_frozen_daemon_and_restarts_it(setup, tmp_path) -> None:
+    config, port = setup
+    pidfile = tmp_path / "daemon.pid"
+    supervisor = start(["watchdog", "--watchdog-sec", "0.5", "--pidfile", str(pidfile)],
+                       config, tmp_path / "watchdog.log")
+    try:
+        wait_port(port)
+        frozen = int(pidfile.read_text())
+        assert ask(port, "092101299")["CP_ACTION"] == "allow"
+        os.kill(frozen, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while pidfile.read_text().strip() == str(frozen):
+            assert time.monotonic() - stopped < 3, "frozen daemon not replaced"
+            time.sleep(0.05)
+        replaced_after = time.monotonic() - stopped
+        assert replaced_after < 1.5
+        wait_port(port)
+        assert ask(port, "092101299")["CP_ACTION"] == "allow"
+        with pytest.raises(ProcessLookupError):
+            os.kill(frozen, 0)  # killed and reaped, not left stopped
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=10) == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pidfile.read_text()), 0)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    assert '"daemon_frozen_killed"' in (tmp_path / "watchdog.log").read_text()
+
+
+def test_serve_without_database_is_one_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "callpolicy.cli", "serve", "--db",
+                             str(tmp_path / "none.db")], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,197 @@
+"""The FastAGI server against well-behaved and hostile fake AGI peers (no Asterisk needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from agi_peer import env_block, parse_mset
+
+from callpolicy.fastagi import FastAgiServer, Limits
+from callpolicy.policy import (
+    Address,
+    Customer,
+    Endpoint,
+    Engine,
+    Snapshot,
+    build_policy_config,
+)
+
+CONFIG = build_policy_config()
+ACME = Customer(
+    id="acme", name="ACME", suspended=False, main_number="+3292101234",
+    numbers=frozenset({"+3292101234", "+3292101235"}),
+    install_address=Address("Breebroekstraat", "61", "9030", "Gent", "BE"),
+)
+SNAPSHOT = Snapshot(CONFIG, {"acme": ACME},
+                    {"acme-101": Endpoint("acme-101", "acme", "+3292101234")},
+                    {"+3292101234": "acme", "+3292101235": "acme"})
+
+
+@pytest.fixture
+async def server():
+    engine = Engine(SNAPSHOT)
+    ready = asyncio.Event()
+    ready.set()
+    srv = FastAgiServer(engine.decide, engine.fail_safe, ready,
+                        Limits(env_deadline=0.5, decision_deadline=0.2, reply_deadline=0.5))
+    await srv.start("127.0.0.1", 0)
+    yield srv
+    await srv.stop()
+
+
+async def ask(port: int, block: bytes, *, reply: bytes = b"200 result=0\n") -> dict[str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(block)
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 2)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    writer.write(reply)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # the server closes
+    writer.close()
+    return parse_mset(line.decode())
+
+
+def port_of(server: FastAgiServer) -> int:
+    return server.sockets[0][1]
+
+
+async def test_one_round_trip_sets_every_variable(server: FastAgiServer) -> None:
+    variables = await ask(port_of(server), env_block("09 210 12 99"))
+    assert variables["CP_ACTION"] == "allow"
+    assert variables["CP_DEST"] == "+3292101299"
+    assert variables["CP_CID_NUM"] == "+3292101234"
+    assert variables["CP_CID_PRES"] == "allowed"
+    assert variables["CP_SOURCE"] == "daemon"
+    blocked = await ask(port_of(server), env_block("0905123456"))
+    assert (blocked["CP_ACTION"], blocked["CP_REASON"], blocked["CP_SIP_CODE"]) == (
+        "block", "premium", "403")
+
+
+@pytest.mark.parametrize(
+    "caller",
+    ['Evil" "x', 'a,b=c', "line1\nline2\r\n", '\\"; EXEC Dial PJSIP/0905@trunk', "$[1+1]"],
+    ids=["quotes", "commas", "newlines", "backslash-injection", "expression"],
+)
+async def test_hostile_caller_ids_are_quoted(server: FastAgiServer, caller: str) -> None:
+    variables = await ask(port_of(server), env_block("092101299", caller=caller))
+    assert set(variables) >= {"CP_ACTION", "CP_CID_NUM"}
+    assert variables["CP_CID_NUM"] == "+3292101234"  # never the phone's string
+    for value in variables.values():
+        assert not set(value) & set('",\\\n$[')
+
+
+async def test_non_utf8_caller_name(server: FastAgiServer) -> None:
+    variables = await ask(port_of(server), env_block("092101299", caller=b"\xff\xfe\x80abc"))
+    assert variables["CP_ACTION"] == "allow"
+    raw = env_block("092101299").replace(b"agi_channel: PJSIP", b"agi_channel: \xff\xfePJSIP")
+    assert (await ask(port_of(server), raw))["CP_ACTION"] == "allow"
+
+
+async def test_garbage_dialled_string_is_an_invalid_number(server: FastAgiServer) -> None:
+    block = env_block("x").replace(b"agi_arg_3: eA==", b"agi_arg_3: !!not-base64!!")
+    variables = await ask(port_of(server), block)
+    assert (variables["CP_ACTION"], variables["CP_REASON"]) == ("block", "invalid_number")
+
+
+async def hostile(port: int, payload: bytes, close: bool) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+    except ConnectionError:
+        return b""
+    if close:
+        writer.close()
+        return b""
+    try:
+        return await asyncio.wait_for(reader.read(), 3)
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_bad_peers_never_stop_normal_calls(server: FastAgiServer) -> None:
+    port = port_of(server)
+    full = env_block("092101299")
+    bad = [
+        hostile(port, b"", close=True),  # connect and close
+        hostile(port, full[: len(full) // 2], close=True),  # half a block, then EOF
+        hostile(port, full[: len(full) // 2], close=False),  # half a block, then silence
+        hostile(port, b"agi_x: " + b"A" * (1024 * 1024), close=False),  # 1 MB line
+        hostile(port, b"agi_x: y\n" * 100_000, close=False),  # 1 MB of headers
+        hostile(port, b"GET / HTTP/1.1\r\n\r\n", close=False),  # not AGI
+    ]
+    tasks = [asyncio.create_task(b) for b in bad]
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    answers = await asyncio.gather(*(ask(port, full) for _ in range(20)))
+    assert time.perf_counter() - started < 1.0  # not held up by the silent peers
+    assert all(a["CP_ACTION"] == "allow" for a in answers)
+    replies = await asyncio.gather(*tasks)
+    assert all(r == b"" for r in replies)  # bad peers got nothing but a close
+    assert server.stats["bad_peers"] >= 5
+    assert (await ask(port, full))["CP_ACTION"] == "allow"  # still answering
+
+
+async def test_slow_peer_is_dropped_at_the_environment_deadline(server: FastAgiServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(b"agi_network: yes\n")
+    started = time.perf_counter()
+    assert await asyncio.wait_for(reader.read(), 3) == b""
+    assert 0.4 < time.perf_counter() - started < 1.5
+    writer.close()
+
+
+async def test_peer_that_never_acknowledges_is_released(server: FastAgiServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(env_block("092101299"))
+    assert (await reader.readline()).startswith(b"EXEC MSet")
+    started = time.perf_counter()
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # closed after reply_deadline
+    assert time.perf_counter() - started < 1.5
+    writer.close()
+
+
+async def test_fail_safe_when_the_policy_is_not_ready_in_time() -> None:
+    engine = Engine(Snapshot(CONFIG))  # no customers
+    never = asyncio.Event()
+    srv = FastAgiServer(engine.decide, engine.fail_safe, never, Limits(decision_deadline=0.2))
+    await srv.start("127.0.0.1", 0)
+    try:
+        started = time.perf_counter()
+        national = await ask(port_of(srv), env_block("092101299"))
+        elapsed = time.perf_counter() - started
+        assert 0.15 < elapsed < 1.0
+        assert (national["CP_ACTION"], national["CP_REASON"], national["CP_SIP_CODE"],
+                national["CP_SOURCE"]) == ("block", "fail_safe", "503", "deadline")
+        sos = await ask(port_of(srv), env_block("112"))
+        assert (sos["CP_ACTION"], sos["CP_EMERGENCY"], sos["CP_DEST"]) == ("allow", "1", "112")
+        poison = await ask(port_of(srv), env_block("070 245 245"))
+        assert (poison["CP_ACTION"], poison["CP_DEST"]) == ("allow", "+3270245245")
+        premium = await ask(port_of(srv), env_block("0905123456"))
+        assert premium["CP_ACTION"] == "block"
+        assert srv.stats["fail_safe"] == 4
+    finally:
+        await srv.stop()
+
+
+async def test_a_crashing_policy_still_answers_fail_safe() -> None:
+    engine = Engine(SNAPSHOT)
+
+    def broken(request):  # a bug in the policy must not leave the call hanging
+        raise RuntimeError("boom")
+
+    ready = asyncio.Event()
+    ready.set()
+    srv = FastAgiServer(broken, engine.fail_safe, ready)
+    await srv.start("127.0.0.1", 0)
+    try:
+        assert (await ask(port_of(srv), env_block("092101299")))["CP_REASON"] == "fail_safe"
+        assert (await ask(port_of(srv), env_block("112")))["CP_ACTION"] == "allow"
+    finally:
+        await srv.stop()
+
