@@ -3,10 +3,14 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps test unit lint bench-micro cli
+.PHONY: deps run test unit lint bench-micro cli
 
 deps:
 	@scripts/install-deps.sh
+
+## The product: Asterisk 22 + the policy daemon with the demo customers (Ctrl-C stops it).
+run:
+	@scripts/run-demo.sh
 
 ## All tests: ruff, unit tests, and integration tests against a real Asterisk with SIPp.
 test: deps

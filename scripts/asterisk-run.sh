@@ -2,21 +2,51 @@
 # Run the real Asterisk 22 (Debian sid) without Docker, from the cached rootfs
 # built by scripts/asterisk-rootfs.sh, in a chroot + private mount namespace.
 #
-# Usage: scripts/asterisk-run.sh [--run-dir DIR] COMMAND
-#   start          build/reuse the rootfs, copy config, start Asterisk, wait until
-#                  fully booted (fails with the log tail if it does not come up)
+# Usage: scripts/asterisk-run.sh [--run-dir DIR] [--state-dir DIR] COMMAND
+#   start          build/reuse the rootfs, copy config and the fallback AGI's code,
+#                  start Asterisk, wait until fully booted (fails with the log tail
+#                  if it does not come up)
 #   stop           stop Asterisk (core stop now, then TERM, then KILL); idempotent
 #   restart        stop + start
 #   status         exit 0 if running and answering, 3 if stopped, 1 if not answering
 #   rx 'CLI CMD'   run `asterisk -rx 'CLI CMD'` against this run (e.g. rx 'pjsip show endpoints')
-#   paths          print RUN_DIR, rootfs, full log, console log, pid
+#   exec CMD [ARG...]  run CMD as an AGI script that Asterisk starts runs: in the run's
+#                  chroot and mount namespace, as Asterisk's uid/gid (no supplementary
+#                  groups), with Asterisk's environment and working directory; stdin,
+#                  stdout, stderr and the exit status pass through. E.g.
+#                  exec /opt/callpolicy/fallback-agi --check
+#   paths          print RUN_DIR, rootfs, full log, console log, pid, state dir
 #
 # Env:
 #   RUN_DIR                per-run state dir (default /tmp/callpolicy-asterisk); --run-dir wins
+#   CALLPOLICY_STATE_DIR   (start) the callpolicy state dir for the fallback AGI; --state-dir
+#                          wins. An absolute host directory (created if missing) holding
+#                          callpolicy.toml, the SQLite database its [store] path names
+#                          (name it *.db, give its ABSOLUTE path) and whatever else the config
+#                          names (telephone-zones.toml). It is bind-mounted read-write at the
+#                          SAME path inside the chroot, so the host's daemon/CLI and the
+#                          in-chroot fallback use one config and one database, and Asterisk
+#                          gets CALLPOLICY_CONFIG=<dir>/callpolicy.toml in its environment
+#                          (CALLPOLICY_DB is removed from it). Without it, Asterisk gets
+#                          neither and the fallback AGI fails (the dialplan's last resort).
+#                          Permissions, made at each start (SQLite in WAL mode: a read-only
+#                          reader must be able to create the -wal/-shm files when they are
+#                          absent, and reads a change still in the -wal even when it cannot
+#                          write the -shm): the dir gets the asterisk gid, g+rwx, setgid
+#                          (new files get that group) and sticky (asterisk cannot delete or
+#                          rename root's files); its files get the asterisk gid, *.toml g+r,
+#                          the rest g+rw (a root-created -wal/-shm then copies the database's
+#                          mode and is group-writable too). Use a dedicated directory: the
+#                          asterisk uid/gid (101 in the rootfs) may name another user/group on
+#                          the host, and whoever has them can change the database.
 #   ASTERISK_BOOT_TIMEOUT  seconds to wait for "fully booted" (default 30)
 #   CALLPOLICY_CACHE       rootfs cache dir (see asterisk-rootfs.sh)
 #
 # RUN_DIR layout (everything a run writes; the cached rootfs stays read-only):
+#   callpolicy/     agi/fallback-agi + agi/callpolicy/ as of the start, byte-compiled by
+#                   the rootfs's python3          -> /opt/callpolicy/agi (ro); the rootfs
+#                   has /opt/callpolicy/fallback-agi -> agi/fallback-agi and the packages
+#                   in /opt/callpolicy/lib (see asterisk-rootfs.sh)
 #   etc/asterisk/   config/asterisk/*.conf + dialplan/*.conf   -> /etc/asterisk (ro)
 #   etc/hosts, etc/resolv.conf                                 -> /etc/hosts, /etc/resolv.conf (ro)
 #   log/            -> /var/log/asterisk   (log/full is the full log)
@@ -24,6 +54,9 @@
 #                                   /run/asterisk (run/asterisk.ctl = control socket) /tmp
 #   console.log     Asterisk's stdout/stderr (early start-up errors land here)
 #   asterisk.pid, state, exit-status (written when Asterisk exits)
+# A state dir under /tmp is mounted on a directory made in RUN_DIR/tmp (the chroot's
+# /tmp); anywhere else, on a directory of the rootfs (/var/lib/callpolicy exists
+# there; another path gets its empty mount point created in the cached rootfs once).
 #
 # How it isolates: `unshare --mount` gives Asterisk a private mount namespace in
 # which the rootfs is bind-mounted read-only over itself, /proc and the per-run
@@ -36,6 +69,7 @@ set -euo pipefail
 SCRIPT="$(readlink -f "${BASH_SOURCE[0]}")"
 REPO="$(cd "$(dirname "$SCRIPT")/.." && pwd)"
 RUN_DIR="${RUN_DIR:-/tmp/callpolicy-asterisk}"
+STATE_DIR="${CALLPOLICY_STATE_DIR:-}"
 BOOT_TIMEOUT="${ASTERISK_BOOT_TIMEOUT:-30}"
 MARKER=".callpolicy-run"
 
@@ -48,6 +82,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --run-dir) [ $# -ge 2 ] || usage; RUN_DIR="$2"; shift 2 ;;
         --run-dir=*) RUN_DIR="${1#*=}"; shift ;;
+        --state-dir) [ $# -ge 2 ] || usage; STATE_DIR="$2"; shift 2 ;;
+        --state-dir=*) STATE_DIR="${1#*=}"; shift ;;
         -h|--help) usage ;;
         *) break ;;
     esac
@@ -61,8 +97,8 @@ RUN_DIR="${RUN_DIR%/}"
 if [ -z "$RUN_DIR" ] || [ "$RUN_DIR" = "/" ]; then die "refusing RUN_DIR=/"; fi
 
 # ----------------------------------------------------------------- helpers
-read_state() {   # sets PID ROOTFS MNTNS (empty if unknown)
-    PID=""; ROOTFS=""; MNTNS=""
+read_state() {   # sets PID ROOTFS MNTNS RUN_STATE_DIR (empty if unknown)
+    PID=""; ROOTFS=""; MNTNS=""; RUN_STATE_DIR=""
     if [ -f "$RUN_DIR/state" ]; then
         # shellcheck disable=SC1091
         . "$RUN_DIR/state"
@@ -81,6 +117,56 @@ ast_rx() {   # ast_rx SECONDS 'cli command'
     local secs="$1"; shift
     timeout --kill-after=2 "$secs" \
         nsenter --target "$PID" --mount -- chroot "$ROOTFS" asterisk -rx "$*"
+}
+
+# Run "$@" as an AGI script of this Asterisk would run: its namespace and chroot
+# (nsenter --root/--wd: the target's root and cwd), its effective uid/gid without
+# supplementary groups (as Asterisk runs), its environment (as the process started).
+as_asterisk() {
+    local uid gid env=()
+    uid="$(awk '/^Uid:/ { print $3 }' "/proc/$PID/status")"
+    gid="$(awk '/^Gid:/ { print $3 }' "/proc/$PID/status")"
+    if [ -z "$uid" ] || [ -z "$gid" ]; then die "cannot read the credentials of asterisk pid $PID"; fi
+    mapfile -d '' env < "/proc/$PID/environ"
+    nsenter --target "$PID" --mount --root --wd --setuid "$uid" --setgid "$gid" -- \
+        /usr/bin/env -i "${env[@]}" "$@"
+}
+
+# The callpolicy state dir (--state-dir / CALLPOLICY_STATE_DIR): absolute, canonical,
+# created if missing, group-owned by the rootfs's asterisk gid (see the header).
+prepare_state_dir() {   # prepare_state_dir GID; sets STATE_DIR, STATE_MNT
+    local gid="$1" f
+    case "$STATE_DIR" in /*) ;; *) STATE_DIR="$(pwd)/$STATE_DIR" ;; esac
+    mkdir -p "$STATE_DIR" || die "cannot create state dir $STATE_DIR"
+    STATE_DIR="$(readlink -f "$STATE_DIR")"
+    case "$STATE_DIR/" in
+        /*/*/) ;;
+        *) die "state dir $STATE_DIR: use a dedicated directory, not a top-level one" ;;
+    esac
+    case "$STATE_DIR/" in
+        /proc/*|/dev/*|/sys/*|/etc/*|/usr/*|/opt/callpolicy/*|/run/asterisk/*|/var/lib/asterisk/*|\
+        /var/log/asterisk/*|/var/spool/asterisk/*|/var/cache/asterisk/*)
+            die "state dir $STATE_DIR: not there (a system directory or one this script mounts)" ;;
+        "$RUN_DIR"/*) die "state dir $STATE_DIR is inside RUN_DIR $RUN_DIR (wiped at each start)" ;;
+    esac
+    case "$STATE_DIR" in *$'\n'*|*,*) die "state dir path with a newline or comma" ;; esac
+    chgrp "$gid" "$STATE_DIR" || die "cannot chgrp $STATE_DIR"
+    chmod u+rwx,g+rwxs,+t "$STATE_DIR" || die "cannot chmod $STATE_DIR"
+    for f in "$STATE_DIR"/* "$STATE_DIR"/.[!.]*; do
+        if [ ! -f "$f" ] || [ -L "$f" ]; then continue; fi
+        chgrp "$gid" "$f"
+        case "$f" in *.toml) chmod g+r "$f" ;; *) chmod g+rw "$f" ;; esac
+    done
+    [ -f "$STATE_DIR/callpolicy.toml" ] \
+        || log "WARNING: no $STATE_DIR/callpolicy.toml yet: the fallback AGI fails until there is one"
+    case "$STATE_DIR/" in
+        /tmp/*) STATE_MNT="$RUN_DIR/tmp${STATE_DIR#/tmp}" ;;   # the chroot's /tmp is RUN_DIR/tmp
+        *)  STATE_MNT="$ROOTFS$STATE_DIR"
+            if [ ! -d "$STATE_MNT" ]; then
+                log "creating the mount point $STATE_DIR in the rootfs (an empty directory)"
+            fi ;;
+    esac
+    mkdir -p "$STATE_MNT" || die "cannot create the mount point $STATE_MNT"
 }
 
 # PIDs of every process in mount namespace $MNTNS (the run's namespace).
@@ -174,6 +260,31 @@ do_start() {
         cp "$f" "$RUN_DIR/etc/asterisk/$name"
     done
     [ -f "$RUN_DIR/etc/asterisk/asterisk.conf" ] || die "no config/asterisk/asterisk.conf in $REPO"
+
+    # The fallback AGI's code as of now (the rootfs has its packages): copied, so a
+    # run uses one version of it, and byte-compiled by the rootfs's python3 (the
+    # mount is read-only at run time; uncompiled, every call would compile it).
+    mkdir -p "$RUN_DIR/callpolicy"
+    tar -C "$REPO/agi" --exclude=__pycache__ --exclude='*.pyc' -cf - fallback-agi callpolicy \
+        | tar -C "$RUN_DIR/callpolicy" -xf - || die "cannot copy $REPO/agi into $RUN_DIR/callpolicy"
+    chmod -R u+rwX,go+rX,go-w "$RUN_DIR/callpolicy"
+    chmod 0755 "$RUN_DIR/callpolicy/fallback-agi"
+    if [ -d "$ROOTFS/opt/callpolicy/agi" ]; then
+        # shellcheck disable=SC2016
+        unshare --mount --propagation private -- bash -c '
+            set -e
+            mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"   # never write the cache
+            mount --bind "$2" "$1/opt/callpolicy/agi"
+            chroot "$1" /usr/bin/python3 -m compileall -q -q /opt/callpolicy/agi/callpolicy
+            chroot "$1" /usr/bin/python3 -c "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], \"exec\")" \
+                /opt/callpolicy/agi/fallback-agi
+        ' compile "$ROOTFS" "$RUN_DIR/callpolicy" >&2 \
+            || log "WARNING: the callpolicy code does not compile under the rootfs's python3: the fallback AGI will fail"
+    else
+        log "WARNING: rootfs $ROOTFS has no /opt/callpolicy: no fallback AGI"
+    fi
+    STATE_MNT=""
+    if [ -n "$STATE_DIR" ]; then prepare_state_dir "$gid"; fi
     chown -R 0:"$gid" "$RUN_DIR/etc/asterisk"
     chmod 0750 "$RUN_DIR/etc/asterisk"
     chmod 0640 "$RUN_DIR/etc/asterisk"/*
@@ -195,7 +306,7 @@ do_start() {
     # shellcheck disable=SC2016
     local inner='
 set -eu
-R="$1"; D="$2"
+R="$1"; D="$2"; S="$3"
 mount --make-rprivate /
 mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
@@ -208,6 +319,16 @@ mount --bind "$D/lib"              "$R/var/lib/asterisk"
 mount --bind "$D/cache"            "$R/var/cache/asterisk"
 mount --bind "$D/run"              "$R/run/asterisk"
 mount --bind "$D/tmp"              "$R/tmp"
+if [ -d "$R/opt/callpolicy/agi" ]; then
+    mount --bind "$D/callpolicy"   "$R/opt/callpolicy/agi"
+    mount -o remount,bind,ro "$R/opt/callpolicy/agi"
+fi
+unset CALLPOLICY_DB CALLPOLICY_CONFIG
+if [ -n "$S" ]; then
+    # the same path inside (mount point made by prepare_state_dir)
+    mount --bind "$S" "$R$S"
+    export CALLPOLICY_CONFIG="$S/callpolicy.toml"
+fi
 for m in etc/asterisk etc/hosts etc/resolv.conf; do mount -o remount,bind,ro "$R/$m"; done
 # the rootfs itself read-only: a run can never modify the cache
 mount -o remount,bind,ro "$R"
@@ -221,11 +342,11 @@ exec chroot "$R" /usr/sbin/asterisk -f -n
     # PID 1 gets round to it. It records the exit status in $RUN_DIR/exit-status.
     # shellcheck disable=SC2016
     setsid bash -c '
-        unshare --mount --propagation private -- bash -c "$1" inner "$2" "$3" \
+        unshare --mount --propagation private -- bash -c "$1" inner "$2" "$3" "$4" \
             </dev/null >>"$3/console.log" 2>&1 &
         echo $! > "$3/asterisk.pid.tmp" && mv "$3/asterisk.pid.tmp" "$3/asterisk.pid"
         wait $!; echo $? > "$3/exit-status"
-    ' supervisor "$inner" "$ROOTFS" "$RUN_DIR" </dev/null >>"$RUN_DIR/console.log" 2>&1 &
+    ' supervisor "$inner" "$ROOTFS" "$RUN_DIR" "$STATE_DIR" </dev/null >>"$RUN_DIR/console.log" 2>&1 &
     for _ in $(seq 1 50); do [ -s "$RUN_DIR/asterisk.pid" ] && break; sleep 0.05; done
     PID="$(cat "$RUN_DIR/asterisk.pid" 2>/dev/null || true)"
     [ -n "$PID" ] || die "could not start asterisk (see $RUN_DIR/console.log)"
@@ -236,7 +357,8 @@ exec chroot "$R" /usr/sbin/asterisk -f -n
         sleep 0.05
     done
     MNTNS="$(readlink "/proc/$PID/ns/mnt" 2>/dev/null || true)"
-    printf 'PID=%s\nROOTFS=%q\nMNTNS=%q\n' "$PID" "$ROOTFS" "$MNTNS" > "$RUN_DIR/state"
+    printf 'PID=%s\nROOTFS=%q\nMNTNS=%q\nRUN_STATE_DIR=%q\n' "$PID" "$ROOTFS" "$MNTNS" \
+        "$STATE_DIR" > "$RUN_DIR/state"
 
     # Wait for "fully booted".
     local deadline=$(( $(date +%s) + BOOT_TIMEOUT ))
@@ -265,6 +387,15 @@ exec chroot "$R" /usr/sbin/asterisk -f -n
         log "WARNING: errors in $RUN_DIR/log/full:"
         grep -E 'ERROR' "$RUN_DIR/log/full" | tail -n 10 >&2
     fi
+    # Can the fallback AGI decide? (as Asterisk would run it; a warning, never fatal)
+    if [ -n "$STATE_DIR" ]; then
+        local check   # bounded: the fallback has its own watchdog
+        if check="$(as_asterisk /opt/callpolicy/fallback-agi --check 2>&1)"; then
+            log "fallback AGI: ${check#callpolicy-fallback-agi: }"
+        else
+            log "WARNING: the fallback AGI cannot decide yet: ${check#callpolicy-fallback-agi: }"
+        fi
+    fi
     log "full log: $RUN_DIR/log/full   CLI: $0 --run-dir $RUN_DIR rx 'core show channels'"
 }
 
@@ -285,7 +416,9 @@ do_status() {
 case "$CMD" in
     start)   do_start ;;
     stop)    do_stop ;;
-    restart) do_stop; do_start ;;
+    restart)   # keeps the run's state dir unless --state-dir/CALLPOLICY_STATE_DIR says otherwise
+        read_state; STATE_DIR="${STATE_DIR:-$RUN_STATE_DIR}"
+        do_stop; do_start ;;
     status)  do_status ;;
     rx)
         [ $# -ge 1 ] || die "usage: $0 rx 'CLI command'"
@@ -293,10 +426,16 @@ case "$CMD" in
         pid_is_ours || die "asterisk is not running in $RUN_DIR"
         ast_rx "${RX_TIMEOUT:-30}" "$*"
         ;;
+    exec)
+        [ $# -ge 1 ] || die "usage: $0 exec COMMAND [ARG...]"
+        read_state
+        pid_is_ours || die "asterisk is not running in $RUN_DIR"
+        as_asterisk "$@"
+        ;;
     paths)
         read_state
-        printf 'RUN_DIR=%s\nROOTFS=%s\nFULL_LOG=%s\nCONSOLE_LOG=%s\nPID=%s\n' \
-            "$RUN_DIR" "$ROOTFS" "$RUN_DIR/log/full" "$RUN_DIR/console.log" "$PID"
+        printf 'RUN_DIR=%s\nROOTFS=%s\nFULL_LOG=%s\nCONSOLE_LOG=%s\nPID=%s\nSTATE_DIR=%s\n' \
+            "$RUN_DIR" "$ROOTFS" "$RUN_DIR/log/full" "$RUN_DIR/console.log" "$PID" "$RUN_STATE_DIR"
         ;;
     *) usage ;;
 esac

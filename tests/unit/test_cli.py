@@ -159,7 +159,8 @@ def test_bad_config_file_is_one_error(tmp_path: Path, db: Path) -> None:
 
 def test_read_commands_speak_json(db: Path) -> None:
     show = json.loads(run("customer", "show", "acme", "--json", db=db).stdout)
-    assert show["numbers"] == ["+3292101234", "+3292101235", "+3292101236"]
+    assert show["numbers"] == ["+3292101234", "+3292101235", "+3292101236",
+                                     "+3292101237", "+3292101238"]
     listed = [json.loads(line) for line in
               run("customer", "list", "--json", db=db).stdout.splitlines()]
     assert [c["id"] for c in listed] == ["acme", "bakkerij"]

@@ -87,7 +87,8 @@ async def test_import_is_audited_with_after_image(store: Store) -> None:
     entries = await store.audit_log("acme")
     assert entries[0]["action"] == "customer.create"
     assert entries[0]["before"] is None
-    assert entries[0]["after"]["numbers"] == ["+3292101234", "+3292101235", "+3292101236"]
+    assert entries[0]["after"]["numbers"] == [
+        "+3292101234", "+3292101235", "+3292101236", "+3292101237", "+3292101238"]
 
 
 async def test_reimport_unchanged_writes_no_audit(store: Store, demo_customers: Path,

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make run`: the product on this machine, with the demo customers.
+#   Asterisk 22 (Debian sid rootfs, chroot) on 127.0.0.1:5060, AMI 127.0.0.1:5038
+#   callpolicy daemon (FastAGI 127.0.0.1:4573) under its watchdog, embedded SQLite
+# Ctrl-C stops everything and leaves no process or mount behind.
+# Env: CALLPOLICY_DEMO_DIR (default /var/lib/callpolicy-demo): database, config, logs.
+#      CALLPOLICY_DEMO_RESET=1 re-creates the database from config/demo-customers.toml.
+set -euo pipefail
+REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+STATE="${CALLPOLICY_DEMO_DIR:-/var/lib/callpolicy-demo}"
+export RUN_DIR="${RUN_DIR:-$STATE/asterisk}"
+export CALLPOLICY_STATE_DIR="$STATE"
+BIN="$REPO/.venv/bin"
+ASTERISK="$REPO/scripts/asterisk-run.sh"
+
+say() { printf 'run: %s\n' "$*" >&2; }
+[ "$(id -u)" -eq 0 ] || { say "needs root (chroot, mounts)"; exit 1; }
+
+"$REPO/scripts/install-deps.sh"
+say "Asterisk rootfs: $("$REPO/scripts/asterisk-rootfs.sh" | tail -n 1)"
+
+mkdir -p "$STATE"
+# The fallback AGI reads the same files inside Asterisk's chroot, where only the state dir is
+# visible (at the same path): config, zone table and database all live there.
+cp "$REPO/config/demo.toml" "$STATE/callpolicy.toml"
+cp "$REPO/config/telephone-zones.toml" "$STATE/telephone-zones.toml"
+export CALLPOLICY_CONFIG="$STATE/callpolicy.toml"
+DB="$STATE/callpolicy.db"
+if [ "${CALLPOLICY_DEMO_RESET:-0}" = 1 ]; then rm -f "$DB" "$DB-wal" "$DB-shm"; fi
+if [ ! -f "$DB" ]; then
+    "$BIN/callpolicy" customer import "$REPO/config/demo-customers.toml" --by make-run \
+        --ticket demo >&2
+fi
+
+WATCHDOG_PID=""
+cleanup() {
+    trap - INT TERM EXIT
+    say "stopping"
+    if [ -n "$WATCHDOG_PID" ] && kill -0 "$WATCHDOG_PID" 2>/dev/null; then
+        kill -TERM "$WATCHDOG_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$WATCHDOG_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$WATCHDOG_PID" 2>/dev/null || true
+    fi
+    "$ASTERISK" stop >&2 || true
+    say "stopped; the database stays in $DB"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$ASTERISK" start >&2
+while read -r number target _; do
+    case "$number" in ''|\#*) continue ;; esac
+    "$ASTERISK" rx "database put callforward $number $target" >/dev/null
+done < "$REPO/config/demo-forwards.txt"
+
+"$BIN/callpolicy" watchdog --pidfile "$STATE/daemon.pid" >>"$STATE/daemon.log" 2>&1 &
+WATCHDOG_PID=$!
+for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/4573) 2>/dev/null && break
+    kill -0 "$WATCHDOG_PID" 2>/dev/null || { say "daemon failed: see $STATE/daemon.log"; exit 1; }
+    sleep 0.1
+done
+
+cat <<BANNER
+
+  callpolicy is running.
+    SIP (Asterisk 22)   udp 127.0.0.1:5060    phones are identified by source address:
+                        127.0.0.2 acme-101 (on site)   127.0.0.4 acme-102 (nomadic)
+                        127.0.0.5 bakkerij-201 (suspended customer)
+    trunk               expected at 127.0.0.3:5080 (run a SIPp UAS there to see calls)
+    FastAGI daemon      127.0.0.1:4573   log: $STATE/daemon.log (one JSON line per decision)
+    AMI                 127.0.0.1:5038   Asterisk log: $RUN_DIR/log/full (grep callpolicy:)
+    database            $DB
+
+  Try it (in another terminal):
+    sipp -sn uas -i 127.0.0.3 -p 5080 &                       # the trunk
+    sipp -sn uac -i 127.0.0.2 -p 5060 -s 092101299 -m 1 127.0.0.1:5060   # allowed
+    sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.0.1:5060  # 403 premium
+    $BIN/callpolicy --db $DB unblock acme --prefix 0905 --for 1h --by you --ticket T-1
+    $BIN/callpolicy --db $DB check --customer acme 0905123456   # why?
+
+  Ctrl-C stops Asterisk and the daemon.
+BANNER
+wait "$WATCHDOG_PID"

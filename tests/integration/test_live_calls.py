@@ -1,0 +1,386 @@
+"""Issue 3 acceptance: real SIP from SIPp through the real Asterisk 22, the policy dialplan and
+the FastAGI daemon (under its watchdog), with the demo customers. Assertions are on what the
+trunk actually receives and on the SIP response the phone gets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import Asterisk, Trunk
+
+REPO = Path(__file__).resolve().parents[2]
+ACME_101, ACME_102, BAKKERIJ = "127.0.0.2", "127.0.0.4", "127.0.0.5"
+AGI_PORT = 4573
+
+
+def agi_listening() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", AGI_PORT), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Live:
+    state: Path
+    config: Path
+    log: Path
+    pidfile: Path
+    supervisor: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), *args],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, f"callpolicy {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def start(self) -> None:
+        assert not agi_listening(), "something else listens on 127.0.0.1:4573"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
+        self.supervisor = subprocess.Popen(
+            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), "watchdog",
+             "--watchdog-sec", "1", "--pidfile", str(self.pidfile)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while not agi_listening():
+            assert self.supervisor.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "daemon did not start listening"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.supervisor is not None and self.supervisor.poll() is None:
+            self.supervisor.send_signal(signal.SIGTERM)
+            try:
+                self.supervisor.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.supervisor.kill()
+                self.supervisor.wait(timeout=5)
+        self.supervisor = None
+        deadline = time.monotonic() + 5
+        while agi_listening():
+            assert time.monotonic() < deadline, "daemon still listening after stop"
+            time.sleep(0.05)
+
+    @property
+    def daemon_pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+
+def load_forwards(asterisk: Asterisk) -> None:
+    for line in (REPO / "config" / "demo-forwards.txt").read_text().splitlines():
+        fields = line.split("#")[0].split()
+        if len(fields) >= 2:
+            asterisk.rx(f"database put callforward {fields[0]} {fields[1]}")
+
+
+@pytest.fixture(scope="module")
+def live(asterisk: Asterisk) -> Iterator[Live]:
+    state = asterisk.state_dir
+    for name in ("callpolicy.db", "callpolicy.db-wal", "callpolicy.db-shm"):
+        (state / name).unlink(missing_ok=True)
+    shutil.copy(REPO / "config" / "demo.toml", state / "callpolicy.toml")
+    shutil.copy(REPO / "config" / "telephone-zones.toml", state / "telephone-zones.toml")
+    live = Live(state, state / "callpolicy.toml", state / "daemon.log", state / "daemon.pid")
+    live.cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),
+             "--by", "tests", "--ticket", "setup")
+    asterisk.add_start_hook(load_forwards)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def daemon_up(live: Live) -> Iterator[Live]:
+    """Tests that stop or freeze the daemon get it back afterwards."""
+    yield live
+    if live.supervisor is None or live.supervisor.poll() is not None:
+        live.start()
+    deadline = time.monotonic() + 10
+    while not agi_listening():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def user(uri_holder) -> str | None:
+    return uri_holder.user if uri_holder is not None else None
+
+
+# ------------------------------------------------------------------------------ destinations
+@pytest.mark.parametrize(
+    ("dialled", "ruri"),
+    [("092101299", "+3292101299"), ("0033142685300", "+33142685300"),
+     ("0900123456", "+32900123456"), ("+35818123456", "+35818123456")],
+    ids=["national", "eu-france", "0900-open", "aland-eu"],
+)
+def test_allowed_destinations_reach_the_trunk(live, call, trunk: Trunk, dialled: str,
+                                              ruri: str) -> None:
+    result = call(ACME_101, dialled)
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.ruri_user == ruri
+    assert user(invite.from_) == "+3292101234"
+    assert [user(p) for p in invite.pai] == ["+3292101234"]
+
+
+@pytest.mark.parametrize(
+    "dialled",
+    ["0905123456", "0032905123456", "+32903123456", "0903123456", "+41441234567",
+     "+12125551234", "00882123456789", "+390669812345", "abc"],
+    ids=["0905", "0032-905", "+32903", "over-long-0903", "switzerland", "usa", "00882",
+         "vatican", "letters"],
+)
+def test_blocked_destinations_get_403_and_the_trunk_nothing(live, call, trunk: Trunk,
+                                                            dialled: str) -> None:
+    result = call(ACME_101, dialled)
+    assert result.status == 403, result
+    time.sleep(0.2)
+    assert trunk.invites == []
+
+
+def test_unblock_and_reblock_live_without_restart(live, call, trunk: Trunk,
+                                                  asterisk: Asterisk) -> None:
+    assert call(ACME_101, "0905123456").status == 403
+    live.cli("unblock", "acme", "--prefix", "0905", "--by", "tests", "--ticket", "T-1")
+    try:
+        time.sleep(1.0)  # the daemon picks CLI changes up within a second
+        result = call(ACME_101, "0905123456")
+        assert result.status == 200, result
+        assert trunk.invites[-1].ruri_user == "+32905123456"
+    finally:
+        live.cli("reblock", "acme", "--prefix", "0905", "--by", "tests", "--ticket", "T-2")
+    time.sleep(1.0)
+    before = len(trunk.invites)
+    assert call(ACME_101, "0905123456").status == 403
+    assert len(trunk.invites) == before
+    mark_log = asterisk.full_log.read_text()
+    assert "reason=premium source=daemon" in mark_log
+
+
+# ------------------------------------------------------------------------------ suspension
+def test_suspended_customer_reaches_only_must_reach_numbers(live, call, trunk: Trunk) -> None:
+    assert call(BAKKERIJ, "092101299").status == 403
+    assert trunk.invites == []
+    for dialled, ruri in (("112", "112"), ("070 245 245", "+3270245245")):
+        result = call(BAKKERIJ, dialled.replace(" ", ""))
+        assert result.status == 200, result
+        assert trunk.invites[-1].ruri_user == ruri
+    assert user(trunk.invites[0].from_) == "+3225551234"
+
+
+# ------------------------------------------------------------------------------ caller ID
+def test_spoofed_caller_id_is_replaced(live, call, trunk: Trunk) -> None:
+    result = call(ACME_101, "092101299", caller_id="+3225551234", display="Police")
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert user(invite.from_) == "+3292101234"
+    assert [user(p) for p in invite.pai] == ["+3292101234"]
+    assert not (invite.from_.display or "")  # unverified display names are not passed on
+
+
+def test_owned_caller_id_is_kept(live, call, trunk: Trunk) -> None:
+    assert call(ACME_101, "092101299", caller_id="092101236").status == 200
+    assert user(trunk.invites[0].from_) == "+3292101236"
+
+
+@pytest.mark.parametrize(
+    ("dialled", "privacy", "headers"),
+    [("#31#092101299", False, None), ("092101299", True, None),
+     ("092101299", False, ["Privacy: id"])],
+    ids=["restriction-prefix", "privacy-with-pai", "privacy-header-only"])
+def test_restricted_presentation(live, call, trunk: Trunk, dialled: str, privacy: bool,
+                                 headers: list[str] | None) -> None:
+    result = call(ACME_101, dialled, privacy=privacy, extra_headers=headers)
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.ruri_user == "+3292101299"
+    assert user(invite.from_) == "anonymous"
+    assert invite.privacy == "id"
+    assert [user(p) for p in invite.pai] == ["+3292101234"]
+
+
+# ------------------------------------------------------------------------------ forwarding
+def test_forward_shows_the_forwarding_customers_number(live, inbound_call, trunk: Trunk) -> None:
+    result = inbound_call("+3292101237", "+3250123456")
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.ruri_user == "+32486998877"
+    assert user(invite.from_) == "+3292101237"
+    assert [user(d) for d in invite.diversion] == ["+3292101237"]
+
+
+def test_forward_to_a_verified_target_shows_the_original_caller(live, inbound_call,
+                                                                trunk: Trunk) -> None:
+    result = inbound_call("+3292101236", "+3250123456")
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.ruri_user == "+32475123456"
+    assert user(invite.from_) == "+3250123456"
+    assert [user(d) for d in invite.diversion] == ["+3292101236"]
+
+
+def test_forward_to_premium_is_refused(live, inbound_call, trunk: Trunk) -> None:
+    assert inbound_call("+3292101238", "+3250123456").status == 403
+    time.sleep(0.2)
+    assert trunk.invites == []
+
+
+# ------------------------------------------------------------------------------ emergency
+def test_112_on_site_carries_the_installation_address(live, call, trunk: Trunk) -> None:
+    result = call(ACME_101, "112", privacy=True)  # restriction asked: ignored for 112
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.ruri_user == "112"
+    assert user(invite.from_) == "+3292101234"  # geographic number, presented
+    assert invite.x_headers.get("X-Callpolicy-Location") == "verified"
+    assert invite.geolocation and invite.geolocation.startswith("<cid:")
+    pidf = invite.pidf
+    assert pidf is not None
+    for part in ("<ca:country>BE</ca:country>", "<ca:A3>Gent</ca:A3>",
+                 "<ca:RD>Breebroekstraat</ca:RD>", "<ca:HNO>61</ca:HNO>", "<ca:PC>9030</ca:PC>"):
+        assert part in pidf
+
+
+def test_112_nomadic_is_flagged_and_still_connected(live, call, trunk: Trunk) -> None:
+    result = call(ACME_102, "112")
+    assert result.status == 200, result
+    (invite,) = trunk.invites
+    assert invite.x_headers.get("X-Callpolicy-Location") == "nomadic"
+    assert invite.geolocation is None and invite.pidf is None
+    assert user(invite.from_) == "+3292101235"
+
+
+# ------------------------------------------------------------------------------ transfers
+def test_blind_transfer_is_decided_with_the_transferrers_rights(live, transfer_call,
+                                                                trunk: Trunk) -> None:
+    allowed = transfer_call(ACME_101, "092101299", "092101298")
+    assert allowed.refer_status == 202, allowed
+    trunk.wait_for_invites(2)
+    assert [i.ruri_user for i in trunk.invites] == ["+3292101299", "+3292101298"]
+    assert user(trunk.invites[1].from_) == "+3292101234"
+
+
+def test_blind_transfer_to_premium_is_refused(live, transfer_call, trunk: Trunk,
+                                              asterisk: Asterisk) -> None:
+    mark = asterisk.log_mark()
+    refused = transfer_call(ACME_101, "092101299", "0905123456")
+    assert refused.refer_status == 202, refused
+    asterisk.wait_for_log(r"callpolicy: BLOCK .* reason=premium", since=mark)
+    time.sleep(0.5)
+    assert [i.ruri_user for i in trunk.invites] == ["+3292101299"]
+    assert refused.final_sipfrag != 200
+
+
+# ------------------------------------------------------------------------------ failures
+def test_daemon_stopped_pyst2_fallback_decides(daemon_up: Live, call, trunk: Trunk,
+                                               asterisk: Asterisk) -> None:
+    daemon_up.stop()
+    mark = asterisk.log_mark()
+    national = call(ACME_101, "092101299")
+    assert national.status == 200, national
+    assert trunk.invites[-1].ruri_user == "+3292101299"
+    assert user(trunk.invites[-1].from_) == "+3292101234"
+    premium = call(ACME_101, "0905123456")
+    assert premium.status == 403, premium
+    sos = call(ACME_101, "112")
+    assert sos.status == 200, sos
+    assert [i.ruri_user for i in trunk.invites] == ["+3292101299", "112"]
+    warnings = [line for line in asterisk.log_since(mark).splitlines()
+                if "] WARNING[" in line or "] ERROR[" in line or "] NOTICE[" in line]
+    assert sum("using the fallback AGI" in line for line in warnings) == 3
+    assert sum("source=fallback" in line for line in warnings) == 3
+    assert not any("last resort" in line for line in warnings)
+
+
+def test_daemon_frozen_calls_still_decided_quickly(daemon_up: Live, call, trunk: Trunk,
+                                                   asterisk: Asterisk) -> None:
+    frozen = daemon_up.daemon_pid
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = call(ACME_101, "092101299", timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    assert result.status == 200, result
+    assert result.setup_latency is not None and result.setup_latency < 2.5, result
+    assert elapsed < 5
+    assert trunk.invites[-1].ruri_user == "+3292101299"
+
+
+def test_nothing_can_decide_last_resort(daemon_up: Live, call, trunk: Trunk,
+                                        asterisk: Asterisk) -> None:
+    """Daemon down and the fallback cannot read its config: must-reach numbers still go out,
+    everything else gets 503."""
+    daemon_up.stop()
+    config = daemon_up.config
+    saved = config.read_bytes()
+    config.write_text("this is not toml [")
+    try:
+        assert call(ACME_101, "092101299").status == 503
+        assert call(ACME_101, "0905123456").status == 503
+        assert trunk.invites == []
+        for dialled, ruri in (("112", "112"), ("070245245", "+3270245245")):
+            result = call(ACME_101, dialled)
+            assert result.status == 200, result
+            assert trunk.invites[-1].ruri_user == ruri
+    finally:
+        config.write_bytes(saved)
+
+
+def hostile_peer(kind: str) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", AGI_PORT), timeout=3) as sock:
+            if kind == "close":
+                return
+            if kind == "half":
+                sock.sendall(b"agi_network: yes\nagi_channel: PJSIP/x\n")
+                time.sleep(2.5)
+            elif kind == "huge":
+                sock.sendall(b"agi_x: " + b"A" * (1024 * 1024) + b"\n\n")
+            elif kind == "binary":
+                sock.sendall(b"agi_callerid: \xff\xfe\"\n\n")
+            sock.settimeout(3)
+            sock.recv(65536)
+    except OSError:
+        pass
+
+
+def test_hostile_agi_peers_while_calls_run(live, call, trunk: Trunk) -> None:
+    kinds = ["close", "half", "huge", "binary"] * 10
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        attacks = [pool.submit(hostile_peer, k) for k in kinds]
+        results = [call(ACME_101, "092101299", display='Evil" "x\\', caller_id="sipp")
+                   for _ in range(4)]
+        for attack in attacks:
+            attack.result(timeout=30)
+    assert [r.status for r in results] == [200] * 4, results
+    assert len(trunk.invites) == 4
+    assert all(user(i.from_) == "+3292101234" for i in trunk.invites)
+    assert agi_listening()
+    log = live.log.read_text()
+    assert '"agi_bad_peer"' in log
+
+
+def test_no_dialplan_errors_in_the_asterisk_log(live, asterisk: Asterisk) -> None:
+    """Runs last in this module: every call above went through the dialplan cleanly."""
+    bad = [line for line in asterisk.full_log.read_text().splitlines()
+           if "Error in extension logic" in line or ("ERROR[" in line and "callpolicy" not in line)
+           or ("Function " in line and "not registered" in line)]
+    assert bad == [], "\n".join(bad[:20])
