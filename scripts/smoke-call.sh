@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One real SIP call through the real Asterisk (Docker-less path):
-#   phone acme-101 (SIPp UAC, 127.0.0.2:5060) -> Asterisk (127.0.0.1:5060)
+#   phone bare-phone (SIPp UAC, 127.0.0.6:5060, the [bare] context: no policy) -> Asterisk (127.0.0.1:5060)
 #   -> trunk (SIPp UAS, 127.0.0.3:5080), dialling 092101299.
 # Passes when the UAC got 200 OK (then ACK, BYE, 200) and the trunk received the
 # INVITE for sip:092101299@127.0.0.3. Exits non-zero otherwise.
@@ -75,11 +75,11 @@ UAS_PID=$!
 for _ in $(seq 1 50); do udp_bound 0300007F 13D8 && break; sleep 0.1; done
 udp_bound 0300007F 13D8 || { cat uas.out >&2; fail "SIPp UAS did not bind 127.0.0.3:5080"; }
 
-# 3. Phone acme-101: SIPp UAC from 127.0.0.2:5060, one call, bounded.
-log "calling $NUMBER from acme-101 (127.0.0.2) via 127.0.0.1:5060"
+# 3. Phone bare-phone: SIPp UAC from 127.0.0.6:5060, one call, bounded.
+log "calling $NUMBER from bare-phone (127.0.0.6) via 127.0.0.1:5060"
 t0=$(date +%s.%N)
 uac_rc=0
-timeout --kill-after=5 30 sipp -sf "$REPO/tests/sipp/uac_call.xml" -i 127.0.0.2 -p 5060 \
+timeout --kill-after=5 30 sipp -sf "$REPO/tests/sipp/uac_call.xml" -i 127.0.0.6 -p 5060 \
     -s "$NUMBER" -key caller 092101101 -m 1 -nostdin -timeout 20s -timeout_error \
     -trace_logs -log_file uac.log -trace_msg -message_file uac-messages.log \
     -trace_err 127.0.0.1:5060 >uac.out 2>&1 || uac_rc=$?
