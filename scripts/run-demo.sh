@@ -13,7 +13,7 @@ export CALLPOLICY_STATE_DIR="$STATE"
 BIN="$REPO/.venv/bin"
 ASTERISK="$REPO/scripts/asterisk-run.sh"
 
-say() { printf 'run: %s\n' "$*" >&2; }
+say() { printf 'run: %s\n' "$*" >&2 || true; }
 [ "$(id -u)" -eq 0 ] || { say "needs root (chroot, mounts)"; exit 1; }
 
 "$REPO/scripts/install-deps.sh"
@@ -34,18 +34,21 @@ fi
 
 WATCHDOG_PID=""
 cleanup() {
-    trap - INT TERM EXIT
+    # Nothing may interrupt the cleanup: not a second Ctrl-C, not a closed terminal or pipe
+    # (`make run | tee log`: tee dies with the Ctrl-C, then every message would SIGPIPE us).
+    trap '' INT TERM PIPE HUP
+    trap - EXIT
     say "stopping"
     if [ -n "$WATCHDOG_PID" ] && kill -0 "$WATCHDOG_PID" 2>/dev/null; then
         kill -TERM "$WATCHDOG_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$WATCHDOG_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$WATCHDOG_PID" 2>/dev/null || true
     fi
-    "$ASTERISK" stop >&2 || true
+    "$ASTERISK" stop >>"$STATE/stop.log" 2>&1 || say "asterisk stop failed: see $STATE/stop.log"
     say "stopped; the database stays in $DB"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
 
 "$ASTERISK" start >&2
 while read -r number target _; do
@@ -53,10 +56,11 @@ while read -r number target _; do
     "$ASTERISK" rx "database put callforward $number $target" >/dev/null
 done < "$REPO/config/demo-forwards.txt"
 
+: >"$STATE/daemon.log"
 "$BIN/callpolicy" watchdog --pidfile "$STATE/daemon.pid" >>"$STATE/daemon.log" 2>&1 &
 WATCHDOG_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/4573) 2>/dev/null && break
+for _ in $(seq 200); do
+    grep -q '"event": "listening"' "$STATE/daemon.log" && break
     kill -0 "$WATCHDOG_PID" 2>/dev/null || { say "daemon failed: see $STATE/daemon.log"; exit 1; }
     sleep 0.1
 done
