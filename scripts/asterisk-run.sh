@@ -19,6 +19,8 @@
 #
 # Env:
 #   RUN_DIR                per-run state dir (default /tmp/callpolicy-asterisk); --run-dir wins
+#   ASTERISK_EXTRA_CONFIG  (start) a directory whose *.conf are added to /etc/asterisk, e.g.
+#                          config/demo (the demo AMI user, manager-users.conf)
 #   CALLPOLICY_STATE_DIR   (start) the callpolicy state dir for the fallback AGI; --state-dir
 #                          wins. An absolute host directory (created if missing) holding
 #                          callpolicy.toml, the SQLite database its [store] path names
@@ -251,9 +253,12 @@ do_start() {
     mkdir -p "$RUN_DIR/etc/asterisk" "$RUN_DIR/log" "$RUN_DIR/spool" "$RUN_DIR/lib" \
              "$RUN_DIR/cache" "$RUN_DIR/run" "$RUN_DIR/tmp"
 
-    # Config: repo's config/asterisk/*.conf + dialplan/*.conf, one flat /etc/asterisk.
+    # Config: repo's config/asterisk/*.conf + dialplan/*.conf, one flat /etc/asterisk, plus
+    # $ASTERISK_EXTRA_CONFIG/*.conf (deployment files such as manager-users.conf; the demo and
+    # the tests use config/demo).
     local f name
-    for f in "$REPO"/config/asterisk/*.conf "$REPO"/dialplan/*.conf; do
+    for f in "$REPO"/config/asterisk/*.conf "$REPO"/dialplan/*.conf \
+             ${ASTERISK_EXTRA_CONFIG:+"$ASTERISK_EXTRA_CONFIG"/*.conf}; do
         [ -f "$f" ] || continue
         name="$(basename "$f")"
         [ -e "$RUN_DIR/etc/asterisk/$name" ] && die "config name clash: $name is in both config/asterisk/ and dialplan/"

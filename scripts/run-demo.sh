@@ -10,6 +10,7 @@ REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 STATE="${CALLPOLICY_DEMO_DIR:-/var/lib/callpolicy-demo}"
 export RUN_DIR="${RUN_DIR:-$STATE/asterisk}"
 export CALLPOLICY_STATE_DIR="$STATE"
+export ASTERISK_EXTRA_CONFIG="$REPO/config/demo"   # the demo AMI user
 BIN="$REPO/.venv/bin"
 ASTERISK="$REPO/scripts/asterisk-run.sh"
 

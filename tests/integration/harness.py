@@ -277,6 +277,7 @@ class Asterisk:
         env = dict(os.environ)
         env["RUN_DIR"] = str(self.run_dir)
         env["CALLPOLICY_STATE_DIR"] = str(self.state_dir)
+        env["ASTERISK_EXTRA_CONFIG"] = str(REPO / "config" / "demo")  # demo AMI user
         env["ASTERISK_BOOT_TIMEOUT"] = str(int(self.boot_timeout))
         return env
 

@@ -320,6 +320,8 @@ def test_daemon_frozen_calls_still_decided_quickly(daemon_up: Live, call, trunk:
             os.kill(frozen, signal.SIGCONT)
     assert result.status == 200, result
     assert result.setup_latency is not None and result.setup_latency < 2.5, result
+    print(f"frozen daemon: call decided (by the fallback) {result.setup_latency:.2f} s after "
+          "the INVITE")
     assert elapsed < 5
     assert trunk.invites[-1].ruri_user == "+3292101299"
 
@@ -384,3 +386,15 @@ def test_no_dialplan_errors_in_the_asterisk_log(live, asterisk: Asterisk) -> Non
            if "Error in extension logic" in line or ("ERROR[" in line and "callpolicy" not in line)
            or ("Function " in line and "not registered" in line)]
     assert bad == [], "\n".join(bad[:20])
+
+
+def test_ami_on_loopback_with_the_demo_user_only(live) -> None:
+    def login(secret: str) -> str:
+        with socket.create_connection(("127.0.0.1", 5038), timeout=5) as sock:
+            sock.recv(100)  # banner
+            sock.sendall(f"Action: Login\r\nUsername: callpolicy\r\nSecret: {secret}\r\n\r\n"
+                         .encode())
+            return sock.recv(1000).decode()
+
+    assert "Response: Success" in login("demo-only-change-me")
+    assert "Response: Error" in login("wrong")
