@@ -17,7 +17,9 @@ from pathlib import Path
 
 import structlog
 
+from .ami import AmiLink
 from .config import ConfigError, Settings, load_settings
+from .control import CallControl
 from .fastagi import FastAgiServer, Limits
 from .policy import CallRequest, Decision, Engine, Snapshot
 from .store import SnapshotSource, Store
@@ -42,11 +44,26 @@ class PolicyService:
         self.server: FastAgiServer | None = None
         # Answers fail-safe decisions from the config alone, before any snapshot exists.
         self._config_only = Engine(Snapshot(settings.policy))
+        self.policy_changed = asyncio.Event()
+        self.ami = AmiLink(settings.ami, on_login=self._ami_login)
+        self.control = CallControl(lambda: self._current_engine(), self.ami)
+
+    def _current_engine(self) -> Engine:
+        return self.engine or self._config_only
+
+    async def _ami_login(self) -> None:
+        await self.ready.wait()
+        await self.control.resync()
+        self.policy_changed.set()
 
     # called per call, synchronously: no I/O
     def decide(self, request: CallRequest) -> Decision:
         assert self.engine is not None
-        return self.engine.decide(request)
+        return self.engine.decide(self.control.with_live_counts(request))
+
+    def on_decision(self, decision: Decision, source: str, seconds: float,
+                    request: CallRequest, env: dict[str, str]) -> None:
+        self.control.decided(request, decision, env)
 
     def fail_safe(self, request: CallRequest, why: str) -> Decision:
         return self._config_only.fail_safe(request, why)
@@ -69,6 +86,7 @@ class PolicyService:
                 if await self.source.refresh():
                     assert self.engine is not None
                     self.engine = self.engine.with_snapshot(self.source.snapshot)
+                    self.policy_changed.set()
                     log.info("snapshot_refreshed", customers=len(self.source.snapshot.customers))
                 if failing:
                     log.info("store_recovered")
@@ -98,6 +116,7 @@ class PolicyService:
         self.source.set_config(settings.policy)
         self.engine = Engine(self.source.snapshot)
         self._config_only = Engine(Snapshot(settings.policy))
+        self.policy_changed.set()
         if self.server is not None:
             self.server.limits = replace(
                 self.server.limits, decision_deadline=settings.decision_deadline_ms / 1000)
@@ -113,7 +132,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
     await service.load()
     server = FastAgiServer(
         service.decide, service.fail_safe, service.ready,
-        Limits(decision_deadline=settings.decision_deadline_ms / 1000))
+        Limits(decision_deadline=settings.decision_deadline_ms / 1000),
+        on_decision=service.on_decision)
     service.server = server
     await server.start(settings.agi_host, settings.agi_port)
     log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}",
@@ -124,8 +144,10 @@ async def serve(settings: Settings, config_arg: str | None = None,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_config)
+    service.ami.start()
     background = [asyncio.create_task(service.refresh_forever()),
-                  asyncio.create_task(ping_forever())]
+                  asyncio.create_task(ping_forever()),
+                  asyncio.create_task(service.control.revoke_forever(service.policy_changed))]
     notify(b"READY=1")
     try:
         await stopping.wait()
@@ -137,6 +159,7 @@ async def serve(settings: Settings, config_arg: str | None = None,
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*background, return_exceptions=True)
         await server.stop()
+        service.ami.stop()
         if service.store is not None:
             await service.store.close()
         log.info("stopped", **server.stats)

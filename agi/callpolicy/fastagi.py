@@ -88,7 +88,8 @@ class FastAgiServer:
         fail_safe: Callable[[CallRequest, str], Decision],
         ready: asyncio.Event,
         limits: Limits | None = None,
-        on_decision: Callable[[Decision, str, float], None] | None = None,
+        on_decision: Callable[[Decision, str, float, CallRequest, dict[str, str]], None]
+        | None = None,
     ) -> None:
         self._decide = decide
         self._fail_safe = fail_safe
@@ -173,7 +174,10 @@ class FastAgiServer:
         elapsed = time.perf_counter() - started
         self.stats["decisions"] += 1
         if self._on_decision is not None:
-            self._on_decision(decision, source, elapsed)
+            try:
+                self._on_decision(decision, source, elapsed, request, env)
+            except Exception:  # bookkeeping must never cost the call its answer
+                log.exception("on_decision_failed")
         log_decision(decision, call, env, source, elapsed)
         try:
             writer.write(mset_command(decision_variables(decision, source)).encode())
@@ -215,5 +219,6 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
     else:
         log.info("decision", **fields)
     for event in decision.events:
-        log.warning(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,
-                    **{k: safe_value(v) for k, v in event.detail.items()})
+        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
+        emit(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,
+             **{k: safe_value(v) for k, v in event.detail.items()})

@@ -161,3 +161,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
                      + "\n".join(lines[-60:]))
     if parts:
         report.sections.append(("callpolicy harness", "\n\n".join(parts)))
+
+
+# The call-policy environment (demo customers, daemon): fixtures `live`, `daemon_up`.
+from policy_env import daemon_up, live  # noqa: E402, F401

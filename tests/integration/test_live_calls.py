@@ -6,115 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from harness import Asterisk, Trunk
-
-REPO = Path(__file__).resolve().parents[2]
-ACME_101, ACME_102, BAKKERIJ = "127.0.0.2", "127.0.0.4", "127.0.0.5"
-AGI_PORT = 4573
-
-
-def agi_listening() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", AGI_PORT), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-@dataclass
-class Live:
-    state: Path
-    config: Path
-    log: Path
-    pidfile: Path
-    supervisor: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=60, check=False)
-        assert result.returncode == 0, f"callpolicy {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def start(self) -> None:
-        assert not agi_listening(), "something else listens on 127.0.0.1:4573"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
-        self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), "watchdog",
-             "--watchdog-sec", "1", "--pidfile", str(self.pidfile)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 20
-        while not agi_listening():
-            assert self.supervisor.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "daemon did not start listening"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.supervisor is not None and self.supervisor.poll() is None:
-            self.supervisor.send_signal(signal.SIGTERM)
-            try:
-                self.supervisor.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.supervisor.kill()
-                self.supervisor.wait(timeout=5)
-        self.supervisor = None
-        deadline = time.monotonic() + 5
-        while agi_listening():
-            assert time.monotonic() < deadline, "daemon still listening after stop"
-            time.sleep(0.05)
-
-    @property
-    def daemon_pid(self) -> int:
-        return int(self.pidfile.read_text())
-
-
-def load_forwards(asterisk: Asterisk) -> None:
-    for line in (REPO / "config" / "demo-forwards.txt").read_text().splitlines():
-        fields = line.split("#")[0].split()
-        if len(fields) >= 2:
-            asterisk.rx(f"database put callforward {fields[0]} {fields[1]}")
-
-
-@pytest.fixture(scope="module")
-def live(asterisk: Asterisk) -> Iterator[Live]:
-    state = asterisk.state_dir
-    for name in ("callpolicy.db", "callpolicy.db-wal", "callpolicy.db-shm"):
-        (state / name).unlink(missing_ok=True)
-    shutil.copy(REPO / "config" / "demo.toml", state / "callpolicy.toml")
-    shutil.copy(REPO / "config" / "telephone-zones.toml", state / "telephone-zones.toml")
-    live = Live(state, state / "callpolicy.toml", state / "daemon.log", state / "daemon.pid")
-    live.cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),
-             "--by", "tests", "--ticket", "setup")
-    asterisk.add_start_hook(load_forwards)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-
-
-@pytest.fixture
-def daemon_up(live: Live) -> Iterator[Live]:
-    """Tests that stop or freeze the daemon get it back afterwards."""
-    yield live
-    if live.supervisor is None or live.supervisor.poll() is not None:
-        live.start()
-    deadline = time.monotonic() + 10
-    while not agi_listening():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+from policy_env import ACME_101, ACME_102, AGI_PORT, BAKKERIJ, Live, agi_listening
 
 
 def user(uri_holder) -> str | None:

@@ -6,7 +6,8 @@ Plus emergency location (art. 3.7/3.8) and unblocks (art. 3.10 "op eenvoudig ver
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,6 +17,9 @@ from callpolicy.policy import (
     CallRequest,
     Category,
     Customer,
+    Engine,
+    FraudLimits,
+    LiveCounts,
     Location,
     Reason,
     Snapshot,
@@ -521,3 +525,51 @@ def test_emergency_location_for_suspended_customer(decide) -> None:
     assert decision.location is Location.VERIFIED
     assert decision.location_address is not None
     assert decision.location_address.municipality == "Brussel"
+
+
+# ------------------------------------------------------------------ fraud guard (issue 4)
+def _fraud_engine(limits: FraudLimits | None = None) -> Engine:
+    config = replace(build_policy_config(), fraud_limits=FraudLimits(2, 5, 1))
+    customer = Customer(
+        id="acme", name="A", suspended=False, main_number="+3292101234",
+        numbers=frozenset({"+3292101234"}),
+        unblocks=(Unblock(1, UnblockKind.CATEGORY, "non_eu"),
+                  Unblock(2, UnblockKind.PREFIX, "+32905")),
+        limits=limits or FraudLimits())
+    return Engine(Snapshot(config, {"acme": customer}))
+
+
+def _live_decide(engine: Engine, dialled: str, **counts: int):
+    return engine.decide(CallRequest(dialled, datetime.now(UTC), customer_id="acme",
+                                     live=LiveCounts(**counts)))
+
+
+@pytest.mark.parametrize(
+    ("dialled", "counts", "reason"),
+    [("092101299", {"concurrent": 1}, "allowed"),
+     ("092101299", {"concurrent": 2}, "fraud_limit"),
+     ("092101299", {"last_minute": 5}, "fraud_limit"),
+     ("092101299", {"risky": 5}, "allowed"),  # a national call is not risky
+     ("+41441234567", {"risky": 1}, "fraud_limit"),  # unblocked non-EU is
+     ("0905123456", {"risky": 1}, "fraud_limit"),  # unblocked premium is
+     ("0905123456", {"risky": 0}, "unblocked"),
+     ("112", {"concurrent": 99, "last_minute": 99, "risky": 99}, "emergency"),
+     ("070245245", {"concurrent": 99}, "must_reach"),
+     ("0906123456", {"concurrent": 99}, "premium")],  # blocked anyway: the real reason
+    ids=lambda v: str(v),
+)
+def test_fraud_guard(dialled: str, counts: dict[str, int], reason: str) -> None:
+    decision = _live_decide(_fraud_engine(), dialled, **counts)
+    assert decision.reason.value == reason
+    if reason == "fraud_limit":
+        assert decision.action.value == "block"
+        assert [e.kind for e in decision.events][-1] == "fraud_limit"
+
+
+def test_fraud_guard_customer_override_and_no_counts() -> None:
+    engine = _fraud_engine(FraudLimits(max_concurrent=5))
+    assert _live_decide(engine, "092101299", concurrent=4).reason.value == "allowed"
+    assert _live_decide(engine, "092101299", concurrent=5).reason.value == "fraud_limit"
+    # Without live counts (CLI check, revocation) the guard does not apply.
+    decision = engine.decide(CallRequest("092101299", datetime.now(UTC), customer_id="acme"))
+    assert decision.reason.value == "allowed"

@@ -13,6 +13,8 @@ from .model import (
     Decision,
     Endpoint,
     Event,
+    FraudLimits,
+    LiveCounts,
     Location,
     PolicyConfig,
     Presentation,
@@ -25,7 +27,8 @@ from .numbers import geographic_zone, national_form, normalise, normalise_number
 
 __all__ = [
     "Action", "Address", "CallRequest", "CallerId", "Category", "Classifier", "Customer",
-    "Decision", "Endpoint", "Engine", "Event", "Location", "PolicyConfig", "Presentation",
+    "Decision", "Endpoint", "Engine", "Event", "FraudLimits", "LiveCounts",
+    "Location", "PolicyConfig", "Presentation",
     "Reason", "Snapshot", "Unblock", "UnblockKind", "build_policy_config", "geographic_zone",
     "national_form", "normalise", "normalise_number", "normalise_prefix",
 ]

@@ -27,7 +27,9 @@ from .model import (
     Decision,
     Endpoint,
     Event,
+    LiveCounts,
     Location,
+    PolicyConfig,
     Presentation,
     Reason,
     Snapshot,
@@ -113,7 +115,22 @@ class Engine:
         pass, everything else is refused. Needs no customer data."""
         return fail_safe_decision(self.classifier, request, why)
 
+    def customer_of(self, request: CallRequest) -> str | None:
+        """Whose rights decide this call (to look up its live counts before deciding)."""
+        customer, _ = self._resolve(request)
+        return customer.id if customer else None
+
     def decide(self, request: CallRequest) -> Decision:
+        decision = self._decide(request)
+        if request.live is None or not decision.allowed or decision.reason not in (
+                Reason.ALLOWED, Reason.UNBLOCKED):
+            return decision  # must-reach numbers are never limited
+        customer = self.snapshot.customers.get(decision.customer_id or "")
+        if customer is None:
+            return decision
+        return _fraud_limited(decision, customer, self.snapshot.config, request.live)
+
+    def _decide(self, request: CallRequest) -> Decision:
         config = self.snapshot.config
         dialled = normalise(request.dialled, config.restriction_prefix)
         customer, endpoint = self._resolve(request)
@@ -244,3 +261,30 @@ def fail_safe_decision(classifier: Classifier, request: CallRequest, why: str) -
         location=Location.UNKNOWN if emergency else None,
         restriction_requested=dialled.restriction_requested,
     )
+
+
+def is_risky(decision: Decision) -> bool:
+    """Calls the fraud guard caps separately: outside the EU, or to an unblocked premium range."""
+    return decision.category is Category.NON_EU or (
+        decision.category is Category.PREMIUM and decision.allowed)
+
+
+def _fraud_limited(decision: Decision, customer: Customer, config: PolicyConfig,
+                   live: LiveCounts) -> Decision:
+    """Rule 7: the fraud guard (counts exclude this call, so a limit of 2 allows two)."""
+    limits = customer.limits.over(config.fraud_limits)
+    checks = [("max_concurrent", live.concurrent, limits.max_concurrent),
+              ("max_per_minute", live.last_minute, limits.max_per_minute)]
+    if is_risky(decision):
+        checks.append(("max_concurrent_risky", live.risky, limits.max_concurrent_risky))
+    for name, value, cap in checks:
+        if cap is not None and value >= cap:
+            decision.action = Action.BLOCK
+            decision.reason = Reason.FRAUD_LIMIT
+            decision.rule = (f"fraud guard: {name} {cap} reached ({value} live) for "
+                             f"customer {customer.id}")
+            decision.events = (*decision.events, Event(
+                "fraud_limit", {"limit": name, "value": str(value), "max": str(cap),
+                                "destination": decision.destination}))
+            return decision
+    return decision

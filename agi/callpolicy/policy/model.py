@@ -31,6 +31,7 @@ class Reason(StrEnum):
     UNKNOWN_CUSTOMER = "unknown_customer"
     INVALID_NUMBER = "invalid_number"
     FAIL_SAFE = "fail_safe"  # no real decision in time: only must-reach numbers pass
+    FRAUD_LIMIT = "fraud_limit"  # over a concurrent / per-minute / risky-call limit
 
 
 class Category(StrEnum):
@@ -106,6 +107,34 @@ class Unblock:
 
 
 @dataclass(frozen=True, slots=True)
+class FraudLimits:
+    """Caps on a customer's external calls (anchor: OpenSIPS fraud_detection). None = no cap
+    (in a customer's overrides: use the operator default)."""
+
+    max_concurrent: int | None = None  # external calls up at once
+    max_per_minute: int | None = None  # external calls started in the last 60 s
+    max_concurrent_risky: int | None = None  # non-EU or unblocked premium calls up at once
+
+    def over(self, defaults: FraudLimits) -> FraudLimits:
+        """These overrides on top of the operator defaults."""
+        return FraudLimits(
+            self.max_concurrent if self.max_concurrent is not None else defaults.max_concurrent,
+            self.max_per_minute if self.max_per_minute is not None else defaults.max_per_minute,
+            self.max_concurrent_risky if self.max_concurrent_risky is not None
+            else defaults.max_concurrent_risky,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCounts:
+    """A customer's live calls, from the AMI live-call table (the daemon fills this in)."""
+
+    concurrent: int = 0  # external calls up now
+    last_minute: int = 0  # external calls started in the last 60 s
+    risky: int = 0  # non-EU or unblocked premium calls up now
+
+
+@dataclass(frozen=True, slots=True)
 class Customer:
     id: str
     name: str
@@ -117,6 +146,7 @@ class Customer:
     verified_forward_targets: frozenset[str] = frozenset()
     unblocks: tuple[Unblock, ...] = ()
     suspension_ticket: str = ""
+    limits: FraudLimits = FraudLimits()  # per-customer overrides of the operator defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +157,7 @@ class PolicyConfig:
     must_reach: frozenset[str]  # normalised destinations (short numbers or E.164)
     emergency: frozenset[str]  # short numbers that are emergency services
     restriction_prefix: str = "#31#"
+    fraud_limits: FraudLimits = FraudLimits(10, 20, 2)  # operator defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +182,7 @@ class CallRequest:
     caller_id: str | None = None  # what the phone asked to present (or original caller)
     privacy: bool = False  # SIP Privacy: id / anonymous From from the phone
     forwarded_from: str | None = None  # the customer's number that forwards this call
+    live: LiveCounts | None = None  # the customer's live calls (None: limits not checked)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,138 @@
+"""The AMI link (panoramisk's Manager): events about live calls, and hang-ups.
+
+panoramisk 1.4's actions have no timeout and it reconnects at a fixed delay: every action here
+is wrapped in a timeout, and the reconnect delay backs off (0.5 s doubling to 5 s, back to
+0.5 s once logged in). On every login the owner's `on_login` rebuilds its view from
+CoreShowChannels, so nothing is lost or counted twice across an Asterisk or daemon restart.
+Never logs the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from panoramisk import Manager
+
+from .config import AmiSettings
+
+log = structlog.get_logger("callpolicy.ami")
+logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions
+
+ACTION_TIMEOUT = 2.0
+MIN_BACKOFF, MAX_BACKOFF = 0.5, 5.0
+
+EventHandler = Callable[[dict[str, str]], None]
+
+
+class AmiError(Exception):
+    pass
+
+
+class AmiLink:
+    def __init__(self, settings: AmiSettings,
+                 on_login: Callable[[], Awaitable[None]] | None = None,
+                 on_state: Callable[[bool], None] | None = None) -> None:
+        self.settings = settings
+        self.connected = False
+        self._on_login = on_login
+        self._on_state = on_state
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self._manager: Manager | None = None
+        self._backoff = MIN_BACKOFF
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on(self, event: str, handler: EventHandler) -> None:
+        self._handlers.setdefault(event, []).append(handler)
+
+    def start(self) -> None:
+        if not self.settings.username or not self.settings.secret:
+            log.warning("ami_disabled", reason="no AMI username/secret configured "
+                        "(set [ami] username and CALLPOLICY_AMI_SECRET)")
+            return
+        manager = Manager(
+            loop=asyncio.get_running_loop(), host=self.settings.host, port=self.settings.port,
+            username=self.settings.username, secret=self.settings.secret,
+            ping_delay=5, ping_interval=5, reconnect_timeout=1,
+            on_login=self._logged_in, on_disconnect=self._disconnected,
+            on_connect=lambda _m: None, log=logging.getLogger("panoramisk"))
+        manager.reconnect_timeout = MIN_BACKOFF  # panoramisk casts to int; we want 0.5 s
+        for event in ("Newstate", "Hangup"):
+            manager.register_event(event, self._dispatch)
+        self._manager = manager
+        manager.connect()
+
+    def stop(self) -> None:
+        if self._manager is not None:
+            self._manager.connection_lost = lambda _exc: None  # no reconnect
+            self._manager.close()
+        self._set_connected(False)
+
+    def _set_connected(self, value: bool) -> None:
+        if value != self.connected:
+            self.connected = value
+            if self._on_state is not None:
+                self._on_state(value)
+
+    def _logged_in(self, manager: Manager) -> None:
+        self._backoff = MIN_BACKOFF
+        manager.reconnect_timeout = MIN_BACKOFF
+        self._set_connected(True)
+        log.info("ami_connected", host=self.settings.host, port=self.settings.port)
+        if self._on_login is not None:
+            task = asyncio.ensure_future(self._run_on_login())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_on_login(self) -> None:
+        try:
+            assert self._on_login is not None
+            await self._on_login()
+        except Exception as exc:
+            log.error("ami_resync_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _disconnected(self, manager: Manager, exc: Exception | None) -> None:
+        was = self.connected
+        self._set_connected(False)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        manager.reconnect_timeout = self._backoff
+        if was:
+            log.warning("ami_disconnected", retry_in_s=self._backoff)
+
+    def _dispatch(self, _manager: Manager, event: Any) -> None:
+        fields = {str(k): str(v) for k, v in dict(event).items()}
+        for handler in self._handlers.get(fields.get("Event", ""), ()):
+            try:
+                handler(fields)
+            except Exception as exc:  # one bad handler must not stop the others
+                log.error("ami_handler_failed", event=fields.get("Event"),
+                          error=f"{type(exc).__name__}: {exc}")
+
+    async def action(self, action: dict[str, str], *, as_list: bool = False,
+                     timeout: float = ACTION_TIMEOUT) -> Any:
+        if self._manager is None or not self.connected:
+            raise AmiError("AMI not connected")
+        try:
+            return await asyncio.wait_for(
+                self._manager.send_action(action, as_list=as_list), timeout)
+        except TimeoutError as exc:
+            raise AmiError(f"AMI {action.get('Action')} timed out after {timeout}s") from exc
+
+    async def channels(self) -> list[dict[str, str]]:
+        """CoreShowChannels: one dict per live channel (Uniqueid, Channel, ChannelState…)."""
+        messages = await self.action({"Action": "CoreShowChannels"}, as_list=True)
+        return [{str(k): str(v) for k, v in dict(m).items()} for m in messages
+                if dict(m).get("Event") == "CoreShowChannel"]
+
+    async def getvar(self, channel: str, variable: str) -> str:
+        reply = await self.action({"Action": "Getvar", "Channel": channel,
+                                   "Variable": variable})
+        return str(dict(reply).get("Value") or "")
+
+    async def hangup(self, channel: str, cause: int = 21) -> bool:
+        reply = await self.action({"Action": "Hangup", "Channel": channel,
+                                   "Cause": str(cause)})
+        return str(dict(reply).get("Response", "")).lower() == "success"

@@ -1,0 +1,56 @@
+"""Issue 4 acceptance: live-call control over AMI with the real Asterisk, SIPp and the daemon.
+Uses the `live` fixture of test_live_calls (demo customers, daemon under its watchdog)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import Asterisk, Trunk
+from policy_env import ACME_101, Live
+
+MOROCCO = "+212522123456"
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_unblock_expiry_hangs_up_a_live_non_eu_call(live: Live, call, trunk: Trunk) -> None:
+    live.cli("unblock", "acme", "--country", "MA", "--for", "3s", "--by", "tests",
+             "--ticket", "T-MA")
+    expires = time.time() + 3
+    time.sleep(1.0)  # the daemon sees the unblock within a second
+    result = call(ACME_101, MOROCCO, hold=20, timeout=40)
+    ended = time.time()
+    assert result.status == 200, result
+    assert result.hung_up_by == "remote", result  # the phone got a BYE, it did not hang up
+    assert ended - expires < 2.5, f"BYE {ended - expires:.1f} s after the unblock expired"
+    assert trunk.invites[0].ruri_user == MOROCCO
+    assert "call_revoked" in live.log.read_text()
+
+
+def test_suspension_hangs_up_a_national_call_but_not_112(live: Live, call, trunk: Trunk,
+                                                         asterisk: Asterisk) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        national = pool.submit(call, ACME_101, "092101299", hold=20, timeout=40)
+        sos = pool.submit(call, ACME_101, "112", hold=6, timeout=40)
+        trunk.wait_for_invites(2, timeout=10)
+        time.sleep(0.5)  # both answered
+        live.cli("customer", "suspend", "acme", "--by", "tests", "--ticket", "T-SUSP")
+        suspended = time.time()
+        try:
+            national_result = national.result(timeout=40)
+            national_ended = time.time()
+            sos_result = sos.result(timeout=40)
+        finally:
+            live.cli("customer", "reactivate", "acme", "--by", "tests", "--ticket", "T-BACK")
+    assert national_result.status == 200 and national_result.hung_up_by == "remote"
+    assert national_ended - suspended < 2.5 + 1.0  # live within 1 s, hung up within 2 s
+    assert sos_result.status == 200
+    assert sos_result.hung_up_by == "phone", sos_result  # 112 survived the suspension
+    log = live.log.read_text()
+    assert '"reason": "suspended"' in log and "call_revoked" in log
