@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import csv
 import getpass
 import io
 import json
@@ -30,6 +32,7 @@ from .policy import (
     CallRequest,
     Decision,
     Engine,
+    FraudLimits,
     Snapshot,
     UnblockKind,
     national_form,
@@ -37,7 +40,8 @@ from .policy import (
 )
 from .policy.destinations import EU_REGIONS, country_code
 from .policy.model import UNBLOCKABLE_CATEGORIES
-from .store import Actor, Store, StoreError
+from .records import CSV_COLUMNS, CallRecord
+from .store import LIMIT_FIELDS, Actor, Store, StoreError, limits_dict
 
 PROG = "callpolicy"
 log = structlog.get_logger("callpolicy.cli")
@@ -51,10 +55,42 @@ class OperationalError(Exception):
     """Exit 1 with this message."""
 
 
+# options that take a value (to find a command's first positional word)
+_VALUE_OPTIONS = frozenset({"--db", "--config", "--since", "--until", "--limit", "--older-than",
+                            "--by", "--ticket", "--reason"})
+
+
 class _Parser(argparse.ArgumentParser):
+    #: (implicit action, explicit actions): `calls ID` means `calls list ID`
+    implicit_action: tuple[str, tuple[str, ...]] | None = None
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        if self.implicit_action is not None and args is not None:
+            implicit, actions = self.implicit_action
+            args = list(args)
+            first = _first_positional(args)
+            asks_help = any(a in ("-h", "--help") for a in args)
+            if first not in actions and not (first is None and asks_help):
+                args.insert(0, implicit)
+        return super().parse_known_args(args, namespace)
+
+
+def _first_positional(args: Sequence[str]) -> str | None:
+    skip = False
+    for index, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return args[index + 1] if index + 1 < len(args) else None
+        elif arg.startswith("-") and len(arg) > 1:
+            skip = arg in _VALUE_OPTIONS
+        else:
+            return arg
+    return None
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -63,16 +99,51 @@ _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, option: str = "--for") -> timedelta:
     """'7d', '12h', '1h30m', '1s' -> timedelta."""
     compact = text.strip().lower()
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise UsageError(f"--for {text!r}: use a duration like 30m, 12h, 7d, 2w or 1h30m")
+        raise UsageError(f"{option} {text!r}: use a duration like 30m, 12h, 7d, 2w or 1h30m")
     seconds = sum(int(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise UsageError(f"--for {text!r}: the duration must be positive")
+        raise UsageError(f"{option} {text!r}: the duration must be positive")
     return timedelta(seconds=seconds)
+
+
+def parse_moment(text: str, option: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a timezone, or a duration meaning that long ago ('24h')."""
+    if re.fullmatch(r"(\d+[smhdw])+", text.strip().lower()):
+        return now - parse_duration(text, option)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r} is not an ISO 8601 time (like "
+                         "2026-06-01T00:00+02:00) or a duration (like 24h, 7d)") from exc
+    if moment.tzinfo is None:
+        raise UsageError(f"{option} {text!r} has no timezone: add one "
+                         "(+01:00 for Belgian winter time, +02:00 summer, Z for UTC)")
+    return moment.astimezone(UTC)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _limit_field(text: str) -> str:
+    """argparse type: a fraud-limit name, max_concurrent or max-concurrent."""
+    name = text.strip().lower().replace("-", "_")
+    if name not in LIMIT_FIELDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a limit (one of {', '.join(LIMIT_FIELDS)})")
+    return name
 
 
 def parse_expiry(text: str, now: datetime) -> datetime:
@@ -378,6 +449,152 @@ async def cmd_must_reach_dialplan(args: argparse.Namespace, settings: Settings) 
     return 0
 
 
+def _limits_view(customer_id: str, own: FraudLimits, defaults: FraudLimits) -> dict[str, Any]:
+    effective = own.over(defaults)
+    return {
+        "customer": customer_id,
+        "effective": limits_dict(effective),
+        "source": {name: "customer" if getattr(own, name) is not None else "default"
+                   for name in LIMIT_FIELDS},
+        "customer_limits": limits_dict(own),
+        "defaults": limits_dict(defaults),
+    }
+
+
+def _limits_text(view: dict[str, Any]) -> str:
+    lines = []
+    for name in LIMIT_FIELDS:
+        value = view["effective"][name]
+        shown = "no cap" if value is None else str(value)
+        source = ("customer" if view["source"][name] == "customer"
+                  else "operator default, config [fraud]")
+        lines.append(f"{name:<22}{shown:>6}  ({source})")
+    return "\n".join(lines) + "\n"
+
+
+async def cmd_limits_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with await _open(settings) as store:
+        own = await store.limits(args.id)
+    view = _limits_view(args.id, own, settings.policy.fraud_limits)
+    if args.json:
+        _print_json(view)
+    else:
+        sys.stdout.write(f"fraud limits of {args.id}\n" + _limits_text(view))
+    return 0
+
+
+async def cmd_limits_set(args: argparse.Namespace, settings: Settings) -> int:
+    changes = {name: getattr(args, name) for name in LIMIT_FIELDS
+               if getattr(args, name) is not None}
+    defaults = list(dict.fromkeys(args.default or ()))
+    if not changes and not defaults:
+        raise UsageError("nothing to change: give --max-concurrent, --max-per-minute, "
+                         "--max-concurrent-risky or --default FIELD")
+    for name in defaults:
+        if name in changes:
+            raise UsageError(f"--{name.replace('_', '-')} and --default {name} contradict "
+                             "each other")
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        own = await store.limits(args.id)
+        new = replace(own, **changes, **dict.fromkeys(defaults))
+        changed = await store.set_limits(args.id, new, actor)
+    view = _limits_view(args.id, new, settings.policy.fraud_limits)
+    if changed:
+        sys.stdout.write(f"fraud limits of {args.id} set (ticket {args.ticket}); a running "
+                         "daemon applies them within a second\n")
+    else:
+        sys.stdout.write(f"fraud limits of {args.id} unchanged (already so); nothing written\n")
+    sys.stdout.write(_limits_text(view))
+    return 0
+
+
+TABLE_LIMIT = 100
+_CALL_TABLE = ("started_at", "customer_id", "endpoint", "dialled", "destination", "action",
+               "reason", "billable_seconds", "hangup_cause")
+_PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
+
+
+def _printable(text: str) -> str:
+    """Untrusted text (what a phone dialled) made safe for a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _csv_cell(value: object) -> object:
+    """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
+    it is just a number, like +3292101234)."""
+    if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
+            and not _PHONE_TEXT.fullmatch(value)):
+        return "'" + value
+    return value
+
+
+def _table_row(record: CallRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _CALL_TABLE if name != "billable_seconds"}
+    row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
+                         if record.started_at else "?")
+    row["dialled"] = _printable(record.dialled or "")
+    row["billable_seconds"] = str(record.billable_seconds)
+    return row
+
+
+async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    since = parse_moment(args.since, "--since", now) if args.since else None
+    until = parse_moment(args.until, "--until", now) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since must be before --until")
+    async with await _open(settings) as store:
+        if args.id is not None and await store.customer(args.id) is None:
+            raise OperationalError(f"unknown customer {args.id!r}")
+        if args.json or args.csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
+            if writer is not None:
+                writer.writerow(CSV_COLUMNS)
+
+            def emit(record: CallRecord) -> None:
+                if writer is not None:
+                    writer.writerow([_csv_cell(v) for v in record.to_dict().values()])
+                else:
+                    _print_json(record.to_dict())
+
+            if args.limit is not None:
+                for record in await store.calls(args.id, since, until, args.limit):
+                    emit(record)
+            else:  # streamed: an export of months of calls does not sit in memory
+                async with contextlib.aclosing(store.iter_calls(args.id, since, until)) as rows:
+                    async for record in rows:
+                        emit(record)
+            return 0
+        limit = args.limit or TABLE_LIMIT
+        rows = await store.calls(args.id, since, until, limit + 1)
+    truncated = len(rows) > limit
+    rows = rows[1:] if truncated else rows
+    if not rows:
+        sys.stdout.write("no calls\n")
+        return 0
+    sys.stdout.write(_table([_table_row(r) for r in rows], _CALL_TABLE))
+    if truncated:
+        sys.stdout.write(f"(the last {limit} calls; --limit N, --since or --csv for more)\n")
+    return 0
+
+
+async def cmd_calls_purge(args: argparse.Namespace, settings: Settings) -> int:
+    retention = settings.calls_retention_days
+    text = args.older_than or f"{retention}d"
+    age = parse_duration(text, "--older-than")
+    if age < timedelta(days=retention):
+        sys.stderr.write(f"{PROG}: warning: --older-than {text} is shorter than the retention "
+                         f"(calls.retention_days = {retention}): deleting records within it\n")
+    cutoff = datetime.now(UTC) - age
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        count = await store.purge_calls(cutoff, actor)
+    sys.stdout.write(f"deleted {count} call record(s) that started before "
+                     f"{cutoff.isoformat(timespec='seconds')} (ticket {args.ticket})\n")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,8 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, parents=[common],
         description="Ops CLI of the call policy: customers, their exceptions to the default "
-                    "blocks (contract art. 3.10), suspensions (art. 5.7), the audit log, and "
-                    "`check` to see how a call would be decided and why.",
+                    "blocks (contract art. 3.10), suspensions (art. 5.7), fraud limits, call "
+                    "records (art. 4.3), the audit log, and `check` to see how a call would be "
+                    "decided and why.",
         epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
                "Changes are committed before the command reports success; a running daemon "
                "picks them up within a second.")
@@ -489,6 +707,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("numbers", metavar="NUMBER", nargs="+")
     p.set_defaults(func=cmd_check)
 
+    limits = sub.add_parser(
+        "limits", parents=[common], help="a customer's fraud limits: show, set",
+        description="Fraud limits cap a customer's external calls: up at once "
+        "(max_concurrent), started in the last minute (max_per_minute), and non-EU or "
+        "unblocked premium calls up at once (max_concurrent_risky). Each is the customer's "
+        "own value if set, else the operator default from the config's [fraud] section.")
+    lsub = limits.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    lsub.required = True
+    p = lsub.add_parser("show", parents=[common, json_flag],
+                        help="effective limits, and whether each is the customer's own or the "
+                        "operator default")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_limits_show)
+    p = lsub.add_parser("set", parents=[common, who],
+                        help="set or clear (--default) a customer's own limits",
+                        description="Set a customer's own fraud limits (N >= 0; 0 allows no "
+                        "such calls), or give one back to the operator default with --default "
+                        "FIELD. Limits not named keep their value. Audited; a running daemon "
+                        "applies the change within a second.")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--max-concurrent", type=_count, metavar="N",
+                   help="external calls up at once")
+    p.add_argument("--max-per-minute", type=_count, metavar="N",
+                   help="external calls started in the last 60 s")
+    p.add_argument("--max-concurrent-risky", type=_count, metavar="N",
+                   help="non-EU or unblocked premium calls up at once")
+    p.add_argument("--default", type=_limit_field, nargs="+", action="extend", metavar="FIELD",
+                   help="use the operator default for these: max_concurrent, max_per_minute, "
+                        "max_concurrent_risky")
+    p.set_defaults(func=cmd_limits_set)
+
+    calls = sub.add_parser(
+        "calls", parents=[common], help="call records (billable seconds, art. 4.3): list, purge",
+        usage=f"{PROG} calls [list] [ID] [--since T] [--until T] [--limit N] [--json | --csv]\n"
+              f"       {PROG} calls purge [--older-than DURATION] --by WHO --ticket REF",
+        description="Call records: every call the policy decided, with its decision, answer "
+        "and hang-up times and billable seconds (art. 4.3: from the answer to the hang-up, "
+        "rounded up; 0 for refused or unanswered calls). `calls` and `calls ID` are short for "
+        "`calls list` and `calls list ID`; `calls purge` deletes old records (a customer "
+        "named list or purge: `calls list purge`).")
+    calls.implicit_action = ("list", ("list", "purge"))
+    ksub = calls.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser,
+                                prog=f"{PROG} calls")  # not the two-line usage
+    ksub.required = True
+    p = ksub.add_parser(
+        "list", parents=[common], help="call records, oldest first (the default action)",
+        description="Call records by start time, oldest first: all customers or customer ID. "
+        "--since/--until take an ISO 8601 time with a timezone (2026-06-01T00:00+02:00) or a "
+        "duration ago (24h, 7d); --since is inclusive, --until exclusive. The table shows the "
+        f"last {TABLE_LIMIT} unless --limit N; --json (one object per line) and --csv (a "
+        "header row, UTC ISO 8601 times, billable_seconds) give all, for export. In CSV, "
+        "text a spreadsheet would run as a formula is prefixed with '.")
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.add_argument("--since", metavar="T", help="calls that started at or after T")
+    p.add_argument("--until", metavar="T", help="calls that started before T")
+    p.add_argument("--limit", type=int, metavar="N", help="only the last N calls")
+    formats = p.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="one JSON object per line")
+    formats.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.set_defaults(func=cmd_calls_list)
+    p = ksub.add_parser(
+        "purge", parents=[common, who], help="delete call records older than a duration",
+        description="Delete the call records of calls that started more than DURATION ago "
+        "(default: the config's calls.retention_days). The purge is audited with the count; "
+        "the audit log itself is never purged.")
+    p.add_argument("--older-than", metavar="DURATION",
+                   help="30d, 26w, 180d (default: calls.retention_days from the config)")
+    p.set_defaults(func=cmd_calls_purge)
+
     p = sub.add_parser("serve", parents=[common],
                        help="run the FastAGI daemon that decides live calls for Asterisk",
                        description="Run the FastAGI policy daemon (listen address, deadline and "
@@ -524,7 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "limit", 1) < 1:
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
         parser.error("--limit must be at least 1")
     func: Callable[..., Any] = args.func
     try:
@@ -546,6 +834,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    except BrokenPipeError:  # `callpolicy calls --csv | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if os.environ.get("CALLPOLICY_DEBUG"):
             raise

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .policy import PolicyConfig, build_policy_config
+from .policy import FraudLimits, PolicyConfig, build_policy_config
 from .policy.defaults import (
     EMERGENCY_NUMBERS,
     MUST_REACH_NUMBERS,
@@ -50,6 +50,11 @@ class Settings:
     decision_deadline_ms: int = 200
     ami: AmiSettings = field(default_factory=AmiSettings)
     log_format: str = "auto"
+    # [calls]: call records older than this are purged (`callpolicy calls purge`)
+    calls_retention_days: int = 180
+    # [metrics]: Prometheus /metrics (an IP literal; loopback unless the operator says so)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
 
 
 def config_path(explicit: str | None = None) -> Path | None:
@@ -72,6 +77,42 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any, where: str) 
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{where}.{key} must be a {kind.__name__}, got {value!r}")
     return value
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """A typo in a limit must not silently leave the default in force."""
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {where}.{key} (expected one of {', '.join(allowed)})")
+
+
+def _listen(text: str, where: str) -> tuple[str, int]:
+    """'127.0.0.1:9464' or '[::1]:9464' -> (host, port); the host must be an IP literal."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError as exc:
+        raise ConfigError(f"{where} must be IP:PORT (an IP literal), got {text!r}") from exc
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{where}: port {number} is not between 0 and 65535")
+    return host, number
+
+
+DEFAULT_FRAUD_LIMITS = FraudLimits(max_concurrent=10, max_per_minute=20, max_concurrent_risky=2)
+FRAUD_KEYS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
+
+
+def _fraud_limits(fraud: dict[str, Any]) -> FraudLimits:
+    _check_keys(fraud, FRAUD_KEYS, "fraud")
+    values = {}
+    for key in FRAUD_KEYS:
+        value = _get(fraud, key, int, getattr(DEFAULT_FRAUD_LIMITS, key), "fraud")
+        if value < 0:
+            raise ConfigError(f"fraud.{key} must be 0 or more, got {value}")
+        values[key] = value
+    return FraudLimits(**values)
 
 
 def load_zones(path: Path) -> ZoneTable:
@@ -108,13 +149,16 @@ def load_settings(explicit: str | None = None) -> Settings:
 
 def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     for section in data:
-        if section not in ("store", "policy", "agi", "ami", "log"):
+        if section not in ("store", "policy", "agi", "ami", "log", "fraud", "calls", "metrics"):
             raise ConfigError(f"unknown section [{section}]")
     store = data.get("store", {})
     policy = data.get("policy", {})
     agi = data.get("agi", {})
     ami = data.get("ami", {})
     log = data.get("log", {})
+    fraud = data.get("fraud", {})
+    calls = data.get("calls", {})
+    metrics = data.get("metrics", {})
 
     db = _get(store, "path", str, "callpolicy.db", "store")
     db_path = Path(os.environ.get("CALLPOLICY_DB") or (base / db))
@@ -130,18 +174,15 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         )
     except ValueError as exc:
         raise ConfigError(f"[policy] {exc}") from exc
+    # Operator-wide fraud limits; a customer's overrides (`callpolicy limits set`) win.
+    policy_config = replace(policy_config, fraud_limits=_fraud_limits(fraud))
     zones_file = _get(policy, "zones_file", str, "", "policy")
     default_zones = Path(__file__).resolve().parents[2] / "config" / "telephone-zones.toml"
     zones = load_zones(base / zones_file) if zones_file else (
         load_zones(default_zones) if default_zones.exists() else ZoneTable({}))
 
     listen = _get(agi, "listen", str, "127.0.0.1:4573", "agi")
-    host, _, port = listen.rpartition(":")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        agi_port = int(port)
-    except ValueError as exc:
-        raise ConfigError(f"agi.listen must be IP:PORT (an IP literal), got {listen!r}") from exc
+    host, agi_port = _listen(listen, "agi.listen")
     deadline = _get(agi, "decision_deadline_ms", int, 200, "agi")
     if not 10 <= deadline <= 2000:
         raise ConfigError("agi.decision_deadline_ms must be between 10 and 2000 "
@@ -151,12 +192,20 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     log_format = _get(log, "format", str, "auto", "log")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")
+
+    _check_keys(calls, ("retention_days",), "calls")
+    retention = _get(calls, "retention_days", int, 180, "calls")
+    if retention < 1:
+        raise ConfigError(f"calls.retention_days must be at least 1, got {retention}")
+    _check_keys(metrics, ("listen",), "metrics")
+    metrics_host, metrics_port = _listen(
+        _get(metrics, "listen", str, "127.0.0.1:9464", "metrics"), "metrics.listen")
     return Settings(
         path=path,
         db_path=db_path,
         policy=policy_config,
         zones=zones,
-        agi_host=host.strip("[]"),
+        agi_host=host,
         agi_port=agi_port,
         decision_deadline_ms=deadline,
         ami=AmiSettings(
@@ -166,4 +215,7 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
             secret=secret,
         ),
         log_format=log_format,
+        calls_retention_days=retention,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )

@@ -7,15 +7,18 @@
 - Long-running processes keep a Snapshot in memory and call `SnapshotSource.refresh()` a few
   times a second: it reads the audit log's high-water mark and reloads only the customers that
   changed, so a CLI change is live within a second and no decision queries the database.
+- Call records (`calls`, art. 4.3) are billing data, not the audit log: the daemon upserts them
+  in batches (`record_calls`), and `purge_calls` deletes old ones (the purge itself is audited).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,11 +30,13 @@ from .policy import (
     Address,
     Customer,
     Endpoint,
+    FraudLimits,
     PolicyConfig,
     Snapshot,
     Unblock,
     UnblockKind,
 )
+from .records import CSV_COLUMNS, TIMESTAMPS, CallRecord, timestamp
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -114,7 +119,42 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 2: per-customer fraud limits (NULL = the operator default) and call records (art. 4.3).
+    # `calls` has no foreign key: a call of an unknown customer is recorded too, and a record
+    # must never be lost to a constraint. Timestamps: UTC ISO 8601 with microseconds.
+    """
+    CREATE TABLE fraud_limits (
+        customer_id TEXT PRIMARY KEY REFERENCES customers(id),
+        max_concurrent INTEGER CHECK (max_concurrent >= 0),
+        max_per_minute INTEGER CHECK (max_per_minute >= 0),
+        max_concurrent_risky INTEGER CHECK (max_concurrent_risky >= 0),
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE calls (
+        uniqueid TEXT PRIMARY KEY,
+        linkedid TEXT,
+        customer_id TEXT,
+        endpoint TEXT,
+        dialled TEXT,
+        destination TEXT,
+        category TEXT,
+        action TEXT,
+        reason TEXT,
+        rule TEXT,
+        source TEXT,
+        started_at TEXT,
+        answered_at TEXT,
+        ended_at TEXT,
+        hangup_cause INTEGER,
+        billable_seconds INTEGER NOT NULL DEFAULT 0 CHECK (billable_seconds >= 0)
+    );
+    CREATE INDEX calls_by_customer ON calls(customer_id, started_at);
+    CREATE INDEX calls_by_start ON calls(started_at);
+    """,
 )
+LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
+_CALL_FIELDS = CSV_COLUMNS[:-1]  # every column but billable_seconds, which is derived
+_BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -170,10 +210,17 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def limits_dict(limits: FraudLimits) -> dict[str, int | None]:
+    return {name: getattr(limits, name) for name in LIMIT_FIELDS}
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection, one transaction at a time: concurrent writers on it (the daemon's
+        # record batches, a purge) queue here instead of nesting BEGINs.
+        self._write_lock = asyncio.Lock()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -376,6 +423,46 @@ class Store:
         )
         return dict(rows[0]) if rows else None
 
+    async def _customer_exists(self, customer_id: str) -> bool:
+        return await self._scalar("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) == 1
+
+    async def limits(self, customer_id: str) -> FraudLimits:
+        """The customer's own fraud limits; None = the operator default (config [fraud])."""
+        if not await self._customer_exists(customer_id):
+            raise StoreError(f"unknown customer {customer_id!r}")
+        return await self._limits(customer_id)
+
+    async def _limits(self, customer_id: str) -> FraudLimits:
+        rows = await self._rows(
+            f"SELECT {', '.join(LIMIT_FIELDS)} FROM fraud_limits WHERE customer_id = ?",
+            (customer_id,))
+        return FraudLimits(*rows[0]) if rows else FraudLimits()
+
+    async def calls(
+        self, customer_id: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int | None = None,
+    ) -> list[CallRecord]:
+        """Call records by start time (since <= started_at < until), oldest first; with
+        `limit`, the most recent `limit` of them (still oldest first)."""
+        if limit is None:
+            return [r async for r in self.iter_calls(customer_id, since, until)]
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        sql, params = _calls_query(customer_id, since, until)
+        rows = await self._rows(sql + " ORDER BY started_at DESC, uniqueid DESC LIMIT ?",
+                                (*params, limit))
+        return [_call_from_row(row) for row in reversed(rows)]
+
+    async def iter_calls(
+        self, customer_id: str | None = None, since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[CallRecord]:
+        """Like `calls` without a limit, streamed (an export of months of calls)."""
+        sql, params = _calls_query(customer_id, since, until)
+        async with self._db.execute(sql + " ORDER BY started_at, uniqueid", params) as cursor:
+            async for row in cursor:
+                yield _call_from_row(row)
+
     async def _require_customer(self, customer_id: str) -> dict[str, Any]:
         customer = await self.customer(customer_id)
         if customer is None:
@@ -392,7 +479,7 @@ class Store:
         ticket), so re-importing an old file never lifts a suspension by accident."""
         result = ImportResult()
         now = utcnow()
-        async with _Transaction(self._db):
+        async with _Transaction(self._db, self._write_lock):
             for record in records:
                 before = await self.customer(record.id)
                 await self._check_ownership(record)
@@ -474,7 +561,7 @@ class Store:
 
     async def suspend(self, customer_id: str, actor: Actor) -> None:
         now = utcnow()
-        async with _Transaction(self._db):
+        async with _Transaction(self._db, self._write_lock):
             before = await self._require_customer(customer_id)
             if before["status"] == "suspended":
                 raise StoreError(f"customer {customer_id!r} is already suspended")
@@ -490,7 +577,7 @@ class Store:
 
     async def reactivate(self, customer_id: str, actor: Actor) -> None:
         now = utcnow()
-        async with _Transaction(self._db):
+        async with _Transaction(self._db, self._write_lock):
             before = await self._require_customer(customer_id)
             if before["status"] != "suspended":
                 raise StoreError(f"customer {customer_id!r} is not suspended")
@@ -509,7 +596,7 @@ class Store:
         expires_at: datetime | None,
     ) -> int:
         now = utcnow()
-        async with _Transaction(self._db):
+        async with _Transaction(self._db, self._write_lock):
             await self._require_customer(customer_id)
             cursor = await self._db.execute(
                 "INSERT INTO unblocks (customer_id, kind, value, created_at, created_by, ticket,"
@@ -528,7 +615,7 @@ class Store:
     ) -> list[int]:
         """Revoke every active unblock of this kind and value. Error if there is none."""
         now = utcnow()
-        async with _Transaction(self._db):
+        async with _Transaction(self._db, self._write_lock):
             await self._require_customer(customer_id)
             rows = await self._rows(
                 "SELECT id, expires_at FROM unblocks WHERE customer_id = ? AND kind = ?"
@@ -546,6 +633,90 @@ class Store:
             await self._audit(actor, "unblock.reblock", customer_id,
                               {"ids": ids, "kind": kind.value, "value": value}, None, now)
         return ids
+
+    async def set_limits(self, customer_id: str, limits: FraudLimits, actor: Actor) -> bool:
+        """Set the customer's own fraud limits (all three: None = the operator default).
+
+        Audited as "limits.set" with the old and new overrides, which also makes a running
+        daemon reload the customer. False, and nothing written, if they are already these."""
+        for name in LIMIT_FIELDS:
+            value = getattr(limits, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise StoreError(f"{name} must be a whole number >= 0 (or the default), "
+                                 f"got {value!r}")
+        now = utcnow()
+        async with _Transaction(self._db, self._write_lock):
+            if not await self._customer_exists(customer_id):
+                raise StoreError(f"unknown customer {customer_id!r}")
+            before = await self._limits(customer_id)
+            if before == limits:
+                return False
+            if limits == FraudLimits():
+                await self._db.execute("DELETE FROM fraud_limits WHERE customer_id = ?",
+                                       (customer_id,))
+            else:
+                await self._db.execute(
+                    "INSERT INTO fraud_limits (customer_id, max_concurrent, max_per_minute,"
+                    " max_concurrent_risky, updated_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (customer_id) DO UPDATE SET"
+                    " max_concurrent = excluded.max_concurrent,"
+                    " max_per_minute = excluded.max_per_minute,"
+                    " max_concurrent_risky = excluded.max_concurrent_risky,"
+                    " updated_at = excluded.updated_at",
+                    (customer_id, limits.max_concurrent, limits.max_per_minute,
+                     limits.max_concurrent_risky, iso(now)))
+            await self._audit(actor, "limits.set", customer_id, limits_dict(before),
+                              limits_dict(limits), now)
+        return True
+
+    async def record_calls(self, records: Sequence[CallRecord]) -> None:
+        """Insert or update call records, all in one transaction (the daemon batches).
+
+        A record with only some fields (the answer, the hang-up) updates those: a None field
+        keeps the stored value. Several records of one uniqueid in a batch apply in order.
+        billable_seconds is computed from the merged answer and hang-up times."""
+        if not records:
+            return
+        async with _Transaction(self._db, self._write_lock):
+            merged: dict[str, CallRecord] = {}
+            ids = list(dict.fromkeys(r.uniqueid for r in records))
+            for start in range(0, len(ids), _BATCH):
+                chunk = ids[start:start + _BATCH]
+                for row in await self._rows(
+                        f"SELECT * FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
+                        chunk):
+                    merged[row["uniqueid"]] = _call_from_row(row)
+            for record in records:
+                old = merged.get(record.uniqueid)
+                merged[record.uniqueid] = old.merged(record) if old else record
+            columns = (*_CALL_FIELDS, "billable_seconds")
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+            await self._db.executemany(
+                f"INSERT INTO calls ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})"
+                f" ON CONFLICT (uniqueid) DO UPDATE SET {updates}",
+                [_call_row(merged[i]) for i in ids])
+
+    async def purge_calls(self, older_than: datetime, actor: Actor) -> int:
+        """Delete the call records that started before `older_than`; audited ("calls.purge",
+        with the count). Records without a start time go by their answer or hang-up time."""
+        now = utcnow()
+        if older_than.utcoffset() is None:
+            raise StoreError("purge_calls needs a timezone-aware time")
+        if older_than > now:
+            raise StoreError("purge_calls: the cut-off is in the future "
+                             "(that would delete calls still going on)")
+        cutoff = timestamp(older_than)
+        async with _Transaction(self._db, self._write_lock):
+            cursor = await self._db.execute(
+                "DELETE FROM calls WHERE started_at < ?"
+                " OR (started_at IS NULL AND coalesce(ended_at, answered_at) < ?)",
+                (cutoff, cutoff))
+            count = cursor.rowcount
+            await self._audit(actor, "calls.purge", None, None,
+                              {"deleted": count, "older_than": iso(older_than)}, now)
+        return count
 
     # -- snapshot -----------------------------------------------------------------------
 
@@ -597,6 +768,12 @@ class Store:
                 f"SELECT customer_id, ticket FROM suspensions{where}"
                 f"{' AND' if where else ' WHERE'} lifted_at IS NULL ORDER BY id", params)
         }
+        limits = {
+            r[0]: FraudLimits(r[1], r[2], r[3])
+            for r in await self._rows(
+                f"SELECT customer_id, {', '.join(LIMIT_FIELDS)} FROM fraud_limits{where}",
+                params)
+        }
         result = {}
         for r in await self._rows(f"SELECT * FROM customers{cwhere}", params):
             cid = r["id"]
@@ -612,6 +789,7 @@ class Store:
                 verified_forward_targets=frozenset(targets[cid]),
                 unblocks=tuple(unblocks[cid]),
                 suspension_ticket=tickets.get(cid, ""),
+                limits=limits.get(cid, FraudLimits()),
             )
         return result
 
@@ -627,26 +805,37 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (nothing half-written)."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (nothing half-written).
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    Holds the store's write lock: one transaction at a time on the connection."""
+
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self._db = db
+        self._lock = lock
 
     async def __aenter__(self) -> None:
+        await self._lock.acquire()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._lock.release()
             raise StoreError(f"database is busy or read-only: {exc}") from exc
+        except BaseException:
+            self._lock.release()
+            raise
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                await self._db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                await self._db.execute("ROLLBACK")
-                raise
-        await self._db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                try:
+                    await self._db.execute("COMMIT")
+                    return
+                except sqlite3.Error:
+                    await self._db.execute("ROLLBACK")
+                    raise
+            await self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()
 
 
 def _statements(script: str) -> list[str]:
@@ -661,6 +850,35 @@ def _statements(script: str) -> list[str]:
     if "\n".join(current).strip():
         statements.append("\n".join(current))
     return statements
+
+
+def _calls_query(customer_id: str | None, since: datetime | None,
+                 until: datetime | None) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if customer_id is not None:
+        where.append("customer_id = ?")
+        params.append(customer_id)
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(timestamp(since))
+    if until is not None:
+        where.append("started_at < ?")
+        params.append(timestamp(until))
+    sql = f"SELECT {', '.join(_CALL_FIELDS)} FROM calls"
+    return (sql + " WHERE " + " AND ".join(where) if where else sql), params
+
+
+def _call_from_row(row: sqlite3.Row) -> CallRecord:
+    values = {name: row[name] for name in _CALL_FIELDS}
+    for name in TIMESTAMPS:
+        values[name] = parse_iso(values[name])
+    return CallRecord(**values)
+
+
+def _call_row(record: CallRecord) -> tuple[Any, ...]:
+    values = [timestamp(getattr(record, name)) if name in TIMESTAMPS else getattr(record, name)
+              for name in _CALL_FIELDS]
+    return (*values, record.billable_seconds)
 
 
 class SnapshotSource:

@@ -54,3 +54,35 @@ def test_suspension_hangs_up_a_national_call_but_not_112(live: Live, call, trunk
     assert sos_result.hung_up_by == "phone", sos_result  # 112 survived the suspension
     log = live.log.read_text()
     assert '"reason": "suspended"' in log and "call_revoked" in log
+
+
+def ami_logins(live: Live) -> int:
+    return live.log.read_text().count('"event": "ami_connected"')
+
+
+def test_ami_link_is_back_within_5_s_after_an_asterisk_restart(live: Live, asterisk: Asterisk,
+                                                               call, trunk: Trunk) -> None:
+    wait_for(lambda: ami_logins(live) >= 1, 10, "daemon never logged in to AMI")
+    before = ami_logins(live)
+    asterisk.restart()
+    restarted = time.monotonic()
+    wait_for(lambda: ami_logins(live) > before, 5, "AMI link not back within 5 s")
+    print(f"AMI link back {time.monotonic() - restarted:.2f} s after Asterisk was up again")
+    assert call(ACME_101, "092101299").status == 200  # and the tests go on
+
+
+def test_daemon_restart_rebuilds_the_live_table(live: Live, call, trunk: Trunk) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        calls = [pool.submit(call, ACME_101, number, hold=12, timeout=40)
+                 for number in ("092101299", MOROCCO)]
+        trunk.wait_for_invites(1, timeout=10)
+        time.sleep(1.0)
+        live.stop()
+        live.start()
+        wait_for(lambda: '"event": "live_table_rebuilt"' in live.log.read_text(), 10,
+                 "live table not rebuilt after the daemon restart")
+        results = [c.result(timeout=40) for c in calls]
+    rebuilt = [line for line in live.log.read_text().splitlines()
+               if '"event": "live_table_rebuilt"' in line][-1]
+    assert '"added": 1' in rebuilt, rebuilt  # the national call; Morocco was refused (403)
+    assert results[0].status == 200 and results[1].status == 403

@@ -1,0 +1,131 @@
+"""Prometheus metrics of the daemon, on their own registry, served on /metrics.
+
+The registry is the Metrics object's own (not prometheus_client's global one), so tests and
+several daemons in one process never share counters. `start(host, port)` serves it from a
+background thread (prometheus_client's HTTP server); the update methods are cheap (a lock and
+an add) and safe to call from the event loop on every decision.
+
+Labels are small fixed sets (a policy Action/Reason/Category value, a rule or limit name):
+never a customer id, a number or a Decision.rule text, which would make a series per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from .policy import Category, Decision, Reason
+
+#: seconds: from a few µs (an in-memory decision) to the 200 ms deadline and a bit past it
+DECISION_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5,
+)
+FRAUD_LIMITS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
+_CATEGORIES = tuple(category.value for category in Category)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter(
+            "callpolicy_decisions", "Calls decided, by outcome and by who decided",
+            ("action", "reason", "source"), registry=r)
+        self.decision_seconds = Histogram(
+            "callpolicy_decision_seconds", "Time to decide one call",
+            buckets=DECISION_BUCKETS, registry=r)
+        self.live_calls = Gauge(
+            "callpolicy_live_calls", "Calls up now, by destination category", ("category",),
+            registry=r)
+        self.fail_safe = Counter(
+            "callpolicy_fail_safe", "Fail-safe answers (no real decision within the deadline)",
+            registry=r)
+        self.fallback_decisions = Counter(
+            "callpolicy_fallback_decisions",
+            "Calls decided by the fallback AGI (the daemon did not answer)", registry=r)
+        self.ami_connected = Gauge(
+            "callpolicy_ami_connected", "1 while the AMI connection is up and logged in",
+            registry=r)
+        self.calls_hung_up = Counter(
+            "callpolicy_calls_hung_up", "Live calls the daemon hung up, by rule", ("rule",),
+            registry=r)
+        self.fraud_limit = Counter(
+            "callpolicy_fraud_limit", "Calls refused or hung up over a fraud limit",
+            ("limit",), registry=r)
+        # Series that exist from the start (0), so rate() and alerts see them before the
+        # first event.
+        for category in Category:
+            self.live_calls.labels(category.value)
+        for limit in FRAUD_LIMITS:
+            self.fraud_limit.labels(limit)
+        self.ami_connected.set(0)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- updates --------------------------------------------------------------------------
+
+    def observe_decision(self, decision: Decision, source: str, seconds: float) -> None:
+        """One call decided. `source`: who decided ("daemon", "fail_safe", "fallback"...);
+        a fail-safe decision (Reason.FAIL_SAFE) also counts in callpolicy_fail_safe_total."""
+        self.decisions.labels(decision.action.value, decision.reason.value, source).inc()
+        self.decision_seconds.observe(seconds)
+        if decision.reason is Reason.FAIL_SAFE:
+            self.fail_safe.inc()
+
+    def count_fallback_decision(self, count: int = 1) -> None:
+        """Calls the fallback AGI decided (seen over AMI: it runs outside the daemon)."""
+        self.fallback_decisions.inc(count)
+
+    def set_live_calls(self, counts: Mapping[str, int]) -> None:
+        """The live-call table by category (Category values); categories not named are 0."""
+        counts = {str(category): count for category, count in counts.items()}
+        for category in _CATEGORIES:
+            self.live_calls.labels(category).set(counts.pop(category, 0))
+        for category, count in counts.items():
+            self.live_calls.labels(category).set(count)
+
+    def set_ami_connected(self, connected: bool) -> None:
+        self.ami_connected.set(1 if connected else 0)
+
+    def call_hung_up(self, rule: str) -> None:
+        """The daemon hung up a live call; `rule` is a short fixed name ("fraud_limit",
+        "suspended"...), never a Decision.rule text."""
+        self.calls_hung_up.labels(str(rule)).inc()
+
+    def fraud_limit_hit(self, limit: str) -> None:
+        """A call refused or hung up over `limit` (max_concurrent, max_per_minute,
+        max_concurrent_risky)."""
+        self.fraud_limit.labels(str(limit)).inc()
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition, as /metrics serves it."""
+        return generate_latest(self.registry)
+
+    def start(self, host: str = "127.0.0.1", port: int = 9464) -> int:
+        """Serve /metrics on host:port from a daemon thread; returns the port (port 0: a free
+        one). Raises OSError if the address cannot be bound."""
+        if self._server is not None:
+            raise RuntimeError("metrics server already started")
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._server.server_port)
+
+    @property
+    def port(self) -> int | None:
+        return int(self._server.server_port) if self._server is not None else None
+
+    def stop(self) -> None:
+        """Stop serving and free the port (idempotent)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)

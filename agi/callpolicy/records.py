@@ -1,0 +1,122 @@
+"""Call records: one row per call leg the policy decided (contract art. 4.3).
+
+A record is written in steps as the daemon learns about the call: at the decision (who, what,
+which rule), at the answer, at the hang-up. Each step is a `CallRecord` with only what is new;
+`Store.record_calls` merges it into the stored row (a field left None keeps the stored value).
+
+Billable time (art. 4.3) is the whole seconds, rounded up, from the answer to the hang-up; a call
+that was refused or never answered is recorded too, with 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from .policy import Decision
+
+#: the columns of `callpolicy calls --csv`, in order (also the keys of `to_dict`)
+CSV_COLUMNS = (
+    "uniqueid", "linkedid", "customer_id", "endpoint", "dialled", "destination", "category",
+    "action", "reason", "rule", "source", "started_at", "answered_at", "ended_at",
+    "hangup_cause", "billable_seconds",
+)
+TIMESTAMPS = ("started_at", "answered_at", "ended_at")
+TEXTS = ("linkedid", "customer_id", "endpoint", "dialled", "destination", "category", "action",
+         "reason", "rule", "source")
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    """The stored (and printed) form: UTC, microseconds, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds") if moment else None
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One call leg, keyed by Asterisk's channel `uniqueid`; None = not known (yet)."""
+
+    uniqueid: str
+    linkedid: str | None = None  # Asterisk's linkedid: the legs of one call share it
+    customer_id: str | None = None
+    endpoint: str | None = None  # the PJSIP endpoint that called
+    dialled: str | None = None  # as the phone sent it (untrusted text)
+    destination: str | None = None  # normalised: E.164 or a short number
+    category: str | None = None  # a policy Category value
+    action: str | None = None  # allow / block
+    reason: str | None = None  # a policy Reason value
+    rule: str | None = None  # the rule that decided, in words
+    source: str | None = None  # who decided: "daemon", "fallback", ...
+    started_at: datetime | None = None  # when the call was decided (timezone-aware)
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None  # the hang-up
+    hangup_cause: int | None = None  # Q.850 cause code (AMI Hangup "Cause")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uniqueid, str) or not self.uniqueid:
+            raise ValueError("a call record needs its uniqueid")
+        for name in TEXTS:  # enum members (Category.PREMIUM...) become their plain value
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be a string, got {value!r}")
+                if type(value) is not str:
+                    setattr(self, name, str(value))
+        for name in TIMESTAMPS:
+            moment = getattr(self, name)
+            if moment is not None and moment.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+        if self.hangup_cause is not None and (
+                isinstance(self.hangup_cause, bool) or not isinstance(self.hangup_cause, int)):
+            raise ValueError(f"hangup_cause must be an int, got {self.hangup_cause!r}")
+
+    @property
+    def billable_seconds(self) -> int:
+        """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
+        if self.answered_at is None or self.ended_at is None:
+            return 0
+        return max(0, math.ceil((self.ended_at - self.answered_at).total_seconds()))
+
+    @classmethod
+    def from_decision(
+        cls, uniqueid: str, decision: Decision, *, started_at: datetime,
+        linkedid: str | None = None, endpoint: str | None = None, source: str = "daemon",
+    ) -> CallRecord:
+        """The first record of a call, at its decision."""
+        return cls(
+            uniqueid=uniqueid,
+            linkedid=linkedid,
+            customer_id=decision.customer_id,
+            endpoint=endpoint,
+            dialled=decision.number,
+            destination=decision.destination,
+            category=decision.category.value,
+            action=decision.action.value,
+            reason=decision.reason.value,
+            rule=decision.rule,
+            source=source,
+            started_at=started_at,
+        )
+
+    def merged(self, newer: CallRecord) -> CallRecord:
+        """This record updated with what `newer` knows: its None fields keep our values."""
+        if newer.uniqueid != self.uniqueid:
+            raise ValueError(f"cannot merge call {newer.uniqueid} into {self.uniqueid}")
+        values = {}
+        for f in fields(self):
+            new = getattr(newer, f.name)
+            values[f.name] = new if new is not None else getattr(self, f.name)
+        return CallRecord(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (ISO timestamps, billable_seconds), keys in CSV_COLUMNS order."""
+        values: dict[str, Any] = {}
+        for name in CSV_COLUMNS:
+            if name == "billable_seconds":
+                values[name] = self.billable_seconds
+            elif name in TIMESTAMPS:
+                values[name] = timestamp(getattr(self, name))
+            else:
+                values[name] = getattr(self, name)
+        return values

@@ -1,0 +1,401 @@
+"""Migration 2: fraud limits and call records in the store, and the `calls` CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from callpolicy.config import ConfigError, load_settings
+from callpolicy.importer import read_import_file
+from callpolicy.policy import (
+    CallRequest,
+    Category,
+    Customer,
+    Engine,
+    FraudLimits,
+    Reason,
+    Snapshot,
+    build_policy_config,
+)
+from callpolicy.records import CSV_COLUMNS, CallRecord
+from callpolicy.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Actor,
+    SnapshotSource,
+    Store,
+    StoreError,
+    _statements,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = build_policy_config()
+ALICE = Actor("alice", "T-1", "test")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, demo_customers: Path, repo: Path) -> Store:
+    from callpolicy.config import load_zones
+
+    zones = load_zones(repo / "config" / "telephone-zones.toml")
+    plan = read_import_file(demo_customers, zones)
+    assert not plan.errors
+    store = await Store.open(tmp_path / "cp.db", create=True)
+    await store.import_customers(plan.records, ALICE)
+    yield store
+    await store.close()
+
+
+def decided(uniqueid: str, customer: str = "acme", at: datetime = T0,
+            dialled: str = "092101299") -> CallRecord:
+    decision = Engine(_snapshot_for_records()).decide(
+        CallRequest(dialled, at, customer_id=customer))
+    return CallRecord.from_decision(uniqueid, decision, started_at=at, linkedid=uniqueid,
+                                    endpoint="acme-101")
+
+
+def _snapshot_for_records() -> Snapshot:
+    acme = Customer(id="acme", name="ACME", suspended=False, main_number="+3292101234",
+                    numbers=frozenset({"+3292101234"}))
+    return Snapshot(CONFIG, {"acme": acme}, {}, {"+3292101234": "acme"})
+
+
+# -- records --------------------------------------------------------------------------------
+
+def test_billable_seconds_rounds_up_from_answer_to_hang_up() -> None:
+    call = CallRecord("1", answered_at=T0, ended_at=T0 + timedelta(seconds=61, milliseconds=1))
+    assert call.billable_seconds == 62
+    assert CallRecord("1", answered_at=T0, ended_at=T0 + timedelta(seconds=60)
+                      ).billable_seconds == 60
+    assert CallRecord("1", answered_at=T0, ended_at=T0 + timedelta(microseconds=1)
+                      ).billable_seconds == 1
+    assert CallRecord("1", answered_at=T0, ended_at=T0).billable_seconds == 0
+    assert CallRecord("1", answered_at=T0).billable_seconds == 0  # still up
+    assert CallRecord("1", started_at=T0, ended_at=T0 + timedelta(seconds=9)
+                      ).billable_seconds == 0  # never answered (refused, no answer)
+    assert CallRecord("1", answered_at=T0, ended_at=T0 - timedelta(seconds=1)
+                      ).billable_seconds == 0  # clock went back: never negative
+
+
+def test_record_validates_its_fields() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        CallRecord("1", started_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="uniqueid"):
+        CallRecord("")
+    with pytest.raises(ValueError, match="hangup_cause"):
+        CallRecord("1", hangup_cause="16")  # type: ignore[arg-type]
+    record = CallRecord("1", category=Category.PREMIUM, reason=Reason.PREMIUM)
+    assert type(record.category) is str and record.category == "premium"
+
+
+def test_from_decision_and_merge() -> None:
+    first = decided("1700000000.1")
+    assert (first.customer_id, first.action, first.reason, first.category, first.source) == (
+        "acme", "allow", "allowed", "national", "daemon")
+    assert first.destination == "+3292101299" and first.dialled == "092101299"
+    answered = first.merged(CallRecord("1700000000.1", answered_at=T0 + timedelta(seconds=3)))
+    assert answered.reason == "allowed" and answered.answered_at is not None
+    with pytest.raises(ValueError):
+        first.merged(CallRecord("other"))
+
+
+# -- migration ----------------------------------------------------------------------------
+
+async def test_version_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    for statement in _statements(MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute("INSERT INTO customers VALUES ('old', 'Old BV', 'active', '+3292101234', 's',"
+               " '1', '9000', 'Gent', 'BE', 'x', 'x')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    async with await Store.open(path) as store:
+        assert SCHEMA_VERSION == 2
+        assert (await store.load_customers())["old"].limits == FraudLimits()
+        assert await store.limits("old") == FraudLimits()
+        assert await store.calls() == []
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert {"fraud_limits", "calls", "calls_by_customer", "calls_by_start"} <= tables
+
+
+# -- fraud limits -------------------------------------------------------------------------
+
+async def test_set_limits_is_audited_and_reaches_the_snapshot(store: Store) -> None:
+    source = SnapshotSource(store, CONFIG)
+    await source.load()
+    assert source.snapshot.customers["acme"].limits == FraudLimits()
+    assert await store.set_limits("acme", FraudLimits(max_concurrent=3), ALICE)
+    assert await source.refresh()
+    assert source.snapshot.customers["acme"].limits == FraudLimits(max_concurrent=3)
+    assert source.snapshot.customers["acme"].limits.over(CONFIG.fraud_limits) == FraudLimits(
+        3, CONFIG.fraud_limits.max_per_minute, CONFIG.fraud_limits.max_concurrent_risky)
+    assert source.snapshot.customers["bakkerij"].limits == FraudLimits()
+    entry = (await store.audit_log("acme"))[-1]
+    assert (entry["action"], entry["actor"], entry["ticket"]) == ("limits.set", "alice", "T-1")
+    assert entry["before"] == {"max_concurrent": None, "max_per_minute": None,
+                               "max_concurrent_risky": None}
+    assert entry["after"] == {"max_concurrent": 3, "max_per_minute": None,
+                              "max_concurrent_risky": None}
+    # the same again: nothing written, nothing to reload
+    high_water = await store.audit_high_water()
+    assert not await store.set_limits("acme", FraudLimits(max_concurrent=3), ALICE)
+    assert await store.audit_high_water() == high_water
+    # back to all defaults: the row goes
+    assert await store.set_limits("acme", FraudLimits(), ALICE)
+    assert await store.limits("acme") == FraudLimits()
+    assert sqlite3.connect(store.path).execute("SELECT count(*) FROM fraud_limits"
+                                               ).fetchone()[0] == 0
+
+
+async def test_limits_of_unknown_customer_and_bad_values_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="unknown customer 'ghost'"):
+        await store.limits("ghost")
+    with pytest.raises(StoreError, match="unknown customer 'ghost'"):
+        await store.set_limits("ghost", FraudLimits(1), ALICE)
+    with pytest.raises(StoreError, match="0"):
+        await store.set_limits("acme", FraudLimits(-1), ALICE)
+    with pytest.raises(StoreError):
+        await store.set_limits("acme", FraudLimits(True), ALICE)  # type: ignore[arg-type]
+    assert await store.limits("acme") == FraudLimits()
+
+
+async def test_limits_zero_is_a_value_not_the_default(store: Store) -> None:
+    await store.set_limits("acme", FraudLimits(0, 0, 0), ALICE)
+    assert await store.limits("acme") == FraudLimits(0, 0, 0)
+    assert (await store.load_customers(["acme"]))["acme"].limits == FraudLimits(0, 0, 0)
+
+
+# -- call records -------------------------------------------------------------------------
+
+async def test_record_calls_upserts_without_erasing_earlier_fields(store: Store) -> None:
+    await store.record_calls([decided("a"), decided("b", dialled="0905123456")])
+    await store.record_calls([
+        CallRecord("a", answered_at=T0 + timedelta(seconds=2)),
+        CallRecord("b", ended_at=T0 + timedelta(seconds=1), hangup_cause=21),
+    ])
+    await store.record_calls([CallRecord("a", ended_at=T0 + timedelta(seconds=62.5),
+                                         hangup_cause=16)])
+    a, b = await store.calls()
+    assert (a.uniqueid, a.customer_id, a.endpoint, a.reason, a.destination) == (
+        "a", "acme", "acme-101", "allowed", "+3292101299")
+    assert a.started_at == T0 and a.hangup_cause == 16
+    assert a.billable_seconds == 61  # 60.5 s answered -> 61
+    assert (b.action, b.reason, b.billable_seconds, b.hangup_cause) == ("block", "premium", 0,
+                                                                        21)
+    stored = sqlite3.connect(store.path).execute(
+        "SELECT uniqueid, billable_seconds FROM calls ORDER BY uniqueid").fetchall()
+    assert stored == [("a", 61), ("b", 0)]
+
+
+async def test_record_calls_batch_is_one_transaction_in_order(store: Store) -> None:
+    batch = [decided("x"), CallRecord("x", answered_at=T0 + timedelta(seconds=1)),
+             CallRecord("x", ended_at=T0 + timedelta(seconds=11))]
+    await store.record_calls(batch)
+    (x,) = await store.calls()
+    assert (x.reason, x.billable_seconds) == ("allowed", 10)
+    # a failing batch writes nothing of itself
+    broken = CallRecord("z")
+    broken.endpoint = object()  # type: ignore[assignment]  # not storable
+    with pytest.raises(sqlite3.Error):
+        await store.record_calls([decided("y"), broken])
+    assert [c.uniqueid for c in await store.calls()] == ["x"]
+    await store.record_calls([])  # nothing to do
+
+
+async def test_record_calls_of_unknown_customer_and_partial_first_record(store: Store) -> None:
+    """A record must never be lost: no foreign key, and a hang-up may come first."""
+    await store.record_calls([
+        CallRecord("u1", customer_id="ghost", action="block", reason="unknown_customer",
+                   started_at=T0),
+        CallRecord("u2", ended_at=T0, hangup_cause=16),
+    ])
+    assert {c.uniqueid for c in await store.calls()} == {"u1", "u2"}
+
+
+async def test_concurrent_batches_on_one_connection_queue(store: Store) -> None:
+    await asyncio.gather(*(store.record_calls([decided(f"c{i}")]) for i in range(20)),
+                         store.set_limits("acme", FraudLimits(5), ALICE))
+    assert len(await store.calls()) == 20
+
+
+async def test_calls_filters_limit_and_stream(store: Store) -> None:
+    await store.record_calls([decided(f"{i:02}", at=T0 + timedelta(minutes=i))
+                              for i in range(10)])
+    await store.record_calls([CallRecord("zz", customer_id="bakkerij",
+                                         started_at=T0 + timedelta(minutes=5))])
+    assert len(await store.calls()) == 11
+    assert [c.uniqueid for c in await store.calls("bakkerij")] == ["zz"]
+    window = await store.calls("acme", since=T0 + timedelta(minutes=2),
+                               until=T0 + timedelta(minutes=5))
+    assert [c.uniqueid for c in window] == ["02", "03", "04"]  # since inclusive, until not
+    assert [c.uniqueid for c in await store.calls("acme", limit=3)] == ["07", "08", "09"]
+    streamed = [c.uniqueid async for c in store.iter_calls("acme", since=T0 + timedelta(
+        minutes=8))]
+    assert streamed == ["08", "09"]
+    # other timezones compare as the same instant
+    brussels = T0.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Brussels"))
+    assert len(await store.calls("acme", since=brussels)) == 10
+
+
+async def test_purge_deletes_old_records_and_is_audited(store: Store) -> None:
+    now = datetime.now(UTC)
+    await store.record_calls([
+        decided("old", at=now - timedelta(days=200)),
+        decided("new", at=now - timedelta(days=1)),
+        CallRecord("nostart-old", ended_at=now - timedelta(days=300)),
+    ])
+    count = await store.purge_calls(now - timedelta(days=180), ALICE)
+    assert count == 2
+    assert [c.uniqueid for c in await store.calls()] == ["new"]
+    entry = (await store.audit_log())[-1]
+    assert (entry["action"], entry["customer_id"], entry["after"]["deleted"]) == (
+        "calls.purge", None, 2)
+    with pytest.raises(StoreError, match="future"):
+        await store.purge_calls(now + timedelta(days=1), ALICE)
+    with pytest.raises(StoreError, match="timezone"):
+        await store.purge_calls(datetime(2020, 1, 1), ALICE)
+
+
+async def test_purge_does_not_reload_any_customer(store: Store) -> None:
+    source = SnapshotSource(store, CONFIG)
+    await source.load()
+    high_water = await store.audit_high_water()
+    await store.purge_calls(datetime.now(UTC) - timedelta(days=1), ALICE)
+    changed, new_high_water = await store.changed_customers(high_water)
+    assert changed == set() and new_high_water == high_water + 1
+    assert await source.refresh()  # moves past the purge row, reloads no customer
+    assert source.snapshot.customers["acme"].name == "ACME BV"
+
+
+# -- config -------------------------------------------------------------------------------
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_calls_retention_config(tmp_path: Path) -> None:
+    assert load_settings(str(REPO / "config" / "callpolicy.toml")).calls_retention_days == 180
+    assert load_settings(write_config(tmp_path, "")).calls_retention_days == 180
+    assert load_settings(write_config(tmp_path, "[calls]\nretention_days = 30\n")
+                         ).calls_retention_days == 30
+    for bad, text in (("retention_days = 0", "at least 1"), ("retention_days = '9'", "int"),
+                      ("retain = 9", "unknown key calls.retain")):
+        with pytest.raises(ConfigError, match=text):
+            load_settings(write_config(tmp_path, f"[calls]\n{bad}\n"))
+
+
+# -- the calls CLI ------------------------------------------------------------------------
+
+def run(*args: str, db: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
+    environ["CALLPOLICY_CONFIG"] = str(config or REPO / "config" / "callpolicy.toml")
+    result = subprocess.run([sys.executable, "-m", "callpolicy.cli", *args, "--db", str(db)],
+                            capture_output=True, text=True, env=environ, timeout=60,
+                            check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "error" in lines[0] and text in lines[0], lines[0]
+
+
+@pytest.fixture
+async def recorded(store: Store) -> Path:
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=2)
+    await store.record_calls([
+        decided("1.1", at=start),
+        CallRecord("1.1", answered_at=start + timedelta(seconds=5),
+                   ended_at=start + timedelta(seconds=65, milliseconds=200), hangup_cause=16),
+        decided("1.2", at=start + timedelta(minutes=1), dialled="0905123456"),
+        CallRecord("1.3", customer_id="bakkerij", dialled="=HYPERLINK(\"x\")\x1b[31m",
+                   action="block", reason="suspended", started_at=start + timedelta(minutes=2)),
+        decided("1.4", at=now - timedelta(days=200)),
+    ])
+    return store.path
+
+
+async def test_calls_cli_lists_json_and_csv(recorded: Path) -> None:
+    result = run("calls", "--json", db=recorded)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["uniqueid"] for r in rows] == ["1.4", "1.1", "1.2", "1.3"]
+    first = rows[1]
+    assert list(first) == list(CSV_COLUMNS)
+    assert (first["billable_seconds"], first["hangup_cause"], first["reason"]) == (61, 16,
+                                                                                   "allowed")
+    assert datetime.fromisoformat(first["answered_at"]).tzinfo is not None
+
+    result = run("calls", "acme", "--csv", "--since", "1d", db=recorded)
+    assert result.returncode == 0, result.stderr
+    table = list(csv.reader(io.StringIO(result.stdout)))
+    assert table[0] == list(CSV_COLUMNS)
+    assert [r[0] for r in table[1:]] == ["1.1", "1.2"]
+    assert table[1][CSV_COLUMNS.index("billable_seconds")] == "61"
+    assert table[2][CSV_COLUMNS.index("billable_seconds")] == "0"
+    assert table[1][CSV_COLUMNS.index("destination")] == "+3292101299"  # a number stays as is
+
+    bakkerij = list(csv.reader(io.StringIO(run("calls", "list", "bakkerij", "--csv",
+                                               db=recorded).stdout)))
+    assert bakkerij[1][CSV_COLUMNS.index("dialled")].startswith("'=HYPERLINK")  # no formula
+
+    table_text = run("calls", db=recorded)
+    assert table_text.returncode == 0
+    assert "1.1" not in table_text.stdout  # the table shows no uniqueid, but the calls:
+    assert "+3292101299" in table_text.stdout and "\x1b" not in table_text.stdout
+    assert len(run("calls", "--limit", "1", "--json", db=recorded).stdout.splitlines()) == 1
+
+
+async def test_calls_cli_usage_errors(recorded: Path) -> None:
+    one_error_line(run("calls", "--json", "--csv", db=recorded), 2, "not allowed with")
+    one_error_line(run("calls", "--since", "2026-01-01", db=recorded), 2, "no timezone")
+    one_error_line(run("calls", "--since", "yesterday", db=recorded), 2, "not an ISO 8601")
+    one_error_line(run("calls", "--since", "1d", "--until", "2d", db=recorded), 2,
+                   "--since must be before --until")
+    one_error_line(run("calls", "--limit", "0", db=recorded), 2, "--limit must be at least 1")
+    one_error_line(run("calls", "ghost", db=recorded), 1, "unknown customer 'ghost'")
+    one_error_line(run("calls", "purge", db=recorded), 2, "required: --by, --ticket")
+    one_error_line(run("calls", "purge", "--older-than", "7x", "--by", "a", "--ticket", "t",
+                       db=recorded), 2, "--older-than '7x'")
+    for command in (["calls"], ["calls", "list"], ["calls", "purge"]):
+        result = run(*command, "--help", db=recorded)
+        assert result.returncode == 0 and "usage: callpolicy calls" in result.stdout
+    assert "calls purge" in run("calls", "--help", db=recorded).stdout
+
+
+async def test_calls_purge_cli_uses_retention_and_reports_count(recorded: Path,
+                                                                tmp_path: Path) -> None:
+    result = run("calls", "purge", "--by", "ops", "--ticket", "RET-1", db=recorded)
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 call record(s)" in result.stdout and result.stderr == ""
+    assert [json.loads(line)["uniqueid"] for line in
+            run("calls", "--json", db=recorded).stdout.splitlines()] == ["1.1", "1.2", "1.3"]
+    result = run("calls", "purge", "--older-than", "1h", "--by", "ops", "--ticket", "RET-2",
+                 db=recorded)
+    assert result.returncode == 0 and "deleted 3 call record(s)" in result.stdout
+    assert "shorter than the retention" in result.stderr  # a warning, not an error
+    audit = [json.loads(line) for line in run("audit", "--json", db=recorded).stdout
+             .splitlines()]
+    assert [(a["action"], a["ticket"], a["after"]["deleted"]) for a in audit[-2:]] == [
+        ("calls.purge", "RET-1", 1), ("calls.purge", "RET-2", 3)]
