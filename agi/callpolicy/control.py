@@ -22,7 +22,9 @@ import structlog
 
 from .ami import AmiError, AmiLink
 from .livecalls import LiveCall, LiveCalls
+from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine
+from .records import CallRecord
 from .variables import AgiCall, safe_value
 
 if TYPE_CHECKING:
@@ -33,16 +35,26 @@ log = structlog.get_logger("callpolicy.control")
 REVOKE_INTERVAL = 0.25
 UP = "6"  # AST_STATE_UP
 OUR_CONTEXT = "callpolicy-enforce"
+MAX_OPEN_RECORDS = 100_000  # calls whose record still waits for answer/hang-up
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class CallControl:
-    def __init__(self, engine: Callable[[], Engine], ami: AmiLink) -> None:
+    def __init__(self, engine: Callable[[], Engine], ami: AmiLink,
+                 metrics: Metrics | None = None) -> None:
         self._engine = engine
         self.ami = ami
+        self.metrics = metrics or Metrics()
         self.live = LiveCalls()
         self.revoked = 0
+        self.pending: list[CallRecord] = []  # record updates waiting for the writer
+        self._open: dict[str, None] = {}  # uniqueids with an open record (insertion order)
         ami.on("Newstate", self._newstate)
         ami.on("Hangup", self._hangup)
+        ami.on("UserEvent", self._user_event)
 
     # -- per call ------------------------------------------------------------------------
     def with_live_counts(self, request: CallRequest) -> CallRequest:
@@ -51,17 +63,50 @@ class CallControl:
             return request
         return replace(request, live=self.live.counts(customer))
 
-    def decided(self, request: CallRequest, decision: Decision, env: dict[str, str]) -> None:
+    def decided(self, request: CallRequest, decision: Decision, env: dict[str, str],
+                source: str = "daemon") -> None:
         uniqueid = env.get("agi_uniqueid", "")
-        if uniqueid:
-            self.live.add(uniqueid, env.get("agi_channel", ""), request, decision)
+        for event in decision.events:
+            if event.kind == "fraud_limit":
+                self.metrics.fraud_limit_hit(str(event.detail.get("limit")))
+        if not uniqueid:
+            return
+        now = _now()
+        self.live.add(uniqueid, env.get("agi_channel", ""), request, decision,
+                      started=now.timestamp())
+        record = CallRecord.from_decision(
+            uniqueid, decision, started_at=now, linkedid=env.get("agi_linkedid") or None,
+            endpoint=request.endpoint, source=source)
+        if decision.allowed:
+            self._open[uniqueid] = None
+            while len(self._open) > MAX_OPEN_RECORDS:  # AMI lost for very long: forget
+                self._open.pop(next(iter(self._open)))
+        else:  # refused: the record is complete, 0 billable seconds
+            record = record.merged(CallRecord(uniqueid, ended_at=now))
+        self.pending.append(record)
 
     def _newstate(self, event: dict[str, str]) -> None:
-        if event.get("ChannelState") == UP:
-            self.live.answer(event.get("Uniqueid", ""))
+        uniqueid = event.get("Uniqueid", "")
+        if event.get("ChannelState") == UP and uniqueid in self._open:
+            self.live.answer(uniqueid)
+            self.pending.append(CallRecord(uniqueid, answered_at=_now()))
 
     def _hangup(self, event: dict[str, str]) -> None:
-        self.live.end(event.get("Uniqueid", ""))
+        uniqueid = event.get("Uniqueid", "")
+        self.live.end(uniqueid)
+        if uniqueid in self._open:
+            del self._open[uniqueid]
+            cause = event.get("Cause", "")
+            self.pending.append(CallRecord(uniqueid, ended_at=_now(),
+                                           hangup_cause=int(cause) if cause.isdigit() else None))
+
+    def _user_event(self, event: dict[str, str]) -> None:
+        if event.get("UserEvent") in ("CallpolicyFallback", "CallpolicyLastResort"):
+            self.metrics.count_fallback_decision()
+
+    def take_pending(self) -> list[CallRecord]:
+        batch, self.pending = self.pending, []
+        return batch
 
     # -- revocation ----------------------------------------------------------------------
     async def revoke_forever(self, changed: asyncio.Event) -> None:
@@ -70,6 +115,7 @@ class CallControl:
                 await asyncio.wait_for(changed.wait(), REVOKE_INTERVAL)
             changed.clear()
             await self.revoke_once()
+            self.metrics.set_live_calls(self.live.by_category())
 
     async def revoke_once(self) -> int:
         engine = self._engine()
@@ -94,6 +140,7 @@ class CallControl:
                 await self.ami.hangup(call.channel)
                 hung_up += 1
                 self.revoked += 1
+                self.metrics.call_hung_up(decision.reason.value)
             except AmiError as exc:
                 call.hung_up = False  # try again on the next round
                 log.error("revocation_hangup_failed", uniqueid=call.uniqueid, error=str(exc))
@@ -105,6 +152,9 @@ class CallControl:
         channels = await self.ami.channels()
         alive = {c.get("Uniqueid", "") for c in channels}
         gone = self.live.reconcile(alive)
+        for uniqueid in [u for u in self._open if u not in alive]:  # ended while we were away
+            del self._open[uniqueid]
+            self.pending.append(CallRecord(uniqueid, ended_at=_now()))
         added = 0
         engine = self._engine()
         now = time.time()
@@ -126,6 +176,7 @@ class CallControl:
             live = self.live.add(uniqueid, name, request, decision, started=started)
             if live is not None:
                 added += 1
+                self._open[uniqueid] = None
                 if channel.get("ChannelState") == UP:
                     live.answered = started  # approximate: the exact time is in the record
         log.info("live_table_rebuilt", channels=len(channels), added=added,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -21,13 +22,15 @@ from .ami import AmiLink
 from .config import ConfigError, Settings, load_settings
 from .control import CallControl
 from .fastagi import FastAgiServer, Limits
+from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine, Snapshot
-from .store import SnapshotSource, Store
+from .store import Actor, SnapshotSource, Store
 from .watchdog import notify, ping_forever
 
 log = structlog.get_logger("callpolicy.daemon")
 
 REFRESH_INTERVAL = 0.25
+RECORD_FLUSH_INTERVAL = 0.5
 
 
 class PolicyService:
@@ -45,8 +48,12 @@ class PolicyService:
         # Answers fail-safe decisions from the config alone, before any snapshot exists.
         self._config_only = Engine(Snapshot(settings.policy))
         self.policy_changed = asyncio.Event()
-        self.ami = AmiLink(settings.ami, on_login=self._ami_login)
-        self.control = CallControl(lambda: self._current_engine(), self.ami)
+        self.metrics = Metrics()
+        self.ami = AmiLink(settings.ami, on_login=self._ami_login,
+                           on_state=self.metrics.set_ami_connected)
+        self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
+        self.writer: Store | None = None  # its own connection: record writes never hold up
+        #                                   the snapshot refresh
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
@@ -63,13 +70,44 @@ class PolicyService:
 
     def on_decision(self, decision: Decision, source: str, seconds: float,
                     request: CallRequest, env: dict[str, str]) -> None:
-        self.control.decided(request, decision, env)
+        self.metrics.observe_decision(decision, source, seconds)
+        self.control.decided(request, decision, env, source)
+
+    async def write_records_forever(self) -> None:
+        """Flush call records in batches; a failed batch is kept and retried."""
+        assert self.writer is not None
+        batch: list = []
+        while True:
+            await asyncio.sleep(RECORD_FLUSH_INTERVAL)
+            batch += self.control.take_pending()
+            if not batch:
+                continue
+            try:
+                await self.writer.record_calls(batch)
+                batch = []
+            except Exception as exc:
+                log.error("call_records_write_failed", records=len(batch),
+                          error=f"{type(exc).__name__}: {exc}")
+
+    async def purge_forever(self) -> None:
+        """Art. 4.3 records are kept `[calls] retention_days`, then purged (daily)."""
+        assert self.writer is not None
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(days=self.settings.calls_retention_days)
+            try:
+                count = await self.writer.purge_calls(cutoff, Actor("callpolicy", "retention"))
+                if count:
+                    log.info("call_records_purged", count=count, older_than=cutoff.isoformat())
+            except Exception as exc:
+                log.error("call_records_purge_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(86400)
 
     def fail_safe(self, request: CallRequest, why: str) -> Decision:
         return self._config_only.fail_safe(request, why)
 
     async def load(self) -> None:
         self.store = await Store.open(self.settings.db_path)
+        self.writer = await Store.open(self.settings.db_path)
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
         self.engine = Engine(snapshot)
@@ -144,10 +182,17 @@ async def serve(settings: Settings, config_arg: str | None = None,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_config)
+    try:
+        port = service.metrics.start(settings.metrics_host, settings.metrics_port)
+        log.info("metrics", url=f"http://{settings.metrics_host}:{port}/metrics")
+    except OSError as exc:  # metrics are not worth refusing calls for
+        log.error("metrics_unavailable", error=str(exc))
     service.ami.start()
     background = [asyncio.create_task(service.refresh_forever()),
                   asyncio.create_task(ping_forever()),
-                  asyncio.create_task(service.control.revoke_forever(service.policy_changed))]
+                  asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
+                  asyncio.create_task(service.write_records_forever()),
+                  asyncio.create_task(service.purge_forever())]
     notify(b"READY=1")
     try:
         await stopping.wait()
@@ -160,6 +205,11 @@ async def serve(settings: Settings, config_arg: str | None = None,
             await asyncio.gather(*background, return_exceptions=True)
         await server.stop()
         service.ami.stop()
+        service.metrics.stop()
+        if service.writer is not None:
+            with contextlib.suppress(Exception):  # last records, best effort
+                await service.writer.record_calls(service.control.take_pending())
+            await service.writer.close()
         if service.store is not None:
             await service.store.close()
         log.info("stopped", **server.stats)

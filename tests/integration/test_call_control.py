@@ -3,7 +3,9 @@ Uses the `live` fixture of test_live_calls (demo customers, daemon under its wat
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import Asterisk, Trunk
@@ -86,3 +88,86 @@ def test_daemon_restart_rebuilds_the_live_table(live: Live, call, trunk: Trunk) 
                if '"event": "live_table_rebuilt"' in line][-1]
     assert '"added": 1' in rebuilt, rebuilt  # the national call; Morocco was refused (403)
     assert results[0].status == 200 and results[1].status == 403
+
+
+def calls_of(live: Live, customer: str) -> list[dict]:
+    return [json.loads(line) for line in live.cli("calls", customer, "--json").splitlines()]
+
+
+def wait_record(live: Live, customer: str, predicate, what: str) -> dict:
+    deadline = time.monotonic() + 5
+    while True:
+        found = [r for r in calls_of(live, customer) if predicate(r)]
+        if found:
+            return found[-1]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_fraud_limit_of_two_concurrent_calls(live: Live, call, trunk: Trunk) -> None:
+    live.cli("limits", "set", "acme", "--max-concurrent", "2", "--by", "tests",
+             "--ticket", "T-LIM")
+    try:
+        time.sleep(1.0)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = [pool.submit(call, ACME_101, n, hold=6, timeout=30)
+                     for n in ("092101201", "092101202")]
+            trunk.wait_for_invites(2, timeout=10)
+            third = call(ACME_101, "092101203")
+            assert third.status == 403, third
+            # Restart the daemon while the two calls are up: the rebuilt table still counts them.
+            live.stop()
+            live.start()
+            wait_for(lambda: '"event": "live_table_rebuilt"' in live.log.read_text(), 10,
+                     "live table not rebuilt")
+            fourth = call(ACME_101, "092101204")
+            assert fourth.status == 403, fourth
+            assert [f.result(timeout=30).status for f in first] == [200, 200]
+        time.sleep(0.5)
+        fifth = call(ACME_101, "092101205")  # the two calls ended: a new one passes
+        assert fifth.status == 200, fifth
+        refused = wait_record(live, "acme", lambda r: r["dialled"] == "092101203",
+                              "no record for the refused call")
+        assert (refused["reason"], refused["billable_seconds"]) == ("fraud_limit", 0)
+        assert "fraud_limit" in live.log.read_text()
+    finally:
+        live.cli("limits", "set", "acme", "--default", "max_concurrent", "--by", "tests",
+                 "--ticket", "T-LIM2")
+
+
+def test_answered_call_is_billed_by_the_second(live: Live, call, trunk: Trunk) -> None:
+    answered = call(ACME_101, "092101277", hold=5, timeout=30)
+    assert answered.status == 200 and answered.hung_up_by == "phone", answered
+    refused = call(ACME_101, "0905123477")
+    assert refused.status == 403
+    record = wait_record(live, "acme", lambda r: r["dialled"] == "092101277"
+                         and r["ended_at"], "no record for the answered call")
+    assert 4 <= record["billable_seconds"] <= 6, record
+    assert record["answered_at"] and record["hangup_cause"] == 16
+    blocked = wait_record(live, "acme", lambda r: r["dialled"] == "0905123477",
+                          "no record for the refused call")
+    assert (blocked["action"], blocked["reason"], blocked["billable_seconds"]) == (
+        "block", "premium", 0)
+    csv_out = live.cli("calls", "acme", "--csv")
+    assert csv_out.splitlines()[0].startswith("uniqueid") and "092101277" in csv_out
+
+
+def metric(name: str, labels: str = "") -> float:
+    text = urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and labels in line and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_move_during_calls(live: Live, call, trunk: Trunk) -> None:
+    allowed = metric("callpolicy_decisions_total", 'action="allow"')
+    blocked = metric("callpolicy_decisions_total", 'reason="premium"')
+    latency = metric("callpolicy_decision_seconds_count")
+    assert metric("callpolicy_ami_connected") == 1
+    assert call(ACME_101, "092101299").status == 200
+    assert call(ACME_101, "0905123456").status == 403
+    assert metric("callpolicy_decisions_total", 'action="allow"') == allowed + 1
+    assert metric("callpolicy_decisions_total", 'reason="premium"') == blocked + 1
+    assert metric("callpolicy_decision_seconds_count") == latency + 2
