@@ -24,6 +24,12 @@ logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may e
 
 ACTION_TIMEOUT = 2.0
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 5.0
+# Asterisk sends every event of the classes a session asks for: a Newexten per dialplan step,
+# a VarSet per Set()… dozens per call, each parsed in Python. Ask for two classes only, and
+# whitelist on the server the three events the daemon uses (responses to actions such as
+# CoreShowChannels are not filtered).
+EVENT_CLASSES = "call,user"
+WANTED_EVENTS = ("Newstate", "Hangup", "UserEvent")
 
 EventHandler = Callable[[dict[str, str]], None]
 
@@ -56,11 +62,11 @@ class AmiLink:
         manager = Manager(
             loop=asyncio.get_running_loop(), host=self.settings.host, port=self.settings.port,
             username=self.settings.username, secret=self.settings.secret,
-            ping_delay=5, ping_interval=5, reconnect_timeout=1,
+            events=EVENT_CLASSES, ping_delay=5, ping_interval=5, reconnect_timeout=1,
             on_login=self._logged_in, on_disconnect=self._disconnected,
             on_connect=lambda _m: None, log=logging.getLogger("panoramisk"))
         manager.reconnect_timeout = MIN_BACKOFF  # panoramisk casts to int; we want 0.5 s
-        for event in ("Newstate", "Hangup"):
+        for event in WANTED_EVENTS:
             manager.register_event(event, self._dispatch)
         self._manager = manager
         manager.connect()
@@ -82,15 +88,17 @@ class AmiLink:
         manager.reconnect_timeout = MIN_BACKOFF
         self._set_connected(True)
         log.info("ami_connected", host=self.settings.host, port=self.settings.port)
-        if self._on_login is not None:
-            task = asyncio.ensure_future(self._run_on_login())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.ensure_future(self._run_on_login())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run_on_login(self) -> None:
         try:
-            assert self._on_login is not None
-            await self._on_login()
+            for event in WANTED_EVENTS:
+                await self.action({"Action": "Filter", "Operation": "Add",
+                                   "Filter": f"Event: {event}"})
+            if self._on_login is not None:
+                await self._on_login()
         except Exception as exc:
             log.error("ami_resync_failed", error=f"{type(exc).__name__}: {exc}")
 

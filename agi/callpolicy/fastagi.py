@@ -139,7 +139,9 @@ class FastAgiServer:
         peer = writer.get_extra_info("peername")
         limits = self.limits
         try:
-            env = await asyncio.wait_for(read_environment(reader), limits.env_deadline)
+            # asyncio.timeout, not wait_for: wait_for wraps each await in a new Task.
+            async with asyncio.timeout(limits.env_deadline):
+                env = await read_environment(reader)
         except (BadPeer, TimeoutError, ConnectionError) as exc:
             self.stats["bad_peers"] += 1
             reason = "environment deadline" if isinstance(exc, TimeoutError) else str(exc)
@@ -181,8 +183,9 @@ class FastAgiServer:
         log_decision(decision, call, env, source, elapsed)
         try:
             writer.write(mset_command(decision_variables(decision, source)).encode())
-            await asyncio.wait_for(writer.drain(), limits.reply_deadline)
-            reply = await asyncio.wait_for(reader.readline(), limits.reply_deadline)
+            async with asyncio.timeout(limits.reply_deadline):
+                await writer.drain()
+                reply = await reader.readline()
         except (TimeoutError, ConnectionError) as exc:
             log.warning("agi_no_reply", uniqueid=safe_value(env.get("agi_uniqueid")),
                         reason=type(exc).__name__)
