@@ -114,7 +114,9 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
                 break
             code = process.wait()
             log.warning("daemon_exited", pid=process.pid, code=code, restart_in_s=backoff)
-            time.sleep(backoff)
+            resume = time.monotonic() + backoff
+            while not stopping and time.monotonic() < resume:  # stay responsive to SIGTERM
+                time.sleep(0.05)
             backoff = min(backoff * 2, 5.0) if time.monotonic() - started < 10 else 0.2
     finally:
         sock.close()

@@ -54,10 +54,15 @@ class Live:
              "--watchdog-sec", "1", "--pidfile", str(self.pidfile)],
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20
-        while not agi_listening():
-            assert self.supervisor.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "daemon did not start listening"
-            time.sleep(0.05)
+        try:
+            while not agi_listening():
+                assert self.supervisor.poll() is None, self.log.read_text()[-2000:]
+                assert time.monotonic() < deadline, (
+                    f"daemon did not start listening:\n{self.log.read_text()[-2000:]}")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()  # never leave a supervisor restarting a broken daemon behind
+            raise
 
     def stop(self) -> None:
         if self.supervisor is not None and self.supervisor.poll() is None:
