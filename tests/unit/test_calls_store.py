@@ -6,14 +6,12 @@ import asyncio
 import csv
 import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cli_runner import one_error_line, run
 
 from callpolicy.config import ConfigError, load_settings
 from callpolicy.importer import read_import_file
@@ -303,21 +301,8 @@ def test_calls_retention_config(tmp_path: Path) -> None:
 
 # -- the calls CLI ------------------------------------------------------------------------
 
-def run(*args: str, db: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
-    environ["CALLPOLICY_CONFIG"] = str(config or REPO / "config" / "callpolicy.toml")
-    result = subprocess.run([sys.executable, "-m", "callpolicy.cli", *args, "--db", str(db)],
-                            capture_output=True, text=True, env=environ, timeout=60,
-                            check=False)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "error" in lines[0] and text in lines[0], lines[0]
 
 
 @pytest.fixture
