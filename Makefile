@@ -31,3 +31,11 @@ bench-micro: deps
 ## The ops CLI from the project's venv: make cli ARGS="check --customer acme 0905123456"
 cli: deps
 	@$(BIN)/callpolicy $(ARGS)
+
+## SIPp load benchmark, bare Asterisk vs. the policy in one run, in a private network namespace
+## (as root, ~10 min; bench/README.md): make bench [CUSTOMERS=10] [BENCH_ARGS="--pin none"]
+.PHONY: bench
+bench: deps
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null \
+		|| $(BIN)/python -m pip install -q --disable-pip-version-check 'matplotlib>=3.7'
+	$(BIN)/python bench/load.py --customers $(or $(CUSTOMERS),100000) $(BENCH_ARGS)

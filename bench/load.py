@@ -1,0 +1,828 @@
+"""SIPp load benchmark: the policy against bare Asterisk, in one run (`make bench`, as root).
+
+    python bench/load.py [--customers N] [--pin split|none] [--log-level INFO|WARNING] …
+
+Everything (Asterisk via scripts/asterisk-run.sh, the daemon, every SIPp) runs in a private
+network namespace that this script creates (`unshare --net`, loopback up): the demo addresses
+127.0.0.1:5060, :4573, :5038, 127.0.0.3:5080 … exist only in there, so other runs on this
+machine neither see nor disturb them. See bench/README.md for the method.
+
+Phases, one Asterisk for the whole run:
+  1. bare knee: calls from `bench-bare` (127.0.0.8, context [bare]: Dial to the trunk UAS, no
+     AGI) with the daemon NOT running: Asterisk alone, no AGI, no AMI client;
+  2. policy knee: the daemon (`callpolicy serve`, AMI on, INFO logging by default) and calls
+     from `bench-phone` (127.0.0.7, context [bench] = [from-phones] with the customer's endpoint
+     from X-Bench-Endpoint), the 80/10/10 mix over N customers; then the daemon stops;
+  3. latency at half the bare knee (and at half the policy knee when that is lower): bare (no
+     daemon), the floor at the lower rate (bench/floor_agi.py in the daemon's place: Asterisk's
+     AGI handling + a bare asyncio reader), then the policy with a fresh daemon;
+  then the JSON, the plot and the table. Every call of every step is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mix
+import report
+from sipprun import StepResult, run_step, sink, udp_bound
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RUN = REPO / "scripts" / "asterisk-run.sh"
+VENV_PY = Path(sys.executable)
+NETNS_ENV = "CALLPOLICY_BENCH_NETNS"
+HOST_NETNS_ENV = "CALLPOLICY_BENCH_HOST_NETNS"  # the namespace the bench was started in
+MARKER = ".callpolicy-bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEMO_AMI = REPO / "config" / "demo" / "manager-users.conf"
+TARGETS = {"ratio": 0.95, "added_p99_ms": 2.0, "cpu_us_per_call": 150.0}
+
+
+def log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------ /proc helpers
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy in user+nice+system, total) seconds over all CPUs, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system = fields[0], fields[1], fields[2]
+    return (user + nice + system) / CLK_TCK, sum(fields[:8]) / CLK_TCK
+
+
+def proc_identity(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{stat[stat.index('(') + 1:stat.rindex(')')]} {stat[stat.rindex(')') + 2:].split()[19]}"
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "model": model, "kernel": platform.release(),
+            "online_cpus": sorted(os.sched_getaffinity(0))}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        self.stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+        self.work = Path(args.work_dir)
+        self.run_dir = self.work / f"run-{self.stamp}-c{args.customers}"
+        self.state = self.run_dir / "state"
+        self.ast_dir = self.run_dir / "asterisk"
+        self.asterisk_pid: int | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_log: Path | None = None
+        self.steps: list[dict[str, Any]] = []
+        self.step_count = 0
+        self.samples: list[dict[str, Any]] = []
+        self.sampling = threading.Event()
+        self.sampler: threading.Thread | None = None
+        self.phase = "setup"
+        self.registry = self.work / f"procs-{os.getpid()}"
+        cores = sorted(os.sched_getaffinity(0))
+        if args.pin == "split" and len(cores) >= 2:
+            half = len(cores) // 2
+            self.sut_cpus: set[int] | None = set(cores[:half])
+            self.gen_cpus: set[int] | None = set(cores[half:])
+        else:
+            self.sut_cpus = self.gen_cpus = None
+        self.notes: list[str] = []
+        self.daemon_cpu_base = 0.0
+        self.daemon_calls = 0  # policy calls in the current daemon's life
+        self.lives: list[dict[str, Any]] = []  # one per daemon start: CPU, calls, RSS
+        self.floor: subprocess.Popen[bytes] | None = None
+        self.earlier_keys: set[tuple[str, str]] = set()  # (trunk destination, caller) so far
+        self.import_info: dict[str, Any] = {}
+        self.netns = os.readlink("/proc/self/ns/net")
+
+    # -------------------------------------------------------------- set-up / tear-down
+    def check_isolation(self) -> None:
+        host = os.environ.get(HOST_NETNS_ENV, "")
+        if not host or self.netns == host:
+            raise SystemExit("bench: refusing to run in the host's network namespace")
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+        names = [line.split(":")[1].strip() for line in links if line.strip()]
+        if names != ["lo"]:
+            raise SystemExit(f"bench: the namespace has interfaces {names}, expected only lo")
+        for port in (("127.0.0.1", 5060), ("127.0.0.3", 5080)):
+            if udp_bound(*port):
+                raise SystemExit(f"bench: {port} already bound inside the new namespace?!")
+        log(f"private network namespace {self.netns} (host: {host}); only lo, nothing bound")
+
+    def register(self, pid: int) -> None:
+        ident = proc_identity(pid)
+        if ident:
+            with self.registry.open("a") as handle:
+                handle.write(f"{pid} {ident}\n")
+
+    def clean_stale(self) -> None:
+        """Leftovers of a bench that was SIGKILLed: its processes (by pid + identity, only if
+        that bench is gone) and its Asterisk (by its run dir's state)."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        for entry in self.work.glob("procs-*"):
+            owner = entry.name.removeprefix("procs-")
+            if owner.isdigit() and proc_identity(int(owner)) is not None:
+                continue
+            for line in entry.read_text().splitlines():
+                pid, _, ident = line.partition(" ")
+                if pid.isdigit() and proc_identity(int(pid)) == ident:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            entry.unlink(missing_ok=True)
+        runs = sorted(p for p in self.work.glob("run-*") if (p / MARKER).exists())
+        for old in runs:
+            if (old / "asterisk" / "state").exists():
+                subprocess.run([str(RUN), "--run-dir", str(old / "asterisk"), "stop"],
+                               capture_output=True, timeout=60, env=clean_env(), check=False)
+        for old in runs[:-1] if not self.args.keep_runs else []:
+            shutil.rmtree(old, ignore_errors=True)  # keep the previous run for comparison
+
+    def prepare_store(self) -> None:
+        self.state.mkdir(parents=True)
+        shutil.copy(REPO / "config" / "telephone-zones.toml", self.state)
+        db = self.state / "callpolicy.db"
+        (self.state / "callpolicy.toml").write_text(
+            "# callpolicy load benchmark (bench/load.py): a private copy, in a private netns\n"
+            f'[store]\npath = "{db}"\n'
+            '[policy]\nzones_file = "telephone-zones.toml"\n'
+            '[agi]\nlisten = "127.0.0.1:4573"\n'
+            '[ami]\nhost = "127.0.0.1"\nport = 5038\nusername = "callpolicy"\n'
+            "# The fraud guard counts every call, with caps the bench never reaches (10\n"
+            "# customers at hundreds of calls/s would hit the production defaults at once).\n"
+            "[fraud]\nmax_concurrent = 1000000\nmax_per_minute = 1000000000\n"
+            "max_concurrent_risky = 1000000\n"
+            '[log]\nformat = "json"\n')
+        n = self.args.customers
+        digest = hashlib.sha256(str(n).encode())
+        for path in (HERE / "mix.py", REPO / "agi" / "callpolicy" / "store.py",
+                     REPO / "agi" / "callpolicy" / "importer.py"):
+            digest.update(path.read_bytes())
+        cache = Path(self.args.cache_dir) / f"customers-{n}-{digest.hexdigest()[:16]}.db"
+        meta = cache.with_suffix(".json")
+        if cache.exists() and meta.exists() and not self.args.no_cache:
+            shutil.copy(cache, db)
+            self.import_info = {**json.loads(meta.read_text()), "cached": True}
+            log(f"store: {n} customers from the cache {cache} (import took "
+                f"{self.import_info['import_seconds']:.1f} s when it was built)")
+            return
+        toml = self.run_dir / f"customers-{n}.toml"
+        mix.write_customers(toml, n)
+        log(f"store: importing {n} customers with `callpolicy customer import` …")
+        env = {**clean_env(), "CALLPOLICY_CONFIG": str(self.state / "callpolicy.toml")}
+        t0 = time.monotonic()
+        done = subprocess.run([str(VENV_PY), "-m", "callpolicy.cli", "customer", "import",
+                               str(toml), "--by", "bench", "--ticket", "BENCH"],
+                              env=env, capture_output=True, text=True, timeout=3600,
+                              check=False)
+        seconds = time.monotonic() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"bench: import failed: {done.stderr[-2000:]}")
+        log(f"store: imported {n} customers in {seconds:.1f} s ({n / seconds:.0f}/s)")
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.import_info = {"customers": n, "import_seconds": round(seconds, 1),
+                            "built": self.stamp, "cached": False}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for old in cache.parent.glob(f"customers-{n}-*"):
+            old.unlink()
+        shutil.copy(db, cache)
+        meta.write_text(json.dumps(self.import_info))
+        toml.unlink()
+
+    def rx(self, command: str, timeout: float = 15) -> str:
+        done = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "rx", command],
+                              capture_output=True, text=True, timeout=timeout + 5,
+                              env={**clean_env(), "RX_TIMEOUT": str(int(timeout))},
+                              check=False)
+        return done.stdout
+
+    def start_asterisk(self) -> None:
+        env = {**clean_env(), "ASTERISK_EXTRA_CONFIG": str(REPO / "config" / "demo")}
+        log("starting Asterisk (scripts/asterisk-run.sh) in the namespace …")
+        done = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "--state-dir",
+                               str(self.state), "start"], capture_output=True, text=True,
+                              timeout=900, env=env, check=False)
+        (self.run_dir / "asterisk-start.log").write_text(done.stderr)
+        if done.returncode != 0:
+            raise SystemExit(f"bench: Asterisk did not start:\n{done.stderr[-3000:]}")
+        state = dict(line.split("=", 1) for line in
+                     (self.ast_dir / "state").read_text().splitlines() if "=" in line)
+        self.asterisk_pid = int(state["PID"])
+        if "bench-phone" not in self.rx("pjsip show endpoints"):
+            raise SystemExit("bench: no bench-phone endpoint: config/asterisk/pjsip.conf "
+                             "lacks the bench endpoints")
+        if "_[0-9a-zA-Z+*#]." not in self.rx("dialplan show bench"):
+            # extensions.conf does not #include bench.conf: add it at run time
+            for line in (REPO / "dialplan" / "bench.conf").read_text().splitlines():
+                if line.startswith("exten => "):
+                    self.rx(f"dialplan add extension {line[len('exten => '):]} into bench")
+            self.notes.append("dialplan/bench.conf loaded at run time with `dialplan add "
+                              "extension` (extensions.conf does not #include it)")
+        shown = self.rx("dialplan show bench")
+        if "callpolicy-decide" not in shown:
+            raise SystemExit(f"bench: the [bench] context did not load:\n{shown}")
+        if self.sut_cpus:
+            self.pin_all_threads(self.asterisk_pid, self.sut_cpus)
+        log(f"Asterisk pid {self.asterisk_pid} up ({self.ast_dir})")
+
+    @staticmethod
+    def pin_all_threads(pid: int, cpus: set[int]) -> None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
+
+    def asterisk_channels(self) -> int:
+        match = re.search(r"(\d+) active channel", self.rx("core show channels count"))
+        return int(match.group(1)) if match else -1
+
+    def settle(self, seconds: float = 20.0) -> None:
+        """Wait until Asterisk has no channel left and the daemon is idle again (it may still
+        be working through AMI events after an overload)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.asterisk_channels() > 0:
+            time.sleep(0.3)
+        if self.daemon is not None:
+            while time.monotonic() < deadline:
+                before = proc_cpu(self.daemon.pid)
+                time.sleep(0.5)
+                if proc_cpu(self.daemon.pid) - before < 0.03:
+                    break
+        left = self.asterisk_channels()
+        if left > 0:
+            # calls SIPp gave up on (overload) keep their channels until the Dial timeout:
+            # they would hold RTP ports and CPU in the next step
+            self.rx("channel request hangup all")
+            time.sleep(1.0)
+            self.notes.append(f"{left} channel(s) still up after {seconds:.0f} s of settling "
+                              f"after step {self.step_count}: hung up")
+
+    def start_daemon(self) -> None:
+        secret = ""
+        for line in DEMO_AMI.read_text().splitlines():
+            if line.strip().startswith("secret"):
+                secret = line.split("=", 1)[1].strip()
+        env = {**clean_env(), "CALLPOLICY_CONFIG": str(self.state / "callpolicy.toml"),
+               "CALLPOLICY_AMI_SECRET": secret}
+        self.daemon_log = self.run_dir / f"daemon-{len(self.lives) + 1}.log"
+        handle = self.daemon_log.open("wb")
+        cpus = self.sut_cpus
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        argv = [str(VENV_PY), "-m", "callpolicy.cli", "serve", "--log-level",
+                self.args.log_level]
+        t0 = time.monotonic()
+        self.daemon = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                       stdout=handle, stderr=handle, preexec_fn=pin)
+        handle.close()
+        self.register(self.daemon.pid)
+        deadline = time.monotonic() + 300
+        while True:
+            if self.daemon.poll() is not None:
+                raise SystemExit("bench: the daemon exited:\n" + self.daemon_tail())
+            text = self.daemon_log.read_text(errors="replace")
+            if '"listening"' in text:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the daemon did not listen:\n" + self.daemon_tail())
+            time.sleep(0.1)
+        self.daemon_ready_s = round(time.monotonic() - t0, 2)
+        ami_deadline = time.monotonic() + 15
+        while '"ami_connected"' not in self.daemon_log.read_text(errors="replace"):
+            if time.monotonic() > ami_deadline:
+                self.notes.append("the daemon did not log ami_connected within 15 s")
+                break
+            time.sleep(0.1)
+        self.daemon_cpu_base = proc_cpu(self.daemon.pid)
+        self.daemon_calls = 0
+        rss = proc_rss_mb(self.daemon.pid) or 0.0
+        self.lives.append({"pid": self.daemon.pid, "ready_s": self.daemon_ready_s,
+                           "after_load_mb": round(rss, 2), "rss": []})
+        log(f"daemon pid {self.daemon.pid} listening after {self.daemon_ready_s} s "
+            f"(RSS {rss:.1f} MB)")
+
+    def daemon_tail(self) -> str:
+        if self.daemon_log is None or not self.daemon_log.exists():
+            return ""
+        return "\n".join(self.daemon_log.read_text(errors="replace").splitlines()[-15:])
+
+    def stop_daemon(self) -> None:
+        if self.daemon is None:
+            return
+        if self.daemon.poll() is None:
+            if self.lives:
+                life = self.lives[-1]
+                life["cpu_s"] = round(proc_cpu(self.daemon.pid) - self.daemon_cpu_base, 3)
+                life["calls"] = self.daemon_calls
+                life["end_mb"] = proc_rss_mb(self.daemon.pid)
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(5)
+            if self.lives and self.daemon_log is not None:
+                # every policy call must have been decided by the daemon itself
+                sources: dict[str, int] = {}
+                for line in self.daemon_log.read_text(errors="replace").splitlines():
+                    if '"event": "decision"' in line:
+                        match = re.search(r'"source": "([a-z_]+)"', line)
+                        key = match.group(1) if match else "?"
+                        sources[key] = sources.get(key, 0) + 1
+                self.lives[-1]["decisions_by_source"] = sources
+                self.lives[-1]["log_bytes"] = self.daemon_log.stat().st_size
+        self.daemon = None
+
+    def start_floor(self) -> None:
+        cpus = self.sut_cpus
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        self.floor = subprocess.Popen([str(VENV_PY), str(HERE / "floor_agi.py")],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, preexec_fn=pin)
+        self.register(self.floor.pid)
+        assert self.floor.stdout is not None
+        if b"listening" not in self.floor.stdout.readline():
+            raise SystemExit("bench: bench/floor_agi.py did not start")
+
+    def stop_floor(self) -> None:
+        if self.floor is not None and self.floor.poll() is None:
+            self.floor.terminate()
+            try:
+                self.floor.wait(5)
+            except subprocess.TimeoutExpired:
+                self.floor.kill()
+                self.floor.wait(5)
+        self.floor = None
+
+    def cleanup(self) -> None:
+        self.sampling.set()
+        if self.sampler is not None:
+            self.sampler.join(5)
+        self.stop_daemon()
+        self.stop_floor()
+        if (self.ast_dir / "state").exists():
+            subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "stop"],
+                           capture_output=True, timeout=60, env=clean_env(), check=False)
+        status = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "status"],
+                                capture_output=True, timeout=30, env=clean_env(), check=False)
+        if status.returncode != 3:
+            log(f"WARNING: Asterisk status after stop: {status.stdout.strip()}")
+        # Anything still in this private namespace was started by this bench.
+        mine = {os.getpid(), os.getppid()}
+        left = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in mine:
+                continue
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "ns" / "net") == self.netns:
+                    left.append(int(entry.name))
+        for pid in left:
+            log(f"WARNING: process {pid} ({proc_identity(pid)}) left in the namespace: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.registry.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------- measuring
+    def sample_forever(self) -> None:
+        while not self.sampling.wait(0.5):
+            sample: dict[str, Any] = {"t": round(time.monotonic() - self.started, 2),
+                                      "phase": self.phase}
+            if self.daemon is not None and self.daemon.poll() is None:
+                sample["daemon_rss_mb"] = proc_rss_mb(self.daemon.pid)
+                sample["daemon_cpu_s"] = proc_cpu(self.daemon.pid)
+                sample["daemon_calls"] = self.daemon_calls
+                if self.lives and sample["daemon_rss_mb"]:
+                    self.lives[-1]["rss"].append((sample["t"], round(sample["daemon_rss_mb"], 2),
+                                                  self.daemon_calls, self.phase))
+            self.samples.append(sample)
+
+    def step(self, dialplan: str, rate: float, seconds: float, kind: str,
+             trace_msg: bool = False) -> StepResult:
+        self.step_count += 1
+        count = max(10, round(rate * seconds))
+        calls = mix.make_calls(count, self.args.customers, seed=1000 + self.step_count)
+        directory = self.run_dir / "steps" / f"{self.step_count:03d}-{dialplan}-{kind}-{rate:g}"
+        self.phase = f"{dialplan} {kind} {rate:g}/s"
+        agi = self.daemon or self.floor
+        ours = [self.asterisk_pid] + ([agi.pid] if agi else [])
+        cpu0 = {pid: proc_cpu(pid) for pid in ours if pid}
+        sys0 = system_cpu()
+        me0 = proc_cpu(os.getpid())
+        result = run_step(directory, dialplan, rate, calls, self.gen_cpus, trace_msg,
+                          self.earlier_keys)
+        if dialplan == "policy":
+            self.daemon_calls += len(calls)
+        self.settle()
+        if not result.clean:
+            absorbed = sink(directory / "sink", self.gen_cpus)
+            if absorbed:
+                result.notes.append(f"after the step, a sink UAS absorbed {absorbed} late "
+                                    "INVITE(s)")
+            self.settle(5)
+        sys1 = system_cpu()
+        result.cpu["asterisk"] = proc_cpu(self.asterisk_pid or 0) - cpu0.get(self.asterisk_pid, 0)
+        if agi:
+            name = "daemon" if agi is self.daemon else "floor_agi"
+            result.cpu[name] = proc_cpu(agi.pid) - cpu0.get(agi.pid, 0)
+        result.cpu["bench"] = proc_cpu(os.getpid()) - me0
+        busy, total = sys1[0] - sys0[0], sys1[1] - sys0[1]
+        others = busy - sum(result.cpu.values())
+        rtt = report.summary(result.ring_ms + result.reject_ms)
+        entry = {
+            "n": self.step_count, "dialplan": dialplan, "phase": kind, "rate": rate,
+            "calls": len(calls), "clean": result.clean, "achieved_cps": round(
+                result.achieved_cps, 1), "failed": result.failed,
+            "retransmissions": result.retransmissions, "mismatches": len(result.mismatches),
+            "checked": result.checked, "outcomes": dict(result.outcomes),
+            "rtt_ms": rtt, "seconds": round(result.seconds, 2),
+            "cpu_s": {k: round(v, 3) for k, v in result.cpu.items()},
+            "cpu_us_per_call": {k: round(v / len(calls) * 1e6, 1)
+                                for k, v in result.cpu.items()},
+            "other_load_cores": round(max(others, 0.0) / max(total, 1e-9)
+                                      * (os.cpu_count() or 1), 3),
+            "notes": result.notes, "directory": str(directory),
+        }
+        if trace_msg:
+            entry["msg_ms"] = {"all": report.summary(result.msg_ring_ms + result.msg_reject_ms),
+                               "ring": report.summary(result.msg_ring_ms),
+                               "reject": report.summary(result.msg_reject_ms)}
+        self.steps.append(entry)
+        status = "clean" if result.clean else "NOT clean"
+        log(f"  {dialplan:6} {kind:7} {rate:6g}/s x {len(calls):5}: {status}; failed "
+            f"{result.failed}, retrans {result.retransmissions}, achieved "
+            f"{result.achieved_cps:.0f}/s, rtt p50/p99 {report.fmt(rtt['p50'], 0)}/"
+            f"{report.fmt(rtt['p99'], 0)} ms, Asterisk {entry['cpu_us_per_call']['asterisk']:.0f}"
+            f" µs/call" + (f", daemon {entry['cpu_us_per_call']['daemon']:.0f} µs/call"
+                           if "daemon" in entry["cpu_us_per_call"] else "")
+            + (f", other load {entry['other_load_cores']:.2f} cores"
+               if entry["other_load_cores"] > 0.1 else ""))
+        if result.mismatches:
+            for line in result.mismatches[:10]:
+                log(f"    MISMATCH {line}")
+        return result
+
+    def knee(self, dialplan: str) -> float:
+        a = self.args
+        good, bad = 0.0, None
+        rate = float(a.start)
+        while rate <= a.max_rate:
+            ok = self.step(dialplan, rate, a.step_seconds, "knee").clean
+            if not ok and a.confirm:
+                log(f"  {dialplan}: {rate:g}/s not clean: once more to tell load from noise")
+                ok = self.step(dialplan, rate, a.step_seconds, "knee").clean
+            if not ok:
+                bad = rate
+                break
+            good = rate
+            rate += a.rate_step
+        if bad is None:
+            self.notes.append(f"{dialplan}: clean up to --max-rate {a.max_rate}: the knee is "
+                              "higher")
+            return good
+        while bad - good > a.resolution:
+            mid = round((good + bad) / 2 / 5) * 5
+            if mid <= good or mid >= bad:
+                break
+            if self.step(dialplan, mid, a.step_seconds, "knee").clean:
+                good = mid
+            else:
+                bad = mid
+        log(f"{dialplan} knee: {good:g} calls/s (first failing step {bad:g}/s)")
+        return good
+
+    def profile_daemon(self, seconds: float) -> subprocess.Popen[bytes] | None:
+        spy = shutil.which("py-spy", path=str(VENV_PY.parent)) or shutil.which("py-spy")
+        if not spy or self.daemon is None:
+            self.notes.append("--profile: py-spy not found (pip install py-spy)")
+            return None
+        out = self.run_dir / "profile.raw"
+        return subprocess.Popen([spy, "record", "--pid", str(self.daemon.pid), "--duration",
+                                 str(int(seconds)), "--rate", "250", "--format", "raw",
+                                 "--nonblocking", "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    # ------------------------------------------------------------------------- main
+    def run(self) -> int:
+        a = self.args
+        if self.gen_cpus:
+            os.sched_setaffinity(0, self.gen_cpus)
+        self.check_isolation()
+        self.clean_stale()
+        self.run_dir.mkdir(parents=True)
+        (self.run_dir / MARKER).touch()
+        log(f"run dir {self.run_dir}; pinning: "
+            + (f"Asterisk + daemon on CPU {sorted(self.sut_cpus)}, SIPp + bench on CPU "
+               f"{sorted(self.gen_cpus or [])}" if self.sut_cpus else "none"))
+        try:
+            self.prepare_store()
+            self.start_asterisk()
+            self.sampler = threading.Thread(target=self.sample_forever, daemon=True)
+            self.sampler.start()
+            # 1. bare knee, Asterisk alone
+            self.step("bare", 20, 3, "warmup")
+            bare_knee = self.knee("bare")
+            # 2. policy knee
+            self.start_daemon()
+            self.step("policy", 20, 5, "warmup")
+            policy_knee = self.knee("policy")
+            self.stop_daemon()
+            # 3. latency: half the bare knee, and half the policy knee if that is lower
+            rates = [max(10.0, float(round(bare_knee / 2)))]
+            low = max(10.0, float(round(policy_knee / 2)))
+            if low < 0.9 * rates[0]:
+                rates.append(low)
+            lat: dict[str, dict[float, StepResult]] = {"bare": {}, "floor": {}, "policy": {}}
+            for rate in rates:
+                lat["bare"][rate] = self.step("bare", rate, a.latency_seconds, "latency", True)
+            if a.floor:  # at the lowest rate only: the floor is not much cheaper than the
+                self.start_floor()  # policy, so above the policy knee it is overloaded too
+                self.step("floor", 20, 3, "warmup")
+                lat["floor"][rates[-1]] = self.step("floor", rates[-1], a.latency_seconds,
+                                                    "latency", True)
+                self.stop_floor()
+            self.start_daemon()
+            self.step("policy", 20, 5, "warmup")
+            for rate in rates:
+                spy = self.profile_daemon(a.latency_seconds) \
+                    if a.profile and rate == rates[-1] else None
+                lat["policy"][rate] = self.step("policy", rate, a.latency_seconds, "latency",
+                                                True)
+                if spy is not None:
+                    spy.wait(a.latency_seconds + 30)
+            self.stop_daemon()
+            result = self.results(bare_knee, policy_knee, rates, lat)
+        finally:
+            self.cleanup()
+        return self.write(result)
+
+    def latency_block(self, lat: dict[str, dict[float, StepResult]], rate: float
+                      ) -> dict[str, Any]:
+        def of(name: str, which: str = "all") -> dict[str, Any]:
+            step = lat[name].get(rate)
+            if step is None:
+                return report.summary([])
+            values = {"all": step.msg_ring_ms + step.msg_reject_ms, "ring": step.msg_ring_ms,
+                      "reject": step.msg_reject_ms}[which]
+            return {**report.summary(values), "clean": step.clean}
+
+        block = {"rate_cps": rate, "bare": of("bare"), "policy": of("policy"),
+                 "floor": of("floor"), "bare_ring": of("bare", "ring"),
+                 "policy_ring": of("policy", "ring"), "policy_reject": of("policy", "reject"),
+                 "floor_ring": of("floor", "ring")}
+        for name in ("bare", "floor", "policy"):
+            step = lat[name].get(rate)
+            block[f"{name}_rtt_trace"] = report.summary(step.ring_ms + step.reject_ms) \
+                if step else None
+        return block
+
+    def results(self, bare_knee: float, policy_knee: float, rates: list[float],
+                lat: dict[str, dict[float, StepResult]]) -> dict[str, Any]:
+        half_bare = self.latency_block(lat, rates[0])
+        half_policy = self.latency_block(lat, rates[1]) if len(rates) > 1 else None
+
+        def added(block: dict[str, Any], a: str = "policy", b: str = "bare"
+                  ) -> dict[str, float | None]:
+            out: dict[str, float | None] = {}
+            for key in ("p50", "p95", "p99"):
+                x, y = block[a][key], block[b][key]
+                out[key] = None if x is None or y is None else round(x - y, 3)
+            return out
+
+        lives = [life for life in self.lives if "calls" in life]
+        cpu_total = sum(life["cpu_s"] for life in lives)
+        calls_total = sum(life["calls"] for life in lives)
+        cpu_per_call = cpu_total / calls_total * 1e6 if calls_total else None
+        per_rate_cpu = {}
+        ast_cpu: dict[str, dict[str, float | None]] = {}
+        for name in ("bare", "floor", "policy"):
+            ast_cpu[name] = {}
+            for rate in rates:
+                entry = next((s for s in self.steps if s["dialplan"] == name
+                              and s["phase"] == "latency" and s["rate"] == rate), None)
+                ast_cpu[name][f"{rate:g}"] = entry["cpu_us_per_call"]["asterisk"] \
+                    if entry else None
+                if entry and name == "policy":
+                    per_rate_cpu[f"{rate:g}"] = entry["cpu_us_per_call"].get("daemon")
+                if entry and name == "floor":
+                    per_rate_cpu[f"floor_agi {rate:g}"] = entry["cpu_us_per_call"].get(
+                        "floor_agi")
+        for life in lives:
+            series = life["rss"]
+            loaded = [mb for _, mb, _, phase in series if "warmup" not in phase
+                      and phase != "setup"]
+            life["after_warmup_mb"] = loaded[0] if loaded else None
+            life["max_mb"] = max((mb for _, mb, _, _ in series), default=None)
+            life["growth_after_warmup_mb"] = None if not loaded or life.get("end_mb") is None \
+                else round(life["end_mb"] - loaded[0], 2)
+            life["rss"] = series[::4]
+        knee_life = lives[0] if lives else {}
+        growth = knee_life.get("growth_after_warmup_mb")
+        grown_calls = max(1, knee_life.get("calls", 0) - 100)  # after the 100-call warm-up
+        per_call_kb = None if growth is None else round(growth * 1024 / grown_calls, 3)
+        # flat: less than 2 MB over the whole policy knee search
+        rss_flat = None if growth is None else growth <= 2.0
+        rss_max = max((life["max_mb"] for life in lives if life.get("max_mb")), default=None)
+        ratio = policy_knee / bare_knee if bare_knee else None
+        add_bare = added(half_bare)
+        targets = {
+            "ratio": {"goal": ">= 0.95", "value": ratio,
+                      "met": None if ratio is None else ratio >= TARGETS["ratio"]},
+            "added_p99_ms": {"goal": "<= 2 ms", "value": add_bare["p99"],
+                             "met": None if add_bare["p99"] is None
+                             else add_bare["p99"] <= TARGETS["added_p99_ms"]},
+            "cpu_us_per_call": {"goal": "<= 150 µs", "value": cpu_per_call,
+                                "met": None if cpu_per_call is None
+                                else cpu_per_call <= TARGETS["cpu_us_per_call"]},
+            "rss_flat": {"goal": "< 2 MB growth", "value": growth, "met": rss_flat,
+                         "kb_per_call": per_call_kb},
+        }
+        profile = None
+        if (self.run_dir / "profile.raw").exists():
+            profile = report.profile_breakdown(self.run_dir / "profile.raw")
+            (HERE / "results").mkdir(exist_ok=True)
+            shutil.copy(self.run_dir / "profile.raw",
+                        HERE / "results" / f"{self.stamp}-c{self.args.customers}-profile.raw")
+        latency = {k: half_bare[k] for k in ("bare", "policy", "floor", "bare_ring",
+                                               "policy_ring", "policy_reject", "floor_ring")}
+        return {
+            "date": self.stamp,
+            "customers": self.args.customers,
+            "bare_knee_cps": bare_knee,
+            "policy_knee_cps": policy_knee,
+            "ratio": None if ratio is None else round(ratio, 3),
+            "latency_ms": latency,
+            "latency_rate_cps": rates[0],
+            "latency_half_bare_knee": half_bare,
+            "latency_half_policy_knee": half_policy,
+            "latency_source": "SIPp -trace_msg µs timestamps, per call: first INVITE sent -> "
+                              "first 180 (allowed) or 403 (blocked) received; 100 Trying "
+                              "ignored. The RTT trace of this SIPp build ticks in 4 ms: "
+                              "*_rtt_trace",
+            "added_latency_ms": add_bare,
+            "added_latency_allowed_calls_ms": added(half_bare, "policy_ring", "bare_ring"),
+            "added_latency_half_policy_knee_ms": added(half_policy) if half_policy else None,
+            "cpu_us_per_call": None if cpu_per_call is None else round(cpu_per_call, 1),
+            "cpu_us_per_call_by_latency_run": per_rate_cpu,
+            "daemon_cpu_s": round(cpu_total, 2),
+            "daemon_calls": calls_total,
+            "asterisk_cpu_us_per_call": ast_cpu,
+            "rss_mb": None if rss_max is None else round(rss_max, 1),
+            "rss": {"flat": rss_flat, "growth_kb_per_call": per_call_kb, "lives": lives},
+            "calls_checked": sum(s["checked"] for s in self.steps),
+            "calls_total": sum(s["calls"] for s in self.steps),
+            "mismatches": sum(s["mismatches"] for s in self.steps),
+            "failed_calls_over_knee": sum(s["failed"] for s in self.steps if not s["clean"]),
+            "targets": targets,
+            "machine": machine(),
+            "pinning": {"mode": self.args.pin if self.sut_cpus else "none",
+                        "sut_cpus": sorted(self.sut_cpus or []),
+                        "generator_cpus": sorted(self.gen_cpus or [])},
+            "log_level": self.args.log_level,
+            "import": self.import_info,
+            "method": {"step_seconds": self.args.step_seconds, "start": self.args.start,
+                       "rate_step": self.args.rate_step, "resolution": self.args.resolution,
+                       "confirm_failures": self.args.confirm,
+                       "latency_seconds": self.args.latency_seconds,
+                       "mix": "79 % national/EU, 1 % must-reach, 10 % premium, 10 % non-EU",
+                       "hold_ms": 100},
+            "profile": profile,
+            "netns": self.netns,
+            "notes": self.notes,
+            "steps": self.steps,
+            "runtime_s": round(time.monotonic() - self.started, 1),
+            "run_dir": str(self.run_dir),
+        }
+
+    def write(self, result: dict[str, Any]) -> int:
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        stem = f"{self.stamp}-c{self.args.customers}"
+        png = out / f"{stem}.png"
+        problem = report.plot(result, png)
+        result["plot"] = None if problem else str(png.relative_to(REPO))
+        if problem:
+            result["notes"].append(problem)
+        path = out / f"{stem}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        print(report.table(result))
+        print(f"\nresults: {path.relative_to(REPO)}"
+              + (f", plot: {result['plot']}" if result["plot"] else ""))
+        for note in result["notes"]:
+            print(f"note: {note}")
+        if result["mismatches"]:
+            print(f"FAILED: {result['mismatches']} call(s) did not get the expected outcome")
+            return 1
+        return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--customers", type=int, default=100_000)
+    p.add_argument("--pin", choices=("split", "none"), default="split",
+                   help="split: Asterisk + daemon on the first half of the CPUs, SIPp and "
+                        "this script on the rest (default); none: let the scheduler place")
+    p.add_argument("--log-level", choices=("INFO", "WARNING"), default="INFO",
+                   help="the daemon's log level (INFO = production default)")
+    p.add_argument("--start", type=float, default=50, help="first knee step (calls/s)")
+    p.add_argument("--rate-step", type=float, default=50)
+    p.add_argument("--max-rate", type=float, default=1500)
+    p.add_argument("--resolution", type=float, default=10,
+                   help="refine the knee by bisection down to this many calls/s")
+    p.add_argument("--step-seconds", type=float, default=8)
+    p.add_argument("--latency-seconds", type=float, default=20)
+    p.add_argument("--no-confirm", dest="confirm", action="store_false",
+                   help="do not repeat a failing coarse step once before calling it the knee")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="skip the floor runs (bench/floor_agi.py in the daemon's place)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the daemon during the policy latency run")
+    p.add_argument("--no-cache", action="store_true", help="re-import the customers")
+    p.add_argument("--keep-runs", action="store_true", help="keep older run dirs")
+    p.add_argument("--work-dir", default="/tmp/callpolicy-bench",
+                   help="run directories (the last two runs are kept)")
+    p.add_argument("--cache-dir", default="/var/cache/callpolicy/bench",
+                   help="imported customer databases, by size and code version")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: run as root (network namespace, chroot)", file=sys.stderr)
+        return 2
+    if os.environ.get(NETNS_ENV) != "1":
+        # Re-run this script inside a new network namespace with loopback up; the inner run
+        # does all the work and cleans up (SIGINT reaches it directly: same process group).
+        inner = ["unshare", "--net", "--fork", "--", "bash", "-c",
+                 'ip link set lo up && exec "$@"', "bench-netns", str(VENV_PY),
+                 str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:])]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        env = {**os.environ, NETNS_ENV: "1", HOST_NETNS_ENV: os.readlink("/proc/self/ns/net")}
+        return subprocess.run(inner, env=env, check=False).returncode
+    return Bench(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
