@@ -7,7 +7,7 @@ network namespace that this script creates (`unshare --net`, loopback up): the d
 127.0.0.1:5060, :4573, :5038, 127.0.0.3:5080 … exist only in there, so other runs on this
 machine neither see nor disturb them. See bench/README.md for the method.
 
-Phases, one Asterisk for the whole run:
+Phases, each with a fresh Asterisk (no phase inherits what an earlier overload left behind):
   1. bare knee: calls from `bench-bare` (127.0.0.8, context [bare]: Dial to the trunk UAS, no
      AGI) with the daemon NOT running: Asterisk alone, no AGI, no AMI client;
   2. policy knee: the daemon (`callpolicy serve`, AMI on, INFO logging by default) and calls
@@ -15,7 +15,8 @@ Phases, one Asterisk for the whole run:
      from X-Bench-Endpoint), the 80/10/10 mix over N customers; then the daemon stops;
   3. latency at half the bare knee (and at half the policy knee when that is lower): bare (no
      daemon), the floor at the lower rate (bench/floor_agi.py in the daemon's place: Asterisk's
-     AGI handling + a bare asyncio reader), then the policy with a fresh daemon;
+     AGI handling + a bare asyncio reader), then the policy with a fresh daemon; lower rate
+     first;
   then the JSON, the plot and the table. Every call of every step is checked.
 """
 
@@ -121,7 +122,7 @@ class Bench:
         self.work = Path(args.work_dir)
         self.run_dir = self.work / f"run-{self.stamp}-c{args.customers}"
         self.state = self.run_dir / "state"
-        self.ast_dir = self.run_dir / "asterisk"
+        self.ast_dir = self.run_dir / "asterisk-1"  # one per phase: a fresh Asterisk each
         self.asterisk_pid: int | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log: Path | None = None
@@ -185,9 +186,10 @@ class Bench:
             entry.unlink(missing_ok=True)
         runs = sorted(p for p in self.work.glob("run-*") if (p / MARKER).exists())
         for old in runs:
-            if (old / "asterisk" / "state").exists():
-                subprocess.run([str(RUN), "--run-dir", str(old / "asterisk"), "stop"],
-                               capture_output=True, timeout=60, env=clean_env(), check=False)
+            for ast in old.glob("asterisk-*"):
+                if (ast / "state").exists():
+                    subprocess.run([str(RUN), "--run-dir", str(ast), "stop"],
+                                   capture_output=True, timeout=60, env=clean_env(), check=False)
         for old in runs[:-1] if not self.args.keep_runs else []:
             shutil.rmtree(old, ignore_errors=True)  # keep the previous run for comparison
 
@@ -243,6 +245,23 @@ class Bench:
         meta.write_text(json.dumps(self.import_info))
         toml.unlink()
 
+    def stop_asterisk(self) -> None:
+        if (self.ast_dir / "state").exists():
+            subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "stop"],
+                           capture_output=True, timeout=60, env=clean_env(), check=False)
+        status = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "status"],
+                                capture_output=True, timeout=30, env=clean_env(), check=False)
+        if status.returncode != 3:
+            log(f"WARNING: Asterisk status after stop: {status.stdout.strip()}")
+
+    def fresh_asterisk(self) -> None:
+        """Each phase gets a fresh Asterisk, so that no phase inherits what an earlier
+        overload left behind (channels, transactions, memory)."""
+        self.stop_asterisk()
+        number = int(self.ast_dir.name.rsplit("-", 1)[1]) + 1
+        self.ast_dir = self.run_dir / f"asterisk-{number}"
+        self.start_asterisk()
+
     def rx(self, command: str, timeout: float = 15) -> str:
         done = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "rx", command],
                               capture_output=True, text=True, timeout=timeout + 5,
@@ -256,7 +275,7 @@ class Bench:
         done = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "--state-dir",
                                str(self.state), "start"], capture_output=True, text=True,
                               timeout=900, env=env, check=False)
-        (self.run_dir / "asterisk-start.log").write_text(done.stderr)
+        (self.ast_dir.parent / f"{self.ast_dir.name}-start.log").write_text(done.stderr)
         if done.returncode != 0:
             raise SystemExit(f"bench: Asterisk did not start:\n{done.stderr[-3000:]}")
         state = dict(line.split("=", 1) for line in
@@ -270,14 +289,50 @@ class Bench:
             for line in (REPO / "dialplan" / "bench.conf").read_text().splitlines():
                 if line.startswith("exten => "):
                     self.rx(f"dialplan add extension {line[len('exten => '):]} into bench")
-            self.notes.append("dialplan/bench.conf loaded at run time with `dialplan add "
-                              "extension` (extensions.conf does not #include it)")
+            note = ("dialplan/bench.conf loaded at run time with `dialplan add extension` "
+                    "(extensions.conf does not #include it)")
+            if note not in self.notes:
+                self.notes.append(note)
+        self.check_bench_context()
         shown = self.rx("dialplan show bench")
         if "callpolicy-decide" not in shown:
             raise SystemExit(f"bench: the [bench] context did not load:\n{shown}")
         if self.sut_cpus:
             self.pin_all_threads(self.asterisk_pid, self.sut_cpus)
         log(f"Asterisk pid {self.asterisk_pid} up ({self.ast_dir})")
+
+    def check_bench_context(self) -> None:
+        """[bench] must stay [from-phones] with only the endpoint's source changed: compare
+        dialplan/bench.conf with policy.conf's [from-phones] (priorities numbered)."""
+        def extensions(text: str, context: str) -> list[str]:
+            lines, inside, exten, prio = [], False, "", 0
+            for raw in text.splitlines():
+                line = raw.split(";", 1)[0].strip() if not raw.lstrip().startswith(";") else ""
+                if line.startswith("["):
+                    inside = line.startswith(f"[{context}]")
+                    continue
+                if not inside or not line:
+                    continue
+                match = re.match(r"(exten|same)\s*=>\s*(.*)", line)
+                if not match:
+                    continue
+                if match.group(1) == "exten":
+                    exten, prio_text, app = match.group(2).split(",", 2)
+                    prio = int(prio_text)
+                else:
+                    prio_text, app = match.group(2).split(",", 1)
+                    prio = prio + 1 if prio_text.startswith("n") else int(prio_text)
+                lines.append(f"{exten},{prio},{app}")
+            return lines
+
+        header = "${FILTER(-a-zA-Z0-9._,${PJSIP_HEADER(read,X-Bench-Endpoint)})}"
+        want = [line.replace("${CHANNEL(endpoint)}", header) for line in extensions(
+            (REPO / "dialplan" / "policy.conf").read_text(), "from-phones")]
+        have = extensions((REPO / "dialplan" / "bench.conf").read_text(), "bench")
+        if want != have:
+            self.notes.append("dialplan/bench.conf [bench] differs from policy.conf's "
+                              "[from-phones] beyond the endpoint's source: update bench.conf")
+            log("WARNING: " + self.notes[-1])
 
     @staticmethod
     def pin_all_threads(pid: int, cpus: set[int]) -> None:
@@ -420,13 +475,7 @@ class Bench:
             self.sampler.join(5)
         self.stop_daemon()
         self.stop_floor()
-        if (self.ast_dir / "state").exists():
-            subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "stop"],
-                           capture_output=True, timeout=60, env=clean_env(), check=False)
-        status = subprocess.run([str(RUN), "--run-dir", str(self.ast_dir), "status"],
-                                capture_output=True, timeout=30, env=clean_env(), check=False)
-        if status.returncode != 3:
-            log(f"WARNING: Asterisk status after stop: {status.stdout.strip()}")
+        self.stop_asterisk()
         # Anything still in this private namespace was started by this bench.
         mine = {os.getpid(), os.getppid()}
         left = []
@@ -582,29 +631,32 @@ class Bench:
             self.step("bare", 20, 3, "warmup")
             bare_knee = self.knee("bare")
             # 2. policy knee
+            self.fresh_asterisk()
             self.start_daemon()
             self.step("policy", 20, 5, "warmup")
             policy_knee = self.knee("policy")
             self.stop_daemon()
             # 3. latency: half the bare knee, and half the policy knee if that is lower
-            rates = [max(10.0, float(round(bare_knee / 2)))]
+            half_bare = max(10.0, float(round(bare_knee / 2)))
             low = max(10.0, float(round(policy_knee / 2)))
-            if low < 0.9 * rates[0]:
-                rates.append(low)
+            # the lower rate first: a run over the policy knee must not precede one below it
+            rates = [low, half_bare] if low < 0.9 * half_bare else [half_bare]
             lat: dict[str, dict[float, StepResult]] = {"bare": {}, "floor": {}, "policy": {}}
+            self.fresh_asterisk()
+            self.step("bare", 20, 3, "warmup")
             for rate in rates:
                 lat["bare"][rate] = self.step("bare", rate, a.latency_seconds, "latency", True)
             if a.floor:  # at the lowest rate only: the floor is not much cheaper than the
                 self.start_floor()  # policy, so above the policy knee it is overloaded too
                 self.step("floor", 20, 3, "warmup")
-                lat["floor"][rates[-1]] = self.step("floor", rates[-1], a.latency_seconds,
-                                                    "latency", True)
+                lat["floor"][rates[0]] = self.step("floor", rates[0], a.latency_seconds,
+                                                   "latency", True)
                 self.stop_floor()
             self.start_daemon()
             self.step("policy", 20, 5, "warmup")
             for rate in rates:
                 spy = self.profile_daemon(a.latency_seconds) \
-                    if a.profile and rate == rates[-1] else None
+                    if a.profile and rate == rates[0] else None
                 lat["policy"][rate] = self.step("policy", rate, a.latency_seconds, "latency",
                                                 True)
                 if spy is not None:
@@ -637,8 +689,8 @@ class Bench:
 
     def results(self, bare_knee: float, policy_knee: float, rates: list[float],
                 lat: dict[str, dict[float, StepResult]]) -> dict[str, Any]:
-        half_bare = self.latency_block(lat, rates[0])
-        half_policy = self.latency_block(lat, rates[1]) if len(rates) > 1 else None
+        half_bare = self.latency_block(lat, rates[-1])
+        half_policy = self.latency_block(lat, rates[0]) if len(rates) > 1 else None
 
         def added(block: dict[str, Any], a: str = "policy", b: str = "bare"
                   ) -> dict[str, float | None]:
@@ -711,7 +763,7 @@ class Bench:
             "policy_knee_cps": policy_knee,
             "ratio": None if ratio is None else round(ratio, 3),
             "latency_ms": latency,
-            "latency_rate_cps": rates[0],
+            "latency_rate_cps": rates[-1],
             "latency_half_bare_knee": half_bare,
             "latency_half_policy_knee": half_policy,
             "latency_source": "SIPp -trace_msg µs timestamps, per call: first INVITE sent -> "
