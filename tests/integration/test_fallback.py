@@ -14,11 +14,7 @@ this machine's 127.0.0.1:5060 must not stop (or be disturbed by) this one.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import os
-import re
-import select
 import shutil
 import sqlite3
 import stat
@@ -33,17 +29,15 @@ from pathlib import Path
 
 import pytest
 
+from fake_asterisk import AgiRun, agi_env_block, b64, drive_agi
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "asterisk-run.sh"
 FALLBACK = "/opt/callpolicy/fallback-agi"
-MSET = re.compile(r'^EXEC MSet "(?P<pairs>[^"\\]*)"$')
 NAMES = ("CP_ACTION", "CP_REASON", "CP_CATEGORY", "CP_DEST", "CP_CID_NUM", "CP_CID_PRES",
          "CP_PAI", "CP_EMERGENCY", "CP_LOCATION", "CP_LOC_INFO", "CP_DIVERSION", "CP_SIP_CODE",
          "CP_RULE", "CP_SOURCE")
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def call_args(endpoint: str, dialled: str, remote: str = "", caller: str = "",
@@ -51,72 +45,16 @@ def call_args(endpoint: str, dialled: str, remote: str = "", caller: str = "",
     return [kind, endpoint, b64(dialled), b64(caller), "0", remote, b64(forwarded_from)]
 
 
-@dataclass
-class AgiRun:
-    returncode: int
-    commands: list[str]
-    stderr: str
-    seconds: float
-
-    @property
-    def msets(self) -> list[str]:
-        return [c for c in self.commands if c.startswith("EXEC MSet")]
+class ChrootRun(AgiRun):
+    """The fallback run by Asterisk's way into the chroot: it must succeed and set exactly the
+    variables of agi/callpolicy/variables.py, in that order."""
 
     @property
     def variables(self) -> dict[str, str]:
         assert self.returncode == 0, self.stderr
-        assert len(self.msets) == 1, self.commands
-        match = MSET.match(self.msets[0])
-        assert match, self.msets[0]
-        variables = dict(p.partition("=")[::2] for p in match["pairs"].split(","))
+        variables = super().variables
         assert tuple(variables) == NAMES
         return variables
-
-
-def drive_agi(argv: Sequence[str], args: Sequence[str], timeout: float = 20.0) -> AgiRun:
-    """Be Asterisk's res_agi: environment block, then `200 result=…` for each command."""
-    env_block = "".join(
-        [f"agi_request: {FALLBACK}\n", "agi_channel: PJSIP/acme-101-00000001\n",
-         "agi_type: PJSIP\n", "agi_callerid: +3292101234\n", 'agi_calleridname: Evil" "x\n',
-         "agi_context: from-phones\n", "agi_extension: s\n", "agi_priority: 2\n"]
-        + [f"agi_arg_{i}: {a}\n" for i, a in enumerate(args, start=1)] + ["\n"])
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    assert proc.stdin and proc.stdout and proc.stderr
-    commands: list[str] = []
-    try:
-        proc.stdin.write(env_block.encode())
-        proc.stdin.flush()
-        buffer = b""
-        while True:
-            remaining = started + timeout - time.monotonic()
-            assert remaining > 0, f"no end after {timeout}s: {commands}"
-            if not select.select([proc.stdout], [], [], remaining)[0]:
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                commands.append(line.decode())
-                reply = "200 result=1" if line.startswith(b"VERBOSE") else "200 result=0"
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.write(f"{reply}\n".encode())
-                    proc.stdin.flush()
-        proc.wait(timeout=10)
-        seconds = time.monotonic() - started
-        stderr = proc.stderr.read().decode("utf-8", "replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            with contextlib.suppress(BrokenPipeError):
-                stream.close()
-    assert "Traceback" not in stderr, stderr
-    return AgiRun(proc.returncode, commands, stderr, seconds)
 
 
 @dataclass
@@ -138,10 +76,13 @@ class Run:
     def exec(self, *argv: str) -> str:
         return self.script("exec", *argv).stdout.decode()
 
-    def fallback(self, args: Sequence[str], *prefix: str) -> AgiRun:
+    def fallback(self, args: Sequence[str], *prefix: str) -> ChrootRun:
         """The fallback AGI as Asterisk's child would be: chroot, uid, environment."""
         argv = [str(RUN), "--run-dir", str(self.run_dir), "exec", *prefix, FALLBACK]
-        return drive_agi(argv, args)
+        result = drive_agi(argv, args, env_block=agi_env_block(
+            args, {"agi_channel": "PJSIP/acme-101-00000001", "agi_calleridname": 'Evil" "x'}))
+        assert "Traceback" not in result.stderr, result.stderr
+        return ChrootRun(result.returncode, result.commands, result.stderr, result.seconds)
 
     def cli(self, *args: str, config: Path | None = None) -> None:
         env = {**clean_env(), "CALLPOLICY_CONFIG": str(config or self.config)}

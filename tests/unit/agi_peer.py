@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import shlex
 
-
-def b64(text: str | bytes) -> str:
-    raw = text.encode() if isinstance(text, str) else text
-    return base64.b64encode(raw).decode()
+from fake_asterisk import b64
 
 
 def env_block(dialled: str, caller: str | bytes = "sipp", endpoint: str = "acme-101") -> bytes:
