@@ -202,7 +202,8 @@ class Bench:
             f'[store]\npath = "{db}"\n'
             '[policy]\nzones_file = "telephone-zones.toml"\n'
             '[agi]\nlisten = "127.0.0.1:4573"\n'
-            '[ami]\nhost = "127.0.0.1"\nport = 5038\nusername = "callpolicy"\n'
+            '[ami]\nhost = "127.0.0.1"\n'
+            f'port = {5038 if self.args.ami else 5039}\nusername = "callpolicy"\n'
             "# The fraud guard counts every call, with caps the bench never reaches (10\n"
             "# customers at hundreds of calls/s would hit the production defaults at once).\n"
             "[fraud]\nmax_concurrent = 1000000\nmax_per_minute = 1000000000\n"
@@ -299,6 +300,8 @@ class Bench:
             raise SystemExit(f"bench: the [bench] context did not load:\n{shown}")
         if self.sut_cpus:
             self.pin_all_threads(self.asterisk_pid, self.sut_cpus)
+        if self.args.asterisk_verbose is not None:
+            self.rx(f"core set verbose {self.args.asterisk_verbose}")
         log(f"Asterisk pid {self.asterisk_pid} up ({self.ast_dir})")
 
     def check_bench_context(self) -> None:
@@ -610,6 +613,45 @@ class Bench:
                                  "--nonblocking", "--output", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def probe(self, rates: list[float]) -> int:
+        """Quick A/B tool: bare, floor and policy at fixed rates on one Asterisk; per step
+        the CPU per call and the setup latency. No knee search, no JSON."""
+        a = self.args
+        self.prepare_store()
+        self.start_asterisk()
+        self.step("bare", 20, 3, "warmup")
+        for rate in rates:
+            self.step("bare", rate, a.latency_seconds, "probe", True)
+        self.start_floor()
+        self.step("floor", 20, 3, "warmup")
+        for rate in rates:
+            self.step("floor", rate, a.latency_seconds, "probe", True)
+        self.stop_floor()
+        self.start_daemon()
+        self.step("policy", 20, 5, "warmup")
+        for rate in rates:
+            spy = self.profile_daemon(a.latency_seconds) \
+                if a.profile and rate == rates[0] else None
+            self.step("policy", rate, a.latency_seconds, "probe", True)
+            if spy is not None:
+                spy.wait(a.latency_seconds + 30)
+                log(f"py-spy profile: {self.run_dir / 'profile.raw'}")
+        self.stop_daemon()
+        print(f"{'dialplan':8} {'rate':>5} {'clean':>5} {'Asterisk':>9} {'AGI srv':>8} "
+              f"{'p50':>7} {'p95':>7} {'p99':>7}   (µs/call, ms INVITE -> 180/403)")
+        mismatches = 0
+        for entry in self.steps:
+            if entry["phase"] != "probe":
+                continue
+            mismatches += entry["mismatches"]
+            per = entry["cpu_us_per_call"]
+            srv = per.get("daemon", per.get("floor_agi"))
+            msg = entry["msg_ms"]["all"]
+            print(f"{entry['dialplan']:8} {entry['rate']:5g} {entry['clean']!s:>5} "
+                  f"{per['asterisk']:9.0f} {srv if srv is not None else '-':>8} "
+                  + " ".join(report.fmt(msg[k], 2).rjust(7) for k in ("p50", "p95", "p99")))
+        return 1 if mismatches else 0
+
     # ------------------------------------------------------------------------- main
     def run(self) -> int:
         a = self.args
@@ -622,6 +664,11 @@ class Bench:
         log(f"run dir {self.run_dir}; pinning: "
             + (f"Asterisk + daemon on CPU {sorted(self.sut_cpus)}, SIPp + bench on CPU "
                f"{sorted(self.gen_cpus or [])}" if self.sut_cpus else "none"))
+        if a.probe:
+            try:
+                return self.probe(a.probe)
+            finally:
+                self.cleanup()
         try:
             self.prepare_store()
             self.start_asterisk()
@@ -850,6 +897,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the floor runs (bench/floor_agi.py in the daemon's place)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the daemon during the policy latency run")
+    p.add_argument("--asterisk-verbose", type=int, metavar="LEVEL",
+                   help="`core set verbose LEVEL` after each Asterisk start (default: the "
+                        "shipped asterisk.conf's level)")
+    p.add_argument("--no-ami", dest="ami", action="store_false",
+                   help="point the daemon's AMI client at a closed port (to measure what "
+                        "the AMI session costs; the fraud guard then sees no hang-ups)")
+    p.add_argument("--probe", type=lambda text: [float(x) for x in text.split(",")],
+                   metavar="RATE[,RATE…]",
+                   help="quick A/B check instead of the benchmark: bare, floor and policy "
+                        "at these rates (--latency-seconds each), CPU per call and latency "
+                        "per step; no knee search, no JSON")
     p.add_argument("--no-cache", action="store_true", help="re-import the customers")
     p.add_argument("--keep-runs", action="store_true", help="keep older run dirs")
     p.add_argument("--work-dir", default="/tmp/callpolicy-bench",
