@@ -36,6 +36,6 @@ cli: deps
 ## (as root, ~10 min; bench/README.md): make bench [CUSTOMERS=10] [BENCH_ARGS="--pin none"]
 .PHONY: bench
 bench: deps
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null \
-		|| $(BIN)/python -m pip install -q --disable-pip-version-check 'matplotlib>=3.7'
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null && [ -x $(BIN)/py-spy ] \
+		|| $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/load.py --customers $(or $(CUSTOMERS),100000) $(BENCH_ARGS)

@@ -300,8 +300,6 @@ class Bench:
             raise SystemExit(f"bench: the [bench] context did not load:\n{shown}")
         if self.sut_cpus:
             self.pin_all_threads(self.asterisk_pid, self.sut_cpus)
-        if self.args.asterisk_verbose is not None:
-            self.rx(f"core set verbose {self.args.asterisk_verbose}")
         log(f"Asterisk pid {self.asterisk_pid} up ({self.ast_dir})")
 
     def check_bench_context(self) -> None:
@@ -605,7 +603,7 @@ class Bench:
     def profile_daemon(self, seconds: float) -> subprocess.Popen[bytes] | None:
         spy = shutil.which("py-spy", path=str(VENV_PY.parent)) or shutil.which("py-spy")
         if not spy or self.daemon is None:
-            self.notes.append("--profile: py-spy not found (pip install py-spy)")
+            self.notes.append("--profile: py-spy not found (pip install -e '.[bench]')")
             return None
         out = self.run_dir / "profile.raw"
         return subprocess.Popen([spy, "record", "--pid", str(self.daemon.pid), "--duration",
@@ -897,9 +895,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the floor runs (bench/floor_agi.py in the daemon's place)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the daemon during the policy latency run")
-    p.add_argument("--asterisk-verbose", type=int, metavar="LEVEL",
-                   help="`core set verbose LEVEL` after each Asterisk start (default: the "
-                        "shipped asterisk.conf's level)")
     p.add_argument("--no-ami", dest="ami", action="store_false",
                    help="point the daemon's AMI client at a closed port (to measure what "
                         "the AMI session costs; the fraud guard then sees no hang-ups)")

@@ -297,3 +297,24 @@ def test_ami_on_loopback_with_the_demo_user_only(live) -> None:
 
     assert "Response: Success" in login("demo-only-change-me")
     assert "Response: Error" in login("wrong")
+
+
+def test_high_volume_ami_events_are_not_built(live, call, trunk: Trunk) -> None:
+    """manager.conf `disabledevents`: with an AMI session logged in, Asterisk would otherwise
+    build a Newexten per dialplan step and a VarSet per variable of every call (1.5-1.8 ms
+    of its CPU per call, bench/README.md). The events the daemon uses still arrive."""
+    with socket.create_connection(("127.0.0.1", 5038), timeout=5) as sock:
+        sock.recv(100)  # banner
+        sock.sendall(b"Action: Login\r\nUsername: callpolicy\r\n"
+                     b"Secret: demo-only-change-me\r\nEvents: on\r\n\r\n")
+        assert call(ACME_101, "092101299").status == 200
+        received = b""
+        deadline = time.monotonic() + 5
+        sock.settimeout(0.5)
+        while b"Event: Hangup\r\n" not in received and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                received += sock.recv(65536)
+    names = {line[len(b"Event: "):].decode() for line in received.split(b"\r\n")
+             if line.startswith(b"Event: ")}
+    assert {"Newstate", "Hangup"} <= names, names
+    assert not names & {"Newexten", "VarSet", "AGIExecStart", "AGIExecEnd", "DialState"}, names
