@@ -611,6 +611,23 @@ class Bench:
                                  "--nonblocking", "--output", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def policy_steps(self, rates: list[float], kind: str) -> dict[float, StepResult]:
+        """A fresh daemon, a warm-up, one traced step per rate (py-spy on the first with
+        --profile), the daemon stopped."""
+        a = self.args
+        self.start_daemon()
+        self.step("policy", 20, 5, "warmup")
+        results: dict[float, StepResult] = {}
+        for rate in rates:
+            spy = self.profile_daemon(a.latency_seconds) \
+                if a.profile and rate == rates[0] else None
+            results[rate] = self.step("policy", rate, a.latency_seconds, kind, True)
+            if spy is not None:
+                spy.wait(a.latency_seconds + 30)
+                log(f"py-spy profile: {self.run_dir / 'profile.raw'}")
+        self.stop_daemon()
+        return results
+
     def probe(self, rates: list[float]) -> int:
         """Quick A/B tool: bare, floor and policy at fixed rates on one Asterisk; per step
         the CPU per call and the setup latency. No knee search, no JSON."""
@@ -625,16 +642,7 @@ class Bench:
         for rate in rates:
             self.step("floor", rate, a.latency_seconds, "probe", True)
         self.stop_floor()
-        self.start_daemon()
-        self.step("policy", 20, 5, "warmup")
-        for rate in rates:
-            spy = self.profile_daemon(a.latency_seconds) \
-                if a.profile and rate == rates[0] else None
-            self.step("policy", rate, a.latency_seconds, "probe", True)
-            if spy is not None:
-                spy.wait(a.latency_seconds + 30)
-                log(f"py-spy profile: {self.run_dir / 'profile.raw'}")
-        self.stop_daemon()
+        self.policy_steps(rates, "probe")
         print(f"{'dialplan':8} {'rate':>5} {'clean':>5} {'Asterisk':>9} {'AGI srv':>8} "
               f"{'p50':>7} {'p95':>7} {'p99':>7}   (µs/call, ms INVITE -> 180/403)")
         mismatches = 0
@@ -697,16 +705,7 @@ class Bench:
                 lat["floor"][rates[0]] = self.step("floor", rates[0], a.latency_seconds,
                                                    "latency", True)
                 self.stop_floor()
-            self.start_daemon()
-            self.step("policy", 20, 5, "warmup")
-            for rate in rates:
-                spy = self.profile_daemon(a.latency_seconds) \
-                    if a.profile and rate == rates[0] else None
-                lat["policy"][rate] = self.step("policy", rate, a.latency_seconds, "latency",
-                                                True)
-                if spy is not None:
-                    spy.wait(a.latency_seconds + 30)
-            self.stop_daemon()
+            lat["policy"] = self.policy_steps(rates, "latency")
             result = self.results(bare_knee, policy_knee, rates, lat)
         finally:
             self.cleanup()
