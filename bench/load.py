@@ -922,9 +922,13 @@ def main(argv: list[str] | None = None) -> int:
         inner = ["unshare", "--net", "--fork", "--", "bash", "-c",
                  'ip link set lo up && exec "$@"', "bench-netns", str(VENV_PY),
                  str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:])]
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Not SIG_IGN: an ignored signal stays ignored across exec, and the inner run (and
+        # every SIPp) would then never see Ctrl-C. A Python handler is reset by exec.
+        signal.signal(signal.SIGINT, lambda *_: None)
         env = {**os.environ, NETNS_ENV: "1", HOST_NETNS_ENV: os.readlink("/proc/self/ns/net")}
         return subprocess.run(inner, env=env, check=False).returncode
+    # SIGTERM (kill, a CI timeout) cleans up like Ctrl-C: SystemExit runs the finally blocks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return Bench(args).run()
 
 
