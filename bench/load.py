@@ -929,7 +929,11 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(inner, env=env, check=False).returncode
     # SIGTERM (kill, a CI timeout) cleans up like Ctrl-C: SystemExit runs the finally blocks
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return Bench(args).run()
+    try:
+        return Bench(args).run()
+    except KeyboardInterrupt:  # Bench.run's finally has stopped everything by now
+        print("bench: interrupted; Asterisk, the daemon and SIPp are stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

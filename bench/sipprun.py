@@ -107,7 +107,13 @@ class Sipp:
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+            try:
+                pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped (e.g. by Popen's own handling)
+                if self.proc.returncode is None:
+                    self.proc.returncode = -1
+                self.out.close()
+                return self.proc.returncode
             if pid:
                 self.proc.returncode = os.waitstatus_to_exitcode(status)
                 self.rusage = rusage
