@@ -287,15 +287,25 @@ def test_no_dialplan_errors_in_the_asterisk_log(live, asterisk: Asterisk) -> Non
     assert bad == [], "\n".join(bad[:20])
 
 
+DEMO_AMI_SECRET = "demo-only-change-me"  # config/demo/manager-users.conf
+
+
+def ami_login(secret: str, events: str = "off") -> tuple[socket.socket, str]:
+    """A raw AMI session on the demo user: the socket and Asterisk's answer to the Login."""
+    sock = socket.create_connection(("127.0.0.1", 5038), timeout=5)
+    sock.recv(100)  # banner
+    sock.sendall(f"Action: Login\r\nUsername: callpolicy\r\nSecret: {secret}\r\n"
+                 f"Events: {events}\r\n\r\n".encode())
+    return sock, sock.recv(1000).decode()
+
+
 def test_ami_on_loopback_with_the_demo_user_only(live) -> None:
     def login(secret: str) -> str:
-        with socket.create_connection(("127.0.0.1", 5038), timeout=5) as sock:
-            sock.recv(100)  # banner
-            sock.sendall(f"Action: Login\r\nUsername: callpolicy\r\nSecret: {secret}\r\n\r\n"
-                         .encode())
-            return sock.recv(1000).decode()
+        sock, answer = ami_login(secret)
+        sock.close()
+        return answer
 
-    assert "Response: Success" in login("demo-only-change-me")
+    assert "Response: Success" in login(DEMO_AMI_SECRET)
     assert "Response: Error" in login("wrong")
 
 
@@ -303,12 +313,10 @@ def test_high_volume_ami_events_are_not_built(live, call, trunk: Trunk) -> None:
     """manager.conf `disabledevents`: with an AMI session logged in, Asterisk would otherwise
     build a Newexten per dialplan step and a VarSet per variable of every call (1.5-1.8 ms
     of its CPU per call, bench/README.md). The events the daemon uses still arrive."""
-    with socket.create_connection(("127.0.0.1", 5038), timeout=5) as sock:
-        sock.recv(100)  # banner
-        sock.sendall(b"Action: Login\r\nUsername: callpolicy\r\n"
-                     b"Secret: demo-only-change-me\r\nEvents: on\r\n\r\n")
+    sock, received_text = ami_login(DEMO_AMI_SECRET, events="on")
+    with sock:
         assert call(ACME_101, "092101299").status == 200
-        received = b""
+        received = received_text.encode()
         deadline = time.monotonic() + 5
         sock.settimeout(0.5)
         while b"Event: Hangup\r\n" not in received and time.monotonic() < deadline:
