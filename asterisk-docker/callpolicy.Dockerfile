@@ -4,8 +4,7 @@
 FROM python:3.11-slim-bookworm
 COPY . /src
 RUN pip install --no-cache-dir /src && rm -rf /src
-# config/callpolicy.toml names the zone table relative to itself (/etc/callpolicy).
-COPY --chmod=0644 config/telephone-zones.toml /etc/callpolicy/telephone-zones.toml
+# The zone table (art. 3.8) and the must-reach list ship inside the package (callpolicy/data).
 USER nobody
 # The watchdog kills and restarts a frozen daemon: Asterisk waits forever on a connected
 # FastAGI server, and a closed socket sends the call to the fallback AGI instead.

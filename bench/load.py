@@ -195,12 +195,10 @@ class Bench:
 
     def prepare_store(self) -> None:
         self.state.mkdir(parents=True)
-        shutil.copy(REPO / "config" / "telephone-zones.toml", self.state)
         db = self.state / "callpolicy.db"
         (self.state / "callpolicy.toml").write_text(
             "# callpolicy load benchmark (bench/load.py): a private copy, in a private netns\n"
             f'[store]\npath = "{db}"\n'
-            '[policy]\nzones_file = "telephone-zones.toml"\n'
             '[agi]\nlisten = "127.0.0.1:4573"\n'
             '[ami]\nhost = "127.0.0.1"\n'
             f'port = {5038 if self.args.ami else 5039}\nusername = "callpolicy"\n'

@@ -22,9 +22,9 @@ say "Asterisk rootfs: $("$REPO/scripts/asterisk-rootfs.sh" | tail -n 1)"
 
 mkdir -p "$STATE"
 # The fallback AGI reads the same files inside Asterisk's chroot, where only the state dir is
-# visible (at the same path): config, zone table and database all live there.
+# visible (at the same path): config and database live there (the zone table and the
+# must-reach list ship inside the callpolicy package).
 cp "$REPO/config/demo.toml" "$STATE/callpolicy.toml"
-cp "$REPO/config/telephone-zones.toml" "$STATE/telephone-zones.toml"
 export CALLPOLICY_CONFIG="$STATE/callpolicy.toml"
 DB="$STATE/callpolicy.db"
 if [ "${CALLPOLICY_DEMO_RESET:-0}" = 1 ]; then rm -f "$DB" "$DB-wal" "$DB-shm"; fi

@@ -395,26 +395,43 @@ def _describe(decision: Decision) -> str:
     return "  ".join(parts) + f"\n    rule: {decision.rule}\n"
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
 async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Decide as a live call would: an unknown customer or endpoint is not an error (a live
+    call from it gets a decision too: blocked, but must-reach numbers pass)."""
+    if args.customer is None and args.endpoint is None:
+        raise UsageError("give --customer ID or --endpoint NAME (whose call to decide)")
     async with await _open(settings) as store:
-        customers = await store.load_customers([args.customer])
-        if args.customer not in customers:
-            raise OperationalError(f"unknown customer {args.customer!r}")
-        endpoints = {e.name: e for e in await store.load_endpoints([args.customer])}
-    if args.endpoint is not None and args.endpoint not in endpoints:
-        raise OperationalError(f"customer {args.customer!r} has no endpoint {args.endpoint!r}")
-    customer = customers[args.customer]
-    snapshot = Snapshot(settings.policy, customers, endpoints,
-                        {n: customer.id for n in customer.numbers})
-    engine = Engine(snapshot)
+        customer_id = args.customer
+        if customer_id is None:  # as a live call: the endpoint names the customer
+            owners = {e.name: e.customer_id for e in await store.load_endpoints_named(
+                [args.endpoint])}
+            customer_id = owners.get(args.endpoint)
+        customers = await store.load_customers([customer_id]) if customer_id else {}
+        endpoints = ({e.name: e for e in await store.load_endpoints([customer_id])}
+                     if customer_id else {})
+    customer = customers.get(customer_id) if customer_id else None
+    if customer is None:
+        who = (f"customer {customer_id!r}" if customer_id
+               else f"endpoint {args.endpoint!r} (no customer has it)")
+        _warn(f"{who} is unknown: decided as a live call from it would be "
+              "(refused; must-reach numbers pass)")
+    elif args.endpoint is not None and args.endpoint not in endpoints:
+        _warn(f"customer {customer_id!r} has no endpoint {args.endpoint!r}: deciding "
+              "without it, as a live call would (caller ID from the main number)")
+    owners = {n: customer.id for n in customer.numbers} if customer else {}
+    engine = Engine(Snapshot(settings.policy, customers, endpoints, owners))
     now = datetime.now(UTC)
     for number in args.numbers:
         decision = engine.decide(CallRequest(
-            dialled=number, now=now, customer_id=args.customer, endpoint=args.endpoint,
+            dialled=number, now=now, customer_id=customer_id, endpoint=args.endpoint,
             source_ip=args.source_ip, caller_id=args.caller_id, privacy=args.privacy,
             forwarded_from=args.forwarded_from))
         for event in decision.events:
-            log.warning(event.kind, customer=args.customer, number=number, **event.detail)
+            log.warning(event.kind, customer=customer_id, number=number, **event.detail)
         if args.json:
             _print_json(decision.to_dict())
         else:
@@ -693,10 +710,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common, json_flag],
                        help="decide numbers exactly as a live call would, and say why",
-                       description="Decide each NUMBER for a customer exactly as a live call "
-                       "would. With --json, one JSON object per line.")
-    p.add_argument("--customer", required=True, metavar="ID")
-    p.add_argument("--endpoint", metavar="NAME", help="the PJSIP endpoint calling")
+                       description="Decide each NUMBER for a customer (or the customer of an "
+                       "endpoint) exactly as a live call would, and name the rule that decided. "
+                       "An unknown customer or endpoint is decided too, as a live call from it "
+                       "would be, with a warning on stderr. Exit 0 whatever the decisions. "
+                       "With --json, one JSON object per line.")
+    p.add_argument("--customer", metavar="ID",
+                   help="whose rights decide (an unknown one is decided as a live call would "
+                        "be: refused, must-reach numbers pass; a warning says so)")
+    p.add_argument("--endpoint", metavar="NAME",
+                   help="the PJSIP endpoint calling; without --customer, its customer decides")
     p.add_argument("--source-ip", metavar="IP", help="the calling device's IP (emergency "
                    "location)")
     p.add_argument("--caller-id", metavar="NUM", help="caller ID the phone asks for (or the "

@@ -9,21 +9,43 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .policy import FraudLimits, PolicyConfig, build_policy_config
-from .policy.defaults import (
-    EMERGENCY_NUMBERS,
-    MUST_REACH_NUMBERS,
-    PREMIUM_PREFIXES,
-    RESTRICTION_PREFIX,
-)
+from .policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
 from .policy.zones import ZoneTable
 
 SYSTEM_CONFIG = Path("/etc/callpolicy/callpolicy.toml")
+#: The zone table shipped with the package (art. 3.8); `[policy] zones_file` replaces it.
+PACKAGED_ZONES = "telephone-zones.toml"
+
+#: Every key each section may have: anything else is a typo, refused at start-up, so that
+#: `[store] pth = …` cannot silently open a fresh empty database.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "store": ("path",),
+    "policy": ("premium_prefixes", "must_reach", "emergency_numbers", "restriction_prefix",
+               "zones_file"),
+    "agi": ("listen", "decision_deadline_ms"),
+    "ami": ("host", "port", "username", "secret"),
+    "fraud": ("max_concurrent", "max_per_minute", "max_concurrent_risky"),
+    "calls": ("retention_days",),
+    "metrics": ("listen",),
+    "log": ("format",),
+}
+#: Keys still accepted but no longer used: a warning, not an error (operators have them).
+DEPRECATED = {
+    ("agi", "decision_deadline_ms"): "the decision is made in memory; the daemon listens "
+    "only once it can decide (Asterisk uses the fallback until then)",
+}
+#: What the fallback AGI needs: a bad line elsewhere ([metrics], [ami]) must not stop it.
+FALLBACK_SECTIONS = ("store", "policy")
+
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "callpolicy.toml"
 
 
@@ -47,7 +69,7 @@ class Settings:
     zones: ZoneTable
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    decision_deadline_ms: int = 200
+    decision_deadline_ms: int = 200  # TODO(merge): removed with the deadline (records branch)
     ami: AmiSettings = field(default_factory=AmiSettings)
     log_format: str = "auto"
     # [calls]: call records older than this are purged (`callpolicy calls purge`)
@@ -55,6 +77,7 @@ class Settings:
     # [metrics]: Prometheus /metrics (an IP literal; loopback unless the operator says so)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    warnings: tuple[str, ...] = ()  # deprecated keys…: logged by the daemon at start
 
 
 def config_path(explicit: str | None = None) -> Path | None:
@@ -75,7 +98,9 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any, where: str) 
             raise ConfigError(f"{where}.{key} must be a list of strings")
         return value
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise ConfigError(f"{where}.{key} must be a {kind.__name__}, got {value!r}")
+        # Never echo a secret, whatever its type.
+        shown = "a " + type(value).__name__ if "secret" in key else repr(value)[:80]
+        raise ConfigError(f"{where}.{key} must be a {kind.__name__}, got {shown}")
     return value
 
 
@@ -105,7 +130,6 @@ FRAUD_KEYS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
 
 
 def _fraud_limits(fraud: dict[str, Any]) -> FraudLimits:
-    _check_keys(fraud, FRAUD_KEYS, "fraud")
     values = {}
     for key in FRAUD_KEYS:
         value = _get(fraud, key, int, getattr(DEFAULT_FRAUD_LIMITS, key), "fraud")
@@ -115,42 +139,109 @@ def _fraud_limits(fraud: dict[str, Any]) -> FraudLimits:
     return FraudLimits(**values)
 
 
-def load_zones(path: Path) -> ZoneTable:
+def _parse_zones(text: str, where: str) -> ZoneTable:
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-        return ZoneTable.from_mapping(data.get("zones", {}))
+        return ZoneTable.from_mapping(tomllib.loads(text).get("zones", {}))
+    except (tomllib.TOMLDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"zone table {where}: {exc}") from exc
+
+
+def load_zones(path: Path | None = None) -> ZoneTable:
+    """The art. 3.8 zone table: `path`, else the one shipped with the package."""
+    if path is None:
+        packaged = resources.files("callpolicy").joinpath("data", PACKAGED_ZONES)
+        return _parse_zones(packaged.read_text("utf-8"), f"(packaged) {PACKAGED_ZONES}")
+    try:
+        text = path.read_text("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"zone table {path} does not exist") from exc
-    except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
-        raise ConfigError(f"zone table {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read zone table {path}: {reason}") from exc
+    return _parse_zones(text, str(path))
 
 
-def load_settings(explicit: str | None = None) -> Settings:
+# A table header: [name], [name.sub], [[name]]; the section is the first name.
+_SECTION_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_-]+)[A-Za-z0-9_.\s\"-]*\]\]?\s*(#.*)?$")
+
+
+def _sections_text(text: str, wanted: Collection[str]) -> str | None:
+    """Only the lines of the `wanted` top-level sections (for a file broken elsewhere); None
+    if a broken table header makes it unclear where a section starts."""
+    keep, lines = False, []
+    for line in text.splitlines():
+        header = _SECTION_HEADER.match(line)
+        if header:
+            keep = header.group(1) in wanted
+        elif line.lstrip().startswith("["):
+            return None
+        if keep:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _read_toml(path: Path, only: Collection[str] | None) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file {path}: {reason}") from exc
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply"
+        error = ConfigError(f"config file {path} is not valid TOML: {why}")
+        if only is None:
+            raise error from None
+    wanted = _sections_text(text, only)  # a reader of some sections: others may be broken
+    if wanted is None:
+        raise error
+    try:
+        return tomllib.loads(wanted)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        raise error from None
+
+
+def load_settings(explicit: str | None = None, *,
+                  only: Collection[str] | None = None) -> Settings:
+    """The settings from the config file. `only`: read and check just these sections (the
+    fallback AGI: a typo in [metrics] must not cost a call its decision); the others keep
+    their defaults."""
     path = config_path(explicit)
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
-        try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        data = _read_toml(path, only)
         base = path.resolve().parent
+    if only is not None:
+        data = {section: table for section, table in data.items() if section in only}
     try:
         return _settings(path, base, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from exc
 
 
+def _check_sections(data: dict[str, Any]) -> list[str]:
+    """Unknown sections and keys are errors; deprecated keys give warnings."""
+    warnings = []
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section [{section}] (expected one of "
+                              f"{', '.join(SECTIONS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        _check_keys(table, SECTIONS[section], section)
+        for key in table:
+            if (section, key) in DEPRECATED:
+                warnings.append(f"{section}.{key} is no longer used and is ignored: "
+                                f"{DEPRECATED[section, key]}")
+    return warnings
+
+
 def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
-    for section in data:
-        if section not in ("store", "policy", "agi", "ami", "log", "fraud", "calls", "metrics"):
-            raise ConfigError(f"unknown section [{section}]")
+    warnings = _check_sections(data)
     store = data.get("store", {})
     policy = data.get("policy", {})
     agi = data.get("agi", {})
@@ -166,9 +257,9 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         policy_config = build_policy_config(
             premium_prefixes=_get(policy, "premium_prefixes", list, list(PREMIUM_PREFIXES),
                                   "policy"),
-            must_reach=_get(policy, "must_reach", list, list(MUST_REACH_NUMBERS), "policy"),
-            emergency=_get(policy, "emergency_numbers", list, list(EMERGENCY_NUMBERS),
-                           "policy"),
+            # Additions to the regulator's list (callpolicy/data/must-reach.toml).
+            must_reach=_get(policy, "must_reach", list, [], "policy"),
+            emergency=_get(policy, "emergency_numbers", list, [], "policy"),
             restriction_prefix=_get(policy, "restriction_prefix", str, RESTRICTION_PREFIX,
                                     "policy"),
         )
@@ -177,27 +268,19 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     # Operator-wide fraud limits; a customer's overrides (`callpolicy limits set`) win.
     policy_config = replace(policy_config, fraud_limits=_fraud_limits(fraud))
     zones_file = _get(policy, "zones_file", str, "", "policy")
-    default_zones = Path(__file__).resolve().parents[2] / "config" / "telephone-zones.toml"
-    zones = load_zones(base / zones_file) if zones_file else (
-        load_zones(default_zones) if default_zones.exists() else ZoneTable({}))
+    zones = load_zones(base / zones_file if zones_file else None)
 
     listen = _get(agi, "listen", str, "127.0.0.1:4573", "agi")
     host, agi_port = _listen(listen, "agi.listen")
-    deadline = _get(agi, "decision_deadline_ms", int, 200, "agi")
-    if not 10 <= deadline <= 2000:
-        raise ConfigError("agi.decision_deadline_ms must be between 10 and 2000 "
-                          "(Asterisk waits forever for an answer; keep it well under 2 s)")
 
     secret = os.environ.get("CALLPOLICY_AMI_SECRET") or _get(ami, "secret", str, "", "ami")
     log_format = _get(log, "format", str, "auto", "log")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")
 
-    _check_keys(calls, ("retention_days",), "calls")
     retention = _get(calls, "retention_days", int, 180, "calls")
     if retention < 1:
         raise ConfigError(f"calls.retention_days must be at least 1, got {retention}")
-    _check_keys(metrics, ("listen",), "metrics")
     metrics_host, metrics_port = _listen(
         _get(metrics, "listen", str, "127.0.0.1:9464", "metrics"), "metrics.listen")
     return Settings(
@@ -207,7 +290,6 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         zones=zones,
         agi_host=host,
         agi_port=agi_port,
-        decision_deadline_ms=deadline,
         ami=AmiSettings(
             host=_get(ami, "host", str, "127.0.0.1", "ami"),
             port=_get(ami, "port", int, 5038, "ami"),
@@ -218,4 +300,5 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         calls_retention_days=retention,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        warnings=tuple(warnings),
     )

@@ -166,6 +166,8 @@ class PolicyService:
 
 async def serve(settings: Settings, config_arg: str | None = None,
                 db_arg: str | None = None) -> int:
+    for warning in settings.warnings:
+        log.warning("config_warning", detail=warning)
     service = PolicyService(settings, config_arg, db_arg)
     await service.load()
     server = FastAgiServer(

@@ -793,6 +793,15 @@ class Store:
             )
         return result
 
+    async def load_endpoints_named(self, names: Iterable[str]) -> list[Endpoint]:
+        name_list = list(names)
+        if not name_list:
+            return []
+        rows = await self._rows(
+            "SELECT name, customer_id, number FROM endpoints WHERE name IN "
+            f"({','.join('?' * len(name_list))})", name_list)
+        return [Endpoint(r[0], r[1], r[2]) for r in rows]
+
     async def load_endpoints(self, ids: Iterable[str] | None = None) -> list[Endpoint]:
         if ids is None:
             rows = await self._rows("SELECT name, customer_id, number FROM endpoints")

@@ -96,7 +96,6 @@ def live(asterisk: Asterisk) -> Iterator[Live]:
     for name in ("callpolicy.db", "callpolicy.db-wal", "callpolicy.db-shm"):
         (state / name).unlink(missing_ok=True)
     shutil.copy(REPO / "config" / "demo.toml", state / "callpolicy.toml")
-    shutil.copy(REPO / "config" / "telephone-zones.toml", state / "telephone-zones.toml")
     live = Live(state, state / "callpolicy.toml", state / "daemon.log", state / "daemon.pid")
     live.cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),
              "--by", "tests", "--ticket", "setup")

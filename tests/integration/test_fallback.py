@@ -99,7 +99,7 @@ def clean_env() -> dict[str, str]:
 
 
 def write_config(path: Path, db: Path) -> Path:
-    path.write_text(f'[store]\npath = "{db}"\n[policy]\nzones_file = "telephone-zones.toml"\n')
+    path.write_text(f'[store]\npath = "{db}"\n')
     return path
 
 
@@ -109,7 +109,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     base = tmp_path_factory.mktemp("fallback")
     state = base / "state"
     state.mkdir()
-    shutil.copy(REPO / "config" / "telephone-zones.toml", state / "telephone-zones.toml")
     config = write_config(state / "callpolicy.toml", state / "callpolicy.db")
     handle = Run(base / "asterisk", state, config, state / "callpolicy.db")
     handle.cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),

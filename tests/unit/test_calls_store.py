@@ -46,7 +46,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 async def store(tmp_path: Path, demo_customers: Path, repo: Path) -> Store:
     from callpolicy.config import load_zones
 
-    zones = load_zones(repo / "config" / "telephone-zones.toml")
+    zones = load_zones(repo / "agi" / "callpolicy" / "data" / "telephone-zones.toml")
     plan = read_import_file(demo_customers, zones)
     assert not plan.errors
     store = await Store.open(tmp_path / "cp.db", create=True)

@@ -94,13 +94,47 @@ def test_bad_usage_exits_2_with_one_line_and_writes_nothing(
      ["customer", "reactivate", "ghost", "--by", "a", "--ticket", "t"],
      ["unblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
      ["reblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
-     ["unblocks", "ghost"], ["audit", "ghost"], ["check", "--customer", "ghost", "112"]],
+     ["unblocks", "ghost"], ["audit", "ghost"]],
     ids=lambda c: " ".join(c[:2]),
 )
 def test_unknown_customer_is_one_error_line(db: Path, command: list[str]) -> None:
     before = audit_count(db)
     one_error_line(run(*command, db=db), 1, "unknown customer 'ghost'")
     assert audit_count(db) == before
+
+
+@pytest.mark.parametrize("who", [["--customer", "ghost"], ["--endpoint", "ghost-1"]],
+                         ids=["customer", "endpoint"])
+def test_check_decides_for_an_unknown_customer_as_a_live_call_would(db: Path,
+                                                                   who: list[str]) -> None:
+    result = run("check", *who, "--json", "092101299", "0905123456", "112", "1712",
+                 "0800 30 030", db=db)
+    assert result.returncode == 0, result.stderr
+    decisions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["action"], d["reason"]) for d in decisions] == [
+        ("block", "unknown_customer"), ("block", "unknown_customer"),
+        ("allow", "emergency"), ("allow", "must_reach"), ("allow", "must_reach")]
+    warning = result.stderr.strip().splitlines()[0]  # then the 112 call's location event
+    assert warning.startswith("callpolicy: warning: ") and "ghost" in warning
+    assert "is unknown" in warning
+
+
+def test_check_by_endpoint_decides_with_its_customer(db: Path) -> None:
+    result = run("check", "--endpoint", "acme-101", "--json", "0905123456", "092101299", db=db)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    decisions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["customer"], d["reason"]) for d in decisions] == [
+        ("acme", "premium"), ("acme", "allowed")]
+
+
+def test_check_with_an_endpoint_the_customer_lacks_warns_and_decides(db: Path) -> None:
+    result = run("check", "--customer", "acme", "--endpoint", "nope", "092101299", db=db)
+    assert result.returncode == 0
+    assert "ALLOW" in result.stdout and "has no endpoint 'nope'" in result.stderr
+
+
+def test_check_needs_a_customer_or_an_endpoint(db: Path) -> None:
+    one_error_line(run("check", "112", db=db), 2, "--customer ID or --endpoint NAME")
 
 
 def test_malformed_toml_writes_nothing(tmp_path: Path, db: Path) -> None:

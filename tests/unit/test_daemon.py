@@ -55,8 +55,6 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
                         f'path = "{tmp_path / "cp.db"}"')
     text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{port}"')
-    text = text.replace('zones_file = "telephone-zones.toml"',
-                        f'zones_file = "{REPO / "config" / "telephone-zones.toml"}"')
     text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
     config.write_text(text)
     result = cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),

@@ -32,9 +32,11 @@ EMERGENCY = ["112", "100", "101"]
 OTHER_MUST_REACH = [
     "070 245 245", "1813", "0800 32 123", "02 649 95 55",
     "102", "103", "104", "106", "107", "108", "110", "116000",
+    "0800 30 030", "0800 98 100", "1712",  # BIPT "Toegang tot de nooddiensten"
 ]
 MUST_REACH_FORMS = [
     "+32 70 245 245", "0032 70 245 245", "070/245.245", "+3280032123", "0032 2 649 95 55",
+    "+32 800 30 030", "0032 800 30 030", "+32 800 98 100", "0032 800 98 100", "#31#1712",
 ]
 
 # How a call can name (or fail to name) its customer.
@@ -122,10 +124,14 @@ def test_1120_is_an_ordinary_short_number(decide) -> None:
     assert (unknown.action, unknown.reason) == (Action.BLOCK, Reason.UNKNOWN_CUSTOMER)
 
 
-def test_must_reach_follows_configuration(make_engine, decide) -> None:
-    engine = make_engine(config=build_policy_config(must_reach=["1813"], emergency=["112"]))
-    assert decide("116000", customer_id="brol", engine=engine).reason is Reason.SUSPENDED
-    assert decide("1813", customer_id="brol", engine=engine).reason is Reason.MUST_REACH
+def test_the_config_extends_the_must_reach_list_but_cannot_shrink_it(make_engine,
+                                                                     decide) -> None:
+    engine = make_engine(config=build_policy_config(must_reach=["1813", "0800 12 345"],
+                                                    emergency=["112"]))
+    assert decide("0800 12 345", customer_id="brol", engine=engine).reason is Reason.MUST_REACH
+    for kept in ("116000", "1712", "0800 30 030", "070 245 245"):
+        assert decide(kept, customer_id="brol", engine=engine).reason is Reason.MUST_REACH
+    assert decide("0800 12 346", customer_id="brol", engine=engine).reason is Reason.SUSPENDED
 
 
 # --- 2. unknown customer ----------------------------------------------------------------------

@@ -342,6 +342,7 @@ def test_default_must_reach_and_emergency_lists(config) -> None:
         {
             "112", "100", "101", "+3270245245", "1813", "+3280032123", "+3226499555",
             "102", "103", "104", "106", "107", "108", "110", "116000",
+            "+3280030030", "+3280098100", "1712",  # BIPT's current list (numbering.md)
         }
     )
     assert config.restriction_prefix == "#31#"
@@ -363,8 +364,9 @@ def test_build_policy_config_rejects_bad_entries(kwargs: dict[str, object]) -> N
 
 
 def test_build_policy_config_emergency_numbers_are_must_reach() -> None:
-    config = build_policy_config(must_reach=["1813"], emergency=["112"])
-    assert config.must_reach == {"1813", "112"}
+    config = build_policy_config(emergency=["1717"])
+    assert {"1717", "112"} <= config.emergency
+    assert {"1717", "112", "1813"} <= config.must_reach
 
 
 def test_restriction_presentation_recorded_in_decision(decide) -> None:

@@ -27,7 +27,7 @@ ALICE = Actor("alice", "T-1", "test")
 
 @pytest.fixture
 def zones(repo: Path):
-    return load_zones(repo / "config" / "telephone-zones.toml")
+    return load_zones(repo / "agi" / "callpolicy" / "data" / "telephone-zones.toml")
 
 
 @pytest.fixture

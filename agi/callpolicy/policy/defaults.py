@@ -5,23 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .model import PolicyConfig
+from .must_reach import BIPT_MUST_REACH
 from .numbers import normalise, normalise_prefix
 
 # Art. 3.10. 0900-0902 stay open and 0908 is not an assigned range.
 PREMIUM_PREFIXES = ("0903", "0904", "0905", "0906", "0907", "0909")
-
-EMERGENCY_NUMBERS = ("112", "100", "101")
-
-# Royal Decree of 2 Feb 2007 art. 2 and BIPT's short-number list: reachable for free, even for
-# a suspended customer (shared/reference/numbering.md).
-MUST_REACH_NUMBERS = (
-    "112", "100", "101",  # emergency, police
-    "070 245 245",  # anti-poison centre (inside the 070 premium range)
-    "1813", "0800 32 123", "02 649 95 55",  # suicide prevention
-    "102", "103", "104",  # child helplines
-    "106", "107", "108",  # Tele-Onthaal / helplines
-    "110", "116000",  # missing children
-)
 
 RESTRICTION_PREFIX = "#31#"
 
@@ -35,19 +23,24 @@ def _destination(entry: str, what: str) -> str:
 
 def build_policy_config(
     premium_prefixes: Iterable[str] = PREMIUM_PREFIXES,
-    must_reach: Iterable[str] = MUST_REACH_NUMBERS,
-    emergency: Iterable[str] = EMERGENCY_NUMBERS,
+    must_reach: Iterable[str] = (),
+    emergency: Iterable[str] = (),
     restriction_prefix: str = RESTRICTION_PREFIX,
 ) -> PolicyConfig:
-    """Normalise configured lists. Raises ValueError naming the bad entry."""
+    """Normalise configured lists. Raises ValueError naming the bad entry.
+
+    `must_reach` and `emergency` ADD to the regulator's list (BIPT_MUST_REACH): nothing a
+    config says can make 112 or a helpline unreachable."""
     prefixes = []
     for entry in premium_prefixes:
         prefix = normalise_prefix(entry)
         if prefix is None:
             raise ValueError(f"premium_prefixes: {entry!r} is not a number prefix")
         prefixes.append(prefix)
-    emergency_set = frozenset(_destination(e, "emergency_numbers") for e in emergency)
-    must = frozenset(_destination(e, "must_reach") for e in must_reach) | emergency_set
+    emergency_set = BIPT_MUST_REACH.emergency() | frozenset(
+        _destination(e, "emergency_numbers") for e in emergency)
+    must = (BIPT_MUST_REACH.destinations() | emergency_set
+            | frozenset(_destination(e, "must_reach") for e in must_reach))
     if restriction_prefix and any(c.isdigit() for c in restriction_prefix[-1:]):
         raise ValueError("restriction_prefix must end in a non-digit (like #31#)")
     return PolicyConfig(
