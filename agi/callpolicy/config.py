@@ -166,9 +166,9 @@ _SECTION_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_-]+)[A-Za-z0-9_.\s\"-]*\]
 
 
 def _sections_text(text: str, wanted: Collection[str]) -> str | None:
-    """Only the lines of the `wanted` top-level sections (for a file broken elsewhere); None
-    if a broken table header makes it unclear where a section starts."""
-    keep, lines = False, []
+    """The root table and the `wanted` top-level sections (for a file broken elsewhere);
+    None if a broken table header makes it unclear where a section starts."""
+    keep, lines = True, []  # the root table's lines are kept: garbage there is no section's
     for line in text.splitlines():
         header = _SECTION_HEADER.match(line)
         if header:

@@ -75,7 +75,10 @@ def test_unblock_and_reblock_live_without_restart(live, call, trunk: Trunk,
 def test_suspended_customer_reaches_only_must_reach_numbers(live, call, trunk: Trunk) -> None:
     assert call(BAKKERIJ, "092101299").status == 403
     assert trunk.invites == []
-    for dialled, ruri in (("112", "112"), ("070 245 245", "+3270245245")):
+    for dialled, ruri in (("112", "112"), ("070 245 245", "+3270245245"),
+                          # BIPT's current list: partner violence, SOS rape, child abuse
+                          ("0800 30 030", "+3280030030"), ("+32 800 98 100", "+3280098100"),
+                          ("1712", "1712")):
         result = call(BAKKERIJ, dialled.replace(" ", ""))
         assert result.status == 200, result
         assert trunk.invites[-1].ruri_user == ruri
@@ -237,7 +240,8 @@ def test_nothing_can_decide_last_resort(daemon_up: Live, call, trunk: Trunk,
         assert call(ACME_101, "092101299").status == 503
         assert call(ACME_101, "0905123456").status == 503
         assert trunk.invites == []
-        for dialled, ruri in (("112", "112"), ("070245245", "+3270245245")):
+        for dialled, ruri in (("112", "112"), ("070245245", "+3270245245"),
+                              ("1712", "1712"), ("003280098100", "+3280098100")):
             result = call(ACME_101, dialled)
             assert result.status == 200, result
             assert trunk.invites[-1].ruri_user == ruri

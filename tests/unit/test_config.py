@@ -75,11 +75,15 @@ def test_the_fallback_survives_a_syntax_error_in_another_section(tmp_path: Path)
     assert "+3280012345" in settings.policy.must_reach
 
 
-def test_a_syntax_error_in_a_section_the_fallback_needs_is_still_an_error(
-        tmp_path: Path) -> None:
-    path = write(tmp_path, '[store]\npath = x.db\n')
+@pytest.mark.parametrize("text", [
+    '[store]\npath = x.db\n',  # in a section the fallback needs
+    'this is not toml [\n[store]\npath = "x.db"\n',  # before any section
+    '[store]\npath = "x.db"\n[metrics\nlisten = "127.0.0.1:9464"\n',  # a broken header
+], ids=["store", "root", "header"])
+def test_a_syntax_error_the_fallback_cannot_set_aside_is_still_an_error(
+        tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_settings(str(path), only=FALLBACK_SECTIONS)
+        load_settings(str(write(tmp_path, text)), only=FALLBACK_SECTIONS)
 
 
 @pytest.mark.parametrize("value", ["987654321", "true", "[1, 2]", "{ a = 1 }"])
