@@ -34,6 +34,8 @@ STATUS_STALE_AFTER = 5.0  # s since the last publication: the event loop is stuc
 TOP_CUSTOMERS = 50  # customers listed with their live calls (the busiest first)
 FETCH_TIMEOUT = 2.0
 EXIT_DEGRADED = 3
+STATUS_KEYS = frozenset({"published_at", "daemon", "ami", "fraud_guard", "snapshot",
+                         "live_calls", "decisions"})
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -202,7 +204,7 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
         raise StatusUnavailable(f"no daemon answering on {url}: {why}") from exc
     try:
         status = json.loads(body)
-        if not isinstance(status, dict) or "ami" not in status:
+        if not isinstance(status, dict) or not status.keys() >= STATUS_KEYS:
             raise ValueError("not a status object")
     except ValueError as exc:
         raise StatusUnavailable(f"{url} did not answer a callpolicy status "

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from callpolicy.ami import AmiLink
+from callpolicy.ami import AmiError, AmiLink
 from callpolicy.config import AmiSettings
-from callpolicy.control import OUR_CONTEXT, CallControl
+from callpolicy.control import OUR_CONTEXT, RESYNC_RETRY, CallControl
 from callpolicy.policy import (
     CallRequest,
     Customer,
@@ -43,6 +43,8 @@ class AsteriskChannels(AmiLink):
         super().__init__(AmiSettings(username="callpolicy", secret="test"))
         self.up: dict[str, str] = {}  # uniqueid -> dialled
         self.hung_up: list[str] = []
+        self.failures = 0  # CoreShowChannels calls that time out
+
 
     def login(self) -> None:
         self.logins += 1
@@ -52,6 +54,9 @@ class AsteriskChannels(AmiLink):
         self._set_connected(False)
 
     async def channels(self) -> list[dict[str, str]]:
+        if self.failures:
+            self.failures -= 1
+            raise AmiError("AMI CoreShowChannels timed out after 2.0s")
         return [{"Uniqueid": uid, "Channel": f"PJSIP/acme-101-{uid}", "Context": OUR_CONTEXT,
                  "ChannelState": "6", "Duration": "00:00:05"} for uid in self.up]
 
@@ -207,3 +212,23 @@ def test_per_minute_window_is_pruned(known: bool) -> None:
     assert control.live.counts("acme", later, concurrency_known=known).last_minute == 0
     assert control.live.customers(later) == set()
     assert len(control.live._starts) == 0 and not control.live._started_ids
+
+
+async def test_a_failed_rebuild_is_retried_while_ami_stays_up() -> None:
+    engine = make_engine(FraudLimits(2, 100, 1))
+    ami = AsteriskChannels()
+    control = CallControl(lambda: engine, ami)
+    ami.up["u1"] = "092101201"
+    ami.failures = 1
+    ami.login()
+    with pytest.raises(AmiError):
+        await control.resync()  # the login's rebuild times out
+    assert control.guard_degraded_reason() == "ami_resync_pending"
+    control._retry_resync()  # too soon: nothing
+    assert control._resync_task is None
+    ami.since -= RESYNC_RETRY
+    control._resync_tried_at -= RESYNC_RETRY
+    control._retry_resync()
+    assert control._resync_task is not None
+    await control._resync_task
+    assert control.concurrency_enforced and set(control.live.calls) == {"u1"}

@@ -118,6 +118,8 @@ def test_status_endpoint_on_the_metrics_listener(metrics: Metrics) -> None:
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.headers["Content-Type"] == "application/json"
         assert json.loads(response.read()) == {"ami": {"state": "down"}, "n": 1}
+    with pytest.raises(StatusUnavailable, match="did not answer a callpolicy status"):
+        fetch(url)  # JSON, but not a whole status
     metrics.set_fraud_guard_degraded(True)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         assert "callpolicy_fraud_guard_degraded 1.0" in response.read().decode()
