@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class AmiLink:
                  on_state: Callable[[bool], None] | None = None) -> None:
         self.settings = settings
         self.connected = False
+        self.since = time.time()  # when `connected` last changed (or the link was created)
+        self.logins = 0  # successful logins so far
         self._on_login = on_login
         self._on_state = on_state
         self._handlers: dict[str, list[EventHandler]] = {}
@@ -51,11 +54,17 @@ class AmiLink:
         self._backoff = MIN_BACKOFF
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def configured(self) -> bool:
+        """A user and a secret are set: the link tries to log in (start() does nothing
+        otherwise)."""
+        return bool(self.settings.username and self.settings.secret)
+
     def on(self, event: str, handler: EventHandler) -> None:
         self._handlers.setdefault(event, []).append(handler)
 
     def start(self) -> None:
-        if not self.settings.username or not self.settings.secret:
+        if not self.configured:
             log.warning("ami_disabled", reason="no AMI username/secret configured "
                         "(set [ami] username and CALLPOLICY_AMI_SECRET)")
             return
@@ -80,12 +89,14 @@ class AmiLink:
     def _set_connected(self, value: bool) -> None:
         if value != self.connected:
             self.connected = value
+            self.since = time.time()
             if self._on_state is not None:
                 self._on_state(value)
 
     def _logged_in(self, manager: Manager) -> None:
         self._backoff = MIN_BACKOFF
         manager.reconnect_timeout = MIN_BACKOFF
+        self.logins += 1
         self._set_connected(True)
         log.info("ami_connected", host=self.settings.host, port=self.settings.port)
         task = asyncio.ensure_future(self._run_on_login())

@@ -459,6 +459,23 @@ def cmd_watchdog(args: argparse.Namespace, settings: Settings) -> int:
     return supervise(command, args.watchdog_sec, args.pidfile)
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Not async: one short blocking HTTP request."""
+    from .status import EXIT_DEGRADED, StatusUnavailable, fetch, problems, render, status_url
+
+    url = status_url(settings.metrics_host, settings.metrics_port)
+    try:
+        status = fetch(url)
+    except StatusUnavailable as exc:
+        raise OperationalError(str(exc)) from None
+    found = problems(status)
+    if args.json:
+        _print_json({**status, "healthy": not found, "problems": found})
+    else:
+        sys.stdout.write(render(status))
+    return EXIT_DEGRADED if found else 0
+
+
 async def cmd_must_reach_dialplan(args: argparse.Namespace, settings: Settings) -> int:
     from .dialplan import must_reach_context
 
@@ -820,6 +837,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", metavar="PATH", help="write the daemon's PID here")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     p.set_defaults(func=cmd_watchdog)
+
+    p = sub.add_parser(
+        "status", parents=[common, json_flag],
+        help="the running daemon: AMI link, fraud guard, snapshot age, live calls, decisions",
+        description="Ask the running daemon (over HTTP, at the config's [metrics] listen "
+        "address, /status) for its state: the AMI link (connected, down, not configured; "
+        "since when), whether the fraud guard's concurrent-call limits are enforced (not "
+        "while the AMI link is down: live calls cannot be tracked; per-minute limits always "
+        "are), the snapshot's age and audit high-water mark, live calls per customer "
+        "(concurrent, started in the last minute), and the decision counts.",
+        epilog="Exit codes: 0 healthy; 3 degraded (AMI link down or not configured, "
+        "snapshot not refreshed for over 5 s); 1 no daemon answering.")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("must-reach-dialplan", parents=[common],
                        help="print the dialplan's last-resort must-reach list (from the config)",

@@ -7,6 +7,13 @@
   current policy; one the policy now refuses is hung up over AMI, with a log line naming the
   call, the customer and the rule. Must-reach calls are never hung up (the policy allows them).
 - On each AMI login the table is rebuilt from CoreShowChannels (daemon or Asterisk restart).
+- The fraud guard's concurrency limits (max_concurrent, max_concurrent_risky) are enforced
+  only while the table can be trusted: AMI logged in and the table rebuilt since that login.
+  Otherwise the engine gets "not known" counts and those limits do not refuse anyone (a
+  paying customer is never refused on a count we cannot verify); calls are not put in the
+  table while AMI is down (nothing could take them out again); per-minute limits still hold.
+  Each such episode is one error line (`fraud_guard_degraded`), the metric
+  callpolicy_fraud_guard_degraded, and `callpolicy status`.
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ REVOKE_INTERVAL = 0.25
 UP = "6"  # AST_STATE_UP
 OUR_CONTEXT = "callpolicy-enforce"
 MAX_OPEN_RECORDS = 100_000  # calls whose record still waits for answer/hang-up
+# A degraded fraud guard is logged once it lasts this long (the AMI login at start-up takes
+# well under this); not configured at all is logged at once.
+DEGRADED_LOG_AFTER = 1.0
+RESYNC_RETRY = 5.0  # s between rebuild attempts after a failed one, while AMI stays up
+
+#: why the concurrency limits cannot be enforced (fraud_guard_degraded's `reason`)
+DEGRADED_REASONS = {
+    "ami_unconfigured": "no AMI user configured ([ami] username, CALLPOLICY_AMI_SECRET): "
+                        "live calls cannot be tracked",
+    "ami_down": "AMI link down or login refused: live calls cannot be tracked",
+    "ami_resync_pending": "AMI logged in, live-call table not yet rebuilt from Asterisk",
+}
+UNENFORCED_LIMITS = ("max_concurrent", "max_concurrent_risky")
 
 
 def _now() -> datetime:
@@ -52,16 +72,65 @@ class CallControl:
         self.revoked = 0
         self.pending: list[CallRecord] = []  # record updates waiting for the writer
         self._open: dict[str, None] = {}  # uniqueids with an open record (insertion order)
+        self._synced_login = 0  # the AMI login (AmiLink.logins) the table was rebuilt after
+        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_tried_at = 0.0
+        self._resyncs_running = 0
+        self._revocation_pending: set[str] = set()  # logged once each, until AMI is back
+        reason = self.guard_degraded_reason()
+        self.degraded_since: float | None = time.time() if reason else None
+        self._degraded_logged = False
+        self.metrics.set_fraud_guard_degraded(reason is not None)
         ami.on("Newstate", self._newstate)
         ami.on("Hangup", self._hangup)
         ami.on("UserEvent", self._user_event)
+
+    # -- the fraud guard's state ---------------------------------------------------------
+    def guard_degraded_reason(self) -> str | None:
+        """Why the concurrency limits cannot be enforced now (a DEGRADED_REASONS key), or
+        None when the live table is exact."""
+        if not self.ami.configured:
+            return "ami_unconfigured"
+        if not self.ami.connected:
+            return "ami_down"
+        if self._synced_login != self.ami.logins:
+            return "ami_resync_pending"
+        return None
+
+    @property
+    def concurrency_enforced(self) -> bool:
+        return self.guard_degraded_reason() is None
+
+    def watch_guard(self, now: float | None = None) -> None:
+        """Log and export changes of the guard's state (called every revocation round)."""
+        now = time.time() if now is None else now
+        reason = self.guard_degraded_reason()
+        if reason is None:
+            if self.degraded_since is not None:
+                if self._degraded_logged:
+                    log.info("fraud_guard_restored", limits=list(UNENFORCED_LIMITS),
+                             degraded_for_s=round(now - self.degraded_since, 1))
+                self.degraded_since = None
+                self._degraded_logged = False
+                self.metrics.set_fraud_guard_degraded(False)
+            return
+        if self.degraded_since is None:
+            self.degraded_since = now
+            self.metrics.set_fraud_guard_degraded(True)
+        if not self._degraded_logged and (reason == "ami_unconfigured"
+                                          or now - self.degraded_since >= DEGRADED_LOG_AFTER):
+            log.error("fraud_guard_degraded", reason=reason, detail=DEGRADED_REASONS[reason],
+                      unenforced=list(UNENFORCED_LIMITS), still_enforced=["max_per_minute"],
+                      since=datetime.fromtimestamp(self.degraded_since, UTC).isoformat())
+            self._degraded_logged = True
 
     # -- per call ------------------------------------------------------------------------
     def with_live_counts(self, request: CallRequest) -> CallRequest:
         customer = self._engine().customer_of(request)
         if customer is None:
             return request
-        return replace(request, live=self.live.counts(customer))
+        return replace(request, live=self.live.counts(
+            customer, concurrency_known=self.concurrency_enforced))
 
     def decided(self, request: CallRequest, decision: Decision, env: dict[str, str],
                 source: str = "daemon") -> None:
@@ -72,8 +141,11 @@ class CallControl:
         if not uniqueid:
             return
         now = _now()
-        self.live.add(uniqueid, env.get("agi_channel", ""), request, decision,
-                      started=now.timestamp())
+        if self.ami.connected:  # its Hangup will take it out again
+            self.live.add(uniqueid, env.get("agi_channel", ""), request, decision,
+                          started=now.timestamp())
+        else:  # the next login's rebuild finds it if it is still up
+            self.live.count_start(uniqueid, decision, started=now.timestamp())
         record = CallRecord.from_decision(
             uniqueid, decision, started_at=now, linkedid=env.get("agi_linkedid") or None,
             endpoint=request.endpoint, source=source)
@@ -116,21 +188,34 @@ class CallControl:
             changed.clear()
             await self.revoke_once()
             self.metrics.set_live_calls(self.live.by_category())
+            self._retry_resync()
+            self.watch_guard()
+
+    @property
+    def revocations_pending(self) -> int:
+        """Calls the policy refuses that are still up (AMI down: they cannot be hung up)."""
+        return len(self._revocation_pending)
 
     async def revoke_once(self) -> int:
         engine = self._engine()
         now = datetime.now(UTC)
         hung_up = 0
+        self._revocation_pending.intersection_update(self.live.calls)
         for call in list(self.live.calls.values()):
             if call.hung_up:
                 continue
             decision = engine.decide(replace(call.request, now=now, live=None))
             if decision.allowed:
+                self._revocation_pending.discard(call.uniqueid)
                 continue
             if not self.ami.connected:
-                log.error("revocation_pending", uniqueid=call.uniqueid, customer=call.customer_id,
-                          reason="AMI not connected: cannot hang up", rule=decision.rule)
+                if call.uniqueid not in self._revocation_pending:  # once per call, not per round
+                    self._revocation_pending.add(call.uniqueid)
+                    log.error("revocation_pending", uniqueid=call.uniqueid,
+                              customer=call.customer_id, reason="AMI not connected: cannot "
+                              "hang up (retried until AMI is back)", rule=decision.rule)
                 continue
+            self._revocation_pending.discard(call.uniqueid)
             call.hung_up = True
             log.warning("call_revoked", uniqueid=call.uniqueid, channel=call.channel,
                         customer=call.customer_id, destination=call.destination,
@@ -147,8 +232,33 @@ class CallControl:
         return hung_up
 
     # -- (re)connect ---------------------------------------------------------------------
+    def _retry_resync(self) -> None:
+        """A rebuild that failed (e.g. an AMI timeout) is retried while the link stays up:
+        until one succeeds the concurrency limits are not enforced."""
+        last_try = max(self.ami.since, self._resync_tried_at)
+        if (self.ami.connected and self._synced_login != self.ami.logins
+                and not self._resyncs_running and time.time() - last_try >= RESYNC_RETRY):
+            self._resync_task = asyncio.create_task(self._resync_logged())
+
+    async def _resync_logged(self) -> None:
+        try:
+            await self.resync()
+        except Exception as exc:  # retried every RESYNC_RETRY s; the state is in `status`
+            log.debug("ami_resync_retry_failed", error=f"{type(exc).__name__}: {exc}")
+
     async def resync(self) -> None:
-        """Rebuild the live table from Asterisk's channels (after any AMI login)."""
+        """Rebuild the live table from Asterisk's channels (after any AMI login). The
+        concurrency limits are enforced again once this completes."""
+        login = self.ami.logins
+        self._resync_tried_at = time.time()
+        self._resyncs_running += 1
+        try:
+            await self._rebuild()
+        finally:
+            self._resyncs_running -= 1
+        self._synced_login = login
+
+    async def _rebuild(self) -> None:
         channels = await self.ami.channels()
         alive = {c.get("Uniqueid", "") for c in channels}
         gone = self.live.reconcile(alive)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from .control import CallControl
 from .fastagi import FastAgiServer, Limits
 from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine, Snapshot
+from .status import publish_forever
 from .store import Actor, SnapshotSource, Store
 from .watchdog import notify, ping_forever
 
@@ -54,6 +56,8 @@ class PolicyService:
         self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
         self.writer: Store | None = None  # its own connection: record writes never hold up
         #                                   the snapshot refresh
+        self.started_at = time.time()
+        self.snapshot_checked_at: float | None = None  # last successful load/refresh (status)
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
@@ -111,6 +115,7 @@ class PolicyService:
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
         self.engine = Engine(snapshot)
+        self.snapshot_checked_at = time.time()
         self.ready.set()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
@@ -126,6 +131,7 @@ class PolicyService:
                     self.engine = self.engine.with_snapshot(self.source.snapshot)
                     self.policy_changed.set()
                     log.info("snapshot_refreshed", customers=len(self.source.snapshot.customers))
+                self.snapshot_checked_at = time.time()
                 if failing:
                     log.info("store_recovered")
                 failing = False
@@ -186,7 +192,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
     loop.add_signal_handler(signal.SIGHUP, service.reload_config)
     try:
         port = service.metrics.start(settings.metrics_host, settings.metrics_port)
-        log.info("metrics", url=f"http://{settings.metrics_host}:{port}/metrics")
+        log.info("metrics", url=f"http://{settings.metrics_host}:{port}/metrics",
+                 status=f"http://{settings.metrics_host}:{port}/status")
     except OSError as exc:  # metrics are not worth refusing calls for
         log.error("metrics_unavailable", error=str(exc))
     service.ami.start()
@@ -194,7 +201,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
                   asyncio.create_task(ping_forever()),
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
                   asyncio.create_task(service.write_records_forever()),
-                  asyncio.create_task(service.purge_forever())]
+                  asyncio.create_task(service.purge_forever()),
+                  asyncio.create_task(publish_forever(service))]
     notify(b"READY=1")
     try:
         await stopping.wait()

@@ -2,11 +2,16 @@
 
 A call enters at decision time (so simultaneous calls count before Asterisk reports them),
 is answered and ended by AMI events, and is reconciled with Asterisk's channel list whenever
-the AMI link (re)connects. Plain data, no I/O.
+the AMI link (re)connects. Only while that link is up: nothing else could take a call out.
+
+Call starts (the per-minute limit) are counted separately, whatever the AMI link does: one
+time-ordered window of the last minute's starts, pruned as time passes, so its size is the
+number of calls started in the last minute. Plain data, no I/O.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -39,25 +44,60 @@ class LiveCalls:
     calls: dict[str, LiveCall] = field(default_factory=dict)
     _by_customer: dict[str, dict[str, LiveCall]] = field(
         default_factory=lambda: defaultdict(dict))
-    _starts: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    # the last minute's call starts, oldest first: (started, customer id, uniqueid)
+    _starts: deque[tuple[float, str, str]] = field(default_factory=deque)
+    _started_ids: set[str] = field(default_factory=set)
+    _last_minute: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def counts_against_limits(decision: Decision) -> bool:
         """Allowed external calls count; must-reach numbers never do."""
         return decision.allowed and decision.category in EXTERNAL
 
+    def count_start(self, uniqueid: str, decision: Decision,
+                    started: float | None = None) -> bool:
+        """Count a call start for the per-minute limit (once per uniqueid), without putting
+        the call in the table. False if the call does not count against the limits."""
+        if not self.counts_against_limits(decision) or decision.customer_id is None:
+            return False
+        now = time.time()
+        started = now if started is None else started
+        self._prune(now)
+        if uniqueid not in self._started_ids and started >= now - MINUTE:
+            entry = (started, decision.customer_id, uniqueid)
+            if not self._starts or self._starts[-1] <= entry:
+                self._starts.append(entry)
+            else:  # an older start (a call found again by a resync)
+                bisect.insort(self._starts, entry)
+            self._started_ids.add(uniqueid)
+            customer = decision.customer_id
+            self._last_minute[customer] = self._last_minute.get(customer, 0) + 1
+        return True
+
     def add(self, uniqueid: str, channel: str, request: CallRequest, decision: Decision,
             started: float | None = None) -> LiveCall | None:
-        if not self.counts_against_limits(decision) or decision.customer_id is None:
-            return None
+        """Put an allowed external call in the table (and count its start)."""
         started = time.time() if started is None else started
+        if not self.count_start(uniqueid, decision, started):
+            return None
+        assert decision.customer_id is not None
         call = LiveCall(uniqueid, channel, decision.customer_id, request,
                         decision.destination or "", decision.category, decision.reason.value,
                         is_risky(decision), started)
         self.calls[uniqueid] = call
         self._by_customer[call.customer_id][uniqueid] = call
-        self._starts[call.customer_id].append(started)
         return call
+
+    def _prune(self, now: float) -> None:
+        starts = self._starts
+        while starts and starts[0][0] < now - MINUTE:
+            _, customer, uniqueid = starts.popleft()
+            self._started_ids.discard(uniqueid)
+            left = self._last_minute[customer] - 1
+            if left:
+                self._last_minute[customer] = left
+            else:
+                del self._last_minute[customer]
 
     def answer(self, uniqueid: str, at: float | None = None) -> LiveCall | None:
         call = self.calls.get(uniqueid)
@@ -75,15 +115,22 @@ class LiveCalls:
                     del self._by_customer[call.customer_id]
         return call
 
-    def counts(self, customer_id: str, now: float | None = None) -> LiveCounts:
-        now = time.time() if now is None else now
-        starts = self._starts.get(customer_id)
-        if starts is not None:
-            while starts and starts[0] < now - MINUTE:
-                starts.popleft()
+    def counts(self, customer_id: str, now: float | None = None, *,
+               concurrency_known: bool = True) -> LiveCounts:
+        """The customer's counts for the fraud guard. `concurrency_known` False: the table
+        cannot be trusted (AMI link down), concurrent and risky are None (not known)."""
+        self._prune(time.time() if now is None else now)
+        last_minute = self._last_minute.get(customer_id, 0)
+        if not concurrency_known:
+            return LiveCounts(concurrent=None, last_minute=last_minute, risky=None)
         mine = self._by_customer.get(customer_id, {})
-        return LiveCounts(concurrent=len(mine), last_minute=len(starts or ()),
+        return LiveCounts(concurrent=len(mine), last_minute=last_minute,
                           risky=sum(c.risky for c in mine.values()))
+
+    def customers(self, now: float | None = None) -> set[str]:
+        """Customers with a call in the table or a call started in the last minute."""
+        self._prune(time.time() if now is None else now)
+        return set(self._by_customer) | set(self._last_minute)
 
     def by_category(self) -> dict[str, int]:
         result: dict[str, int] = defaultdict(int)

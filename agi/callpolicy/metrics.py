@@ -1,9 +1,12 @@
-"""Prometheus metrics of the daemon, on their own registry, served on /metrics.
+"""Prometheus metrics of the daemon, on their own registry, served on /metrics; the daemon's
+status (`callpolicy status`) as JSON on /status of the same listener.
 
 The registry is the Metrics object's own (not prometheus_client's global one), so tests and
-several daemons in one process never share counters. `start(host, port)` serves it from a
-background thread (prometheus_client's HTTP server); the update methods are cheap (a lock and
-an add) and safe to call from the event loop on every decision.
+several daemons in one process never share counters. `start(host, port)` serves both from a
+background thread (a small WSGI app: prometheus_client's for /metrics); the update methods
+are cheap (a lock and an add) and safe to call from the event loop on every decision. The
+status is published by the event loop as one immutable bytes object that the HTTP thread only
+reads: no state shared between the threads is ever mutated.
 
 Labels are small fixed sets (a policy Action/Reason/Category value, a rule or limit name):
 never a customer id, a number or a Decision.rule text, which would make a series per call.
@@ -11,12 +14,22 @@ never a customer id, a number or a Decision.rule text, which would make a series
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
-from collections.abc import Mapping
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from .policy import Category, Decision, Reason
 
@@ -57,6 +70,10 @@ class Metrics:
         self.fraud_limit = Counter(
             "callpolicy_fraud_limit", "Calls refused or hung up over a fraud limit",
             ("limit",), registry=r)
+        self.fraud_guard_degraded = Gauge(
+            "callpolicy_fraud_guard_degraded",
+            "1 while the fraud guard's concurrent-call limits cannot be enforced (AMI link "
+            "down or not configured); per-minute limits still hold", registry=r)
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
         for category in Category:
@@ -66,6 +83,7 @@ class Metrics:
         self.ami_connected.set(0)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._status: bytes | None = None  # replaced whole by publish_status, never mutated
 
     # -- updates --------------------------------------------------------------------------
 
@@ -92,6 +110,15 @@ class Metrics:
     def set_ami_connected(self, connected: bool) -> None:
         self.ami_connected.set(1 if connected else 0)
 
+    def set_fraud_guard_degraded(self, degraded: bool) -> None:
+        self.fraud_guard_degraded.set(1 if degraded else 0)
+
+    def decision_counts(self) -> dict[tuple[str, str, str], int]:
+        """Calls decided so far by (action, reason, source)."""
+        return {(s.labels["action"], s.labels["reason"], s.labels["source"]): int(s.value)
+                for family in self.decisions.collect() for s in family.samples
+                if s.name.endswith("_total")}
+
     def call_hung_up(self, rule: str) -> None:
         """The daemon hung up a live call; `rule` is a short fixed name ("fraud_limit",
         "suspended"...), never a Decision.rule text."""
@@ -108,13 +135,41 @@ class Metrics:
         """The text exposition, as /metrics serves it."""
         return generate_latest(self.registry)
 
+    def publish_status(self, status: Mapping[str, Any]) -> None:
+        """The daemon's status for /status (called from the event loop)."""
+        self._status = json.dumps(status, sort_keys=True).encode()
+
+    def _app(self) -> Callable[..., Iterable[bytes]]:
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/status":
+                return metrics_app(environ, start_response)  # /metrics (any other path too)
+            body = self._status  # one read of an immutable object
+            code = "200 OK"
+            if body is None:
+                code, body = "503 Service Unavailable", b'{"error": "starting"}'
+            start_response(code, [("Content-Type", "application/json"),
+                                  ("Cache-Control", "no-store"),
+                                  ("Content-Length", str(len(body)))])
+            return [body]
+
+        return app
+
     def start(self, host: str = "127.0.0.1", port: int = 9464) -> int:
-        """Serve /metrics on host:port from a daemon thread; returns the port (port 0: a free
-        one). Raises OSError if the address cannot be bound."""
+        """Serve /metrics and /status on host:port from a daemon thread; returns the port
+        (port 0: a free one). Raises OSError if the address cannot be bound."""
         if self._server is not None:
             raise RuntimeError("metrics server already started")
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._server.server_port)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        server_class = type("_Server", (ThreadingWSGIServer,), {"address_family": family})
+        server = make_server(host, port, self._app(), server_class, handler_class=_Quiet)
+        thread = threading.Thread(target=server.serve_forever, name="callpolicy-http",
+                                  daemon=True)
+        thread.start()
+        self._server, self._thread = server, thread
+        return int(server.server_port)
 
     @property
     def port(self) -> int | None:
@@ -129,3 +184,8 @@ class Metrics:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr (the daemon logs JSON lines)."""

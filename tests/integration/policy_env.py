@@ -4,6 +4,7 @@ and `daemon_up` (restores the daemon after a test stopped or froze it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -46,11 +47,13 @@ class Live:
         assert result.returncode == 0, f"callpolicy {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    def start(self) -> None:
+    def start(self, config: Path | None = None) -> None:
+        """The daemon under its watchdog, on `config` (default: the normal one)."""
         assert not agi_listening(), "something else listens on 127.0.0.1:4573"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
         self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), "watchdog",
+            [sys.executable, "-m", "callpolicy.cli", "--config", str(config or self.config),
+             "watchdog",
              "--watchdog-sec", "1", "--pidfile", str(self.pidfile)],
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20
@@ -77,6 +80,24 @@ class Live:
         while agi_listening():
             assert time.monotonic() < deadline, "daemon still listening after stop"
             time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def running_with(self, config: Path) -> Iterator[None]:
+        """The daemon restarted on another config (keep it in `state`, where the relative
+        paths resolve) for the block; always back on the normal one afterwards."""
+        self.stop()
+        try:
+            self.start(config)
+            yield
+        finally:
+            self.stop()
+            self.start()
+
+    def status(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`callpolicy status` (any exit code: 3 is a normal answer)."""
+        return subprocess.run(
+            [sys.executable, "-m", "callpolicy.cli", "--config", str(self.config), "status",
+             *args], capture_output=True, text=True, timeout=30, check=False)
 
     @property
     def daemon_pid(self) -> int:

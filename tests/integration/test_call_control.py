@@ -4,6 +4,7 @@ Uses the `live` fixture of test_live_calls (demo customers, daemon under its wat
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -133,6 +134,40 @@ def test_fraud_limit_of_two_concurrent_calls(live: Live, call, trunk: Trunk) -> 
     finally:
         live.cli("limits", "set", "acme", "--default", "max_concurrent", "--by", "tests",
                  "--ticket", "T-LIM2")
+
+
+def test_without_ami_three_times_max_concurrent_calls_all_pass(live: Live, call,
+                                                               trunk: Trunk) -> None:
+    """Issue 9: with the AMI user removed from the daemon's config, the live table cannot be
+    kept: the concurrency limit must not lock acme out (it did: the 3rd call got 403)."""
+    no_ami = live.state / "callpolicy-no-ami.toml"
+    no_ami.write_text(re.sub(r"(?m)^(username|secret)\s*=.*$", "", live.config.read_text()))
+    live.cli("limits", "set", "acme", "--max-concurrent", "2", "--max-per-minute", "100",
+             "--by", "tests", "--ticket", "T-NOAMI")
+    mark = len(live.log.read_bytes())
+    try:
+        with live.running_with(no_ami):
+            statuses = [call(ACME_101, f"0921012{31 + i}").status for i in range(3 * 2)]
+            assert statuses == [200] * 6, statuses
+            status = live.status("--json")
+            assert status.returncode == 3, status
+            state = json.loads(status.stdout)
+            assert state["ami"]["state"] == "not_configured"
+            assert state["fraud_guard"]["concurrency_enforced"] is False
+            assert state["live_calls"]["by_customer"]["acme"]["last_minute"] == 6
+            text = live.status()
+            assert text.returncode == 3 and "AMI link     NOT CONFIGURED" in text.stdout
+        degraded = [json.loads(line) for line in live.log.read_bytes()[mark:].splitlines()
+                    if b'"fraud_guard_degraded"' in line]
+        assert [e["reason"] for e in degraded] == ["ami_unconfigured"]
+    finally:
+        live.cli("limits", "set", "acme", "--default", "max_concurrent", "max_per_minute",
+                 "--by", "tests", "--ticket", "T-NOAMI2")
+    # Back on the normal config: logged in, table rebuilt, limits enforced within 5 s.
+    wait_for(lambda: live.status().returncode == 0, 5, "status not healthy after AMI is back")
+    state = json.loads(live.status("--json").stdout)
+    assert state["ami"]["state"] == "connected"
+    assert state["fraud_guard"]["concurrency_enforced"] is True
 
 
 def test_answered_call_is_billed_by_the_second(live: Live, call, trunk: Trunk) -> None:

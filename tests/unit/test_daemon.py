@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -139,3 +140,43 @@ def test_serve_without_database_is_one_clear_error(tmp_path: Path) -> None:
                             timeout=30, check=False)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_of_a_daemon_without_ami_then_of_no_daemon(setup, tmp_path) -> None:
+    config, port = setup
+    metrics_port = free_port()
+    config.write_text(config.read_text().replace('listen = "127.0.0.1:0"',
+                                                 f'listen = "127.0.0.1:{metrics_port}"'))
+    daemon = start(["serve"], config, tmp_path / "serve.log")  # no AMI secret: not configured
+    try:
+        wait_port(port)
+        wait_port(metrics_port)
+        assert ask(port, "092101299")["CP_ACTION"] == "allow"
+        deadline = time.monotonic() + 3
+        while True:  # published every 0.5 s
+            result = cli("status", "--json", config=config)
+            status = json.loads(result.stdout)
+            if status["decisions"]["total"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert result.returncode == 3, result.stderr
+        assert status["ami"]["state"] == "not_configured"
+        assert status["fraud_guard"]["concurrency_enforced"] is False
+        assert status["live_calls"]["by_customer"]["acme"]["last_minute"] == 1
+        assert status["decisions"]["by_reason"] == {"allowed": 1}
+        text = cli("status", config=config)
+        assert text.returncode == 3 and text.stderr == ""
+        assert "AMI link     NOT CONFIGURED" in text.stdout
+        assert "DEGRADED: AMI link not configured" in text.stdout
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    gone = cli("status", config=config)
+    assert gone.returncode == 1 and gone.stdout == ""
+    assert gone.stderr.splitlines() == [
+        f"callpolicy: error: no daemon answering on http://127.0.0.1:{metrics_port}/status: "
+        "connection refused"]
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count('"event": "fraud_guard_degraded"') == 1

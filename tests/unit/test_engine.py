@@ -545,7 +545,7 @@ def _fraud_engine(limits: FraudLimits | None = None) -> Engine:
     return Engine(Snapshot(config, {"acme": customer}))
 
 
-def _live_decide(engine: Engine, dialled: str, **counts: int):
+def _live_decide(engine: Engine, dialled: str, **counts: int | None):
     return engine.decide(CallRequest(dialled, datetime.now(UTC), customer_id="acme",
                                      live=LiveCounts(**counts)))
 
@@ -579,3 +579,26 @@ def test_fraud_guard_customer_override_and_no_counts() -> None:
     # Without live counts (CLI check, revocation) the guard does not apply.
     decision = engine.decide(CallRequest("092101299", datetime.now(UTC), customer_id="acme"))
     assert decision.reason.value == "allowed"
+
+
+@pytest.mark.parametrize(
+    ("dialled", "counts", "reason"),
+    [("092101299", {"concurrent": None, "risky": None}, "allowed"),
+     ("+41441234567", {"concurrent": None, "risky": None}, "unblocked"),
+     ("0905123456", {"concurrent": None, "risky": None, "last_minute": 4}, "unblocked"),
+     # the per-minute limit does not depend on the live table: it still refuses
+     ("092101299", {"concurrent": None, "risky": None, "last_minute": 5}, "fraud_limit"),
+     # a known count still applies when the other one is not known
+     ("+41441234567", {"concurrent": None, "risky": 1}, "fraud_limit"),
+     ("092101299", {"concurrent": 2, "risky": None}, "fraud_limit")],
+    ids=lambda v: str(v),
+)
+def test_fraud_guard_never_refuses_on_an_unknown_count(
+        dialled: str, counts: dict[str, int | None], reason: str) -> None:
+    """None: the daemon cannot verify the live calls (AMI down); that limit is skipped."""
+    decision = _live_decide(_fraud_engine(), dialled, **counts)
+    assert decision.reason.value == reason, decision.rule
+    if reason == "fraud_limit":  # refused over a limit whose count is known
+        field = {"max_concurrent": "concurrent", "max_per_minute": "last_minute",
+                 "max_concurrent_risky": "risky"}[decision.events[-1].detail["limit"]]
+        assert counts[field] is not None

@@ -271,14 +271,16 @@ def is_risky(decision: Decision) -> bool:
 
 def _fraud_limited(decision: Decision, customer: Customer, config: PolicyConfig,
                    live: LiveCounts) -> Decision:
-    """Rule 7: the fraud guard (counts exclude this call, so a limit of 2 allows two)."""
+    """Rule 7: the fraud guard (counts exclude this call, so a limit of 2 allows two).
+    A count that is not known (None) never refuses a call."""
     limits = customer.limits.over(config.fraud_limits)
-    checks = [("max_concurrent", live.concurrent, limits.max_concurrent),
-              ("max_per_minute", live.last_minute, limits.max_per_minute)]
+    checks: list[tuple[str, int | None, int | None]] = [
+        ("max_concurrent", live.concurrent, limits.max_concurrent),
+        ("max_per_minute", live.last_minute, limits.max_per_minute)]
     if is_risky(decision):
         checks.append(("max_concurrent_risky", live.risky, limits.max_concurrent_risky))
     for name, value, cap in checks:
-        if cap is not None and value >= cap:
+        if cap is not None and value is not None and value >= cap:
             decision.action = Action.BLOCK
             decision.reason = Reason.FRAUD_LIMIT
             decision.rule = (f"fraud guard: {name} {cap} reached ({value} live) for "

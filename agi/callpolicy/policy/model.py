@@ -127,11 +127,14 @@ class FraudLimits:
 
 @dataclass(frozen=True, slots=True)
 class LiveCounts:
-    """A customer's live calls, from the AMI live-call table (the daemon fills this in)."""
+    """A customer's live calls, from the AMI live-call table (the daemon fills this in).
 
-    concurrent: int = 0  # external calls up now
+    None: not known (the daemon cannot verify which calls are up, e.g. its AMI link is down);
+    the fraud guard then does not apply that limit rather than refuse on a guess."""
+
+    concurrent: int | None = 0  # external calls up now
     last_minute: int = 0  # external calls started in the last 60 s
-    risky: int = 0  # non-EU or unblocked premium calls up now
+    risky: int | None = 0  # non-EU or unblocked premium calls up now
 
 
 @dataclass(frozen=True, slots=True)

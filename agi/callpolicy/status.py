@@ -1,0 +1,280 @@
+"""`callpolicy status`: the running daemon's state, as it serves it on /status and as the CLI
+shows it.
+
+The daemon builds the status on its event loop every STATUS_INTERVAL and hands it to the
+metrics HTTP thread as one immutable JSON document (Metrics.publish_status). The CLI fetches
+it from `[metrics] listen`, prints it, and exits 0 when healthy, 3 when degraded (AMI link
+down or not configured, so concurrent-call limits are not enforced; snapshot or status stale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .control import DEGRADED_REASONS
+
+if TYPE_CHECKING:
+    from .daemon import PolicyService
+
+log = structlog.get_logger("callpolicy.status")
+
+STATUS_INTERVAL = 0.5  # s between two publications of the status
+SNAPSHOT_STALE_AFTER = 5.0  # s without a successful snapshot refresh check: degraded
+STATUS_STALE_AFTER = 5.0  # s since the last publication: the event loop is stuck
+TOP_CUSTOMERS = 50  # customers listed with their live calls (the busiest first)
+FETCH_TIMEOUT = 2.0
+EXIT_DEGRADED = 3
+STATUS_KEYS = frozenset({"published_at", "daemon", "ami", "fraud_guard", "snapshot",
+                         "live_calls", "decisions"})
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _age(epoch: float | None, now: float) -> float | None:
+    return None if epoch is None else round(max(0.0, now - epoch), 3)
+
+
+def _ami_state(service: PolicyService) -> str:
+    if not service.ami.configured:
+        return "not_configured"
+    return "connected" if service.ami.connected else "down"
+
+
+def _live_calls(service: PolicyService, now: float) -> dict[str, Any]:
+    control = service.control
+    known = control.concurrency_enforced
+    rows = {}
+    for customer in control.live.customers(now):
+        counts = control.live.counts(customer, now, concurrency_known=known)
+        rows[customer] = {"concurrent": counts.concurrent, "last_minute": counts.last_minute,
+                          "risky": counts.risky}
+    busiest = sorted(rows, key=lambda c: (-(rows[c]["concurrent"] or 0),
+                                          -rows[c]["last_minute"], c))[:TOP_CUSTOMERS]
+    return {"up": len(control.live.calls) if known else None,
+            "started_last_minute": sum(r["last_minute"] for r in rows.values()),
+            "customers": len(rows),
+            "by_customer": {c: rows[c] for c in busiest}}
+
+
+def _decisions(service: PolicyService) -> dict[str, Any]:
+    by_action: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
+    for (action, reason, source), count in service.metrics.decision_counts().items():
+        by_action[action] += count
+        by_reason[reason] += count
+        by_source[source] += count
+    return {"total": sum(by_action.values()), "by_action": dict(by_action),
+            "by_reason": dict(by_reason), "by_source": dict(by_source)}
+
+
+def build_status(service: PolicyService, now: float | None = None) -> dict[str, Any]:
+    """The daemon's status as a JSON-able dict (on the event loop: reads live state)."""
+    now = time.time() if now is None else now
+    settings, control, ami = service.settings, service.control, service.ami
+    reason = control.guard_degraded_reason()
+    snapshot = service.engine.snapshot if service.engine is not None else None
+    source = service.source
+    status: dict[str, Any] = {
+        "published_at": _iso(now),
+        "daemon": {
+            "pid": os.getpid(),
+            "started_at": _iso(service.started_at),
+            "uptime_s": _age(service.started_at, now),
+            "fastagi": f"{settings.agi_host}:{settings.agi_port}",
+            "server": dict(service.server.stats) if service.server is not None else {},
+        },
+        "ami": {
+            "state": _ami_state(service),
+            "address": f"{settings.ami.host}:{settings.ami.port}",
+            "since": _iso(ami.since),
+            "for_s": _age(ami.since, now),
+            "logins": ami.logins,
+        },
+        "fraud_guard": {
+            "concurrency_enforced": reason is None,
+            "per_minute_enforced": True,
+            "reason": reason,
+            "detail": DEGRADED_REASONS.get(reason or ""),
+            "degraded_since": _iso(control.degraded_since),
+            "revocations_pending": control.revocations_pending,
+        },
+        "snapshot": {
+            "customers": len(snapshot.customers) if snapshot is not None else 0,
+            "endpoints": len(snapshot.endpoints) if snapshot is not None else 0,
+            # SnapshotSource keeps its high-water mark private; read-only here
+            "audit_high_water": getattr(source, "_high_water", None),
+            "checked_at": _iso(service.snapshot_checked_at),
+            "age_s": _age(service.snapshot_checked_at, now),
+        },
+        "live_calls": _live_calls(service, now),
+        "decisions": _decisions(service),
+    }
+    found = problems(status, now)
+    status["healthy"] = not found
+    status["problems"] = found
+    return status
+
+
+async def publish_forever(service: PolicyService) -> None:
+    """Publish the status for /status every STATUS_INTERVAL (first one at once)."""
+    failing = False
+    while True:
+        try:
+            service.metrics.publish_status(build_status(service))
+            failing = False
+        except Exception as exc:  # the status is not worth stopping for; once per episode
+            if not failing:
+                log.error("status_publish_failed", error=f"{type(exc).__name__}: {exc}")
+            failing = True
+        await asyncio.sleep(STATUS_INTERVAL)
+
+
+# -- reading it (the CLI) -------------------------------------------------------------------
+
+def _epoch(iso: str | None) -> float | None:
+    return None if not iso else datetime.fromisoformat(iso).timestamp()
+
+
+def problems(status: dict[str, Any], now: float | None = None) -> list[str]:
+    """What makes this status degraded, as of `now` (the status may be a little old)."""
+    now = time.time() if now is None else now
+    lag = max(0.0, now - (_epoch(status.get("published_at")) or now))
+    found = []
+    ami = status["ami"]
+    guard = status["fraud_guard"]
+    if ami["state"] == "not_configured":
+        found.append("AMI link not configured: concurrent-call limits not enforced")
+    elif ami["state"] == "down":
+        found.append(f"AMI link down since {_clock(ami['since'])}: concurrent-call limits "
+                     "not enforced")
+    elif not guard["concurrency_enforced"]:
+        found.append(f"concurrent-call limits not enforced: {guard['detail']}")
+    age = status["snapshot"]["age_s"]
+    if age is None:
+        found.append("no snapshot loaded")
+    elif age + lag > SNAPSHOT_STALE_AFTER:
+        found.append(f"snapshot not refreshed for {age + lag:.0f} s (store failing?)")
+    if lag > STATUS_STALE_AFTER:
+        found.append(f"status not updated for {lag:.0f} s (daemon event loop stuck?)")
+    return found
+
+
+def status_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/status"
+
+
+class StatusUnavailable(Exception):
+    """The daemon could not be asked (one line, for the CLI)."""
+
+
+def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
+    try:
+        # never through an http_proxy from the environment: the daemon is on this host
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=timeout) as response:
+            body = response.read(10_000_000)
+    except urllib.error.HTTPError as exc:
+        why = "still starting" if exc.code == 503 else f"HTTP {exc.code} {exc.reason}"
+        raise StatusUnavailable(f"daemon on {url} did not answer its status: {why}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(reason, TimeoutError):
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = str(getattr(reason, "strerror", None) or reason)
+        raise StatusUnavailable(f"no daemon answering on {url}: {why}") from exc
+    try:
+        status = json.loads(body)
+        if not isinstance(status, dict) or not status.keys() >= STATUS_KEYS:
+            raise ValueError("not a status object")
+    except ValueError as exc:
+        raise StatusUnavailable(f"{url} did not answer a callpolicy status "
+                                "(another program on that port, or an older daemon?)") from exc
+    return status
+
+
+def _clock(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"),
+             (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value]
+    return " ".join(shown[:2]) or "0s"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def render(status: dict[str, Any], now: float | None = None) -> str:
+    """A readable summary for an on-call engineer."""
+    now = time.time() if now is None else now
+    lag = max(0.0, now - (_epoch(status.get("published_at")) or now))
+    daemon, ami, guard = status["daemon"], status["ami"], status["fraud_guard"]
+    snapshot, live, decisions = status["snapshot"], status["live_calls"], status["decisions"]
+    ami_text = {"connected": "connected", "down": "DOWN",
+                "not_configured": "NOT CONFIGURED"}.get(ami["state"], ami["state"])
+    if guard["concurrency_enforced"]:
+        guard_text = "all limits enforced"
+    else:
+        guard_text = (f"concurrent-call limits NOT ENFORCED since "
+                      f"{_clock(guard['degraded_since'])} ({guard['detail']}); "
+                      "per-minute limits enforced")
+    if guard["revocations_pending"]:
+        guard_text += (f"; {guard['revocations_pending']} refused call(s) still up, "
+                       "hang-up pending")
+    age = snapshot["age_s"]
+    lines = [
+        f"daemon       pid {daemon['pid']}, up {_duration(daemon['uptime_s'])}, "
+        f"FastAGI {daemon['fastagi']} (status {lag:.1f} s old)",
+        f"AMI link     {ami_text} ({ami['address']}) since {_clock(ami['since'])}, "
+        f"{_duration((ami['for_s'] or 0) + lag)}",
+        f"fraud guard  {guard_text}",
+        f"snapshot     {snapshot['customers']} customers, audit high-water "
+        f"{_count(snapshot['audit_high_water'])}, checked "
+        f"{'never' if age is None else f'{age + lag:.1f} s ago'}",
+        f"live calls   {_count(live['up'])} up, {live['started_last_minute']} started in the "
+        f"last minute, {live['customers']} customer(s)",
+    ]
+    rows = live["by_customer"]
+    if rows:
+        width = max(len("customer"), *(len(c) for c in rows))
+        lines.append(f"  {'customer':<{width}}  concurrent  last minute  risky")
+        for customer, counts in rows.items():
+            lines.append(f"  {customer:<{width}}  {_count(counts['concurrent']):>10}  "
+                         f"{counts['last_minute']:>11}  {_count(counts['risky']):>5}")
+        if live["customers"] > len(rows):
+            lines.append(f"  … {live['customers'] - len(rows)} more")
+    by_reason = ", ".join(f"{reason} {count}" for reason, count
+                          in sorted(decisions["by_reason"].items(), key=lambda i: -i[1]))
+    lines.append(f"decisions    {decisions['total']}"
+                 + (f" ({by_reason})" if by_reason else ""))
+    found = problems(status, now)
+    lines.append("health       " + ("OK" if not found else "DEGRADED: " + "; ".join(found)))
+    return "\n".join(lines) + "\n"

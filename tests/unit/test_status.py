@@ -1,0 +1,136 @@
+"""`callpolicy status`: the status a daemon publishes (built from a real PolicyService), its
+/status endpoint on the metrics listener, and how the CLI judges and shows it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from callpolicy.config import AmiSettings, load_settings, load_zones
+from callpolicy.daemon import PolicyService
+from callpolicy.importer import read_import_file
+from callpolicy.metrics import Metrics
+from callpolicy.policy import CallRequest
+from callpolicy.status import (
+    StatusUnavailable,
+    build_status,
+    fetch,
+    problems,
+    render,
+    status_url,
+)
+from callpolicy.store import Actor, Store
+
+
+@pytest.fixture
+async def service(tmp_path: Path, repo: Path, demo_customers: Path
+                  ) -> AsyncIterator[PolicyService]:
+    plan = read_import_file(demo_customers, load_zones(repo / "config" / "telephone-zones.toml"))
+    store = await Store.open(tmp_path / "cp.db", create=True)
+    await store.import_customers(plan.records, Actor("tests", "T-1", "test"))
+    await store.close()
+    settings = replace(load_settings(str(repo / "config" / "callpolicy.toml")),
+                       db_path=tmp_path / "cp.db", ami=AmiSettings())  # no AMI user
+    service = PolicyService(settings, None, None)
+    await service.load()
+    yield service
+    for db in (service.store, service.writer):
+        if db is not None:
+            await db.close()
+
+
+def place(service: PolicyService, uniqueid: str, dialled: str = "092101299") -> None:
+    request = CallRequest(dialled, datetime.now(UTC), endpoint="acme-101")
+    decision = service.decide(request)
+    service.on_decision(decision, "daemon", 0.0001, request, {"agi_uniqueid": uniqueid})
+
+
+async def test_status_of_a_daemon_without_ami(service: PolicyService) -> None:
+    for i in range(3):
+        place(service, f"u{i}")
+    place(service, "p1", "0905123456")
+    status = json.loads(json.dumps(build_status(service)))  # JSON as /status serves it
+    assert status["ami"]["state"] == "not_configured"
+    guard = status["fraud_guard"]
+    assert (guard["concurrency_enforced"], guard["reason"]) == (False, "ami_unconfigured")
+    assert guard["per_minute_enforced"] is True
+    assert status["live_calls"]["by_customer"] == {
+        "acme": {"concurrent": None, "last_minute": 3, "risky": None}}
+    assert status["live_calls"]["up"] is None  # not known without AMI
+    assert status["decisions"]["total"] == 4
+    assert status["decisions"]["by_reason"] == {"allowed": 3, "premium": 1}
+    snapshot = status["snapshot"]
+    assert snapshot["customers"] >= 2 and snapshot["audit_high_water"] >= 1
+    assert 0 <= snapshot["age_s"] < 5
+    assert status["healthy"] is False
+    assert problems(status) == ["AMI link not configured: concurrent-call limits not enforced"]
+    text = render(status)
+    assert "NOT CONFIGURED" in text and "NOT ENFORCED" in text
+    assert "acme" in text and "DEGRADED" in text
+
+
+async def test_problems_healthy_and_stale(service: PolicyService) -> None:
+    status = json.loads(json.dumps(build_status(service)))
+    healthy = copy.deepcopy(status)
+    healthy["ami"]["state"] = "connected"
+    healthy["fraud_guard"].update(concurrency_enforced=True, reason=None, detail=None)
+    assert problems(healthy) == []
+    assert render(healthy).rstrip().endswith("health       OK")
+    # Read 10 s later (the daemon stopped publishing: its loop is stuck or the store fails)
+    later = time.time() + 10
+    found = problems(healthy, later)
+    assert any(p.startswith("snapshot not refreshed for 10 s") for p in found), found
+    assert any(p.startswith("status not updated for 10 s") for p in found), found
+    rebuilding = copy.deepcopy(healthy)
+    rebuilding["fraud_guard"].update(concurrency_enforced=False, reason="ami_resync_pending",
+                                     detail="AMI logged in, live-call table not yet rebuilt")
+    assert problems(rebuilding) == ["concurrent-call limits not enforced: AMI logged in, "
+                                    "live-call table not yet rebuilt"]
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    m = Metrics()
+    yield m
+    m.stop()
+
+
+def test_status_endpoint_on_the_metrics_listener(metrics: Metrics) -> None:
+    port = metrics.start("127.0.0.1", 0)
+    url = status_url("127.0.0.1", port)
+    with pytest.raises(urllib.error.HTTPError) as starting:
+        urllib.request.urlopen(url, timeout=5)
+    assert starting.value.code == 503
+    with pytest.raises(StatusUnavailable, match="still starting"):
+        fetch(url)
+    published = {"ami": {"state": "down"}, "n": 1}
+    metrics.publish_status(published)
+    published["n"] = 2  # the published document is a copy: later changes do not leak
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.headers["Content-Type"] == "application/json"
+        assert json.loads(response.read()) == {"ami": {"state": "down"}, "n": 1}
+    with pytest.raises(StatusUnavailable, match="did not answer a callpolicy status"):
+        fetch(url)  # JSON, but not a whole status
+    metrics.set_fraud_guard_degraded(True)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert "callpolicy_fraud_guard_degraded 1.0" in response.read().decode()
+
+
+def test_fetch_errors_are_one_clear_line(metrics: Metrics) -> None:
+    port = metrics.start("127.0.0.1", 0)
+    metrics.stop()
+    url = status_url("127.0.0.1", port)
+    with pytest.raises(StatusUnavailable) as refused:
+        fetch(url)
+    assert str(refused.value) == f"no daemon answering on {url}: connection refused"
+    assert status_url("0.0.0.0", 9464) == "http://127.0.0.1:9464/status"
+    assert status_url("::", 9464) == "http://[::1]:9464/status"
