@@ -25,7 +25,7 @@
 #                          wins. An absolute host directory (created if missing) holding
 #                          callpolicy.toml, the SQLite database its [store] path names
 #                          (name it *.db, give its ABSOLUTE path) and whatever else the config
-#                          names (telephone-zones.toml). It is bind-mounted read-write at the
+#                          names (e.g. a zones_file). It is bind-mounted read-write at the
 #                          SAME path inside the chroot, so the host's daemon/CLI and the
 #                          in-chroot fallback use one config and one database, and Asterisk
 #                          gets CALLPOLICY_CONFIG=<dir>/callpolicy.toml in its environment

@@ -114,8 +114,7 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
         "snapshot": {
             "customers": len(snapshot.customers) if snapshot is not None else 0,
             "endpoints": len(snapshot.endpoints) if snapshot is not None else 0,
-            # SnapshotSource keeps its high-water mark private; read-only here
-            "audit_high_water": getattr(source, "_high_water", None),
+            "audit_high_water": source.high_water if source is not None else None,
             "checked_at": _iso(service.snapshot_checked_at),
             "age_s": _age(service.snapshot_checked_at, now),
         },

@@ -937,6 +937,11 @@ class SnapshotSource:
         self._high_water = high_water
         return True
 
+    @property
+    def high_water(self) -> int:
+        """The last audit row the snapshot reflects."""
+        return self._high_water
+
     def set_config(self, config: PolicyConfig) -> None:
         self.config = config
         self.snapshot = Snapshot(config, self.snapshot.customers, self.snapshot.endpoints,

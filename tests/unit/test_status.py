@@ -34,7 +34,7 @@ from callpolicy.store import Actor, Store
 @pytest.fixture
 async def service(tmp_path: Path, repo: Path, demo_customers: Path
                   ) -> AsyncIterator[PolicyService]:
-    plan = read_import_file(demo_customers, load_zones(repo / "config" / "telephone-zones.toml"))
+    plan = read_import_file(demo_customers, load_zones())
     store = await Store.open(tmp_path / "cp.db", create=True)
     await store.import_customers(plan.records, Actor("tests", "T-1", "test"))
     await store.close()

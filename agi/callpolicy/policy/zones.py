@@ -2,7 +2,7 @@
 and the installation address must be in Belgium.
 
 No offline package maps Belgian postcodes to telephone zones, so the mapping is data
-(config/telephone-zones.toml). Postcodes and zones do not line up by first digits (2200
+(callpolicy/data/telephone-zones.toml). Postcodes and zones do not line up by first digits (2200
 Herentals is 014, 2800 Mechelen 015): a postcode missing from the table is reported as
 "not verified", never guessed.
 """
