@@ -376,16 +376,21 @@ async def cmd_customer_remind(args: argparse.Namespace, settings: Settings) -> i
     actor = Actor(args.by, args.ticket, args.reason)
     async with await _open(settings) as store:
         result = await store.record_reminder(args.id, sent, actor)
-        # A due time already past: suspend now, as the daemon would within a second.
-        applied = (await store.apply_due_suspensions(datetime.now(UTC), args.id)
-                   if result.created else [])
+        schedule = result.schedule
+        due_now = result.created and schedule is not None and schedule["due_at"] <= iso(
+            datetime.now(UTC))
+        if due_now:  # write it now, as the daemon would within a second
+            try:
+                await store.apply_due_suspensions(datetime.now(UTC), args.id)
+            except StoreError as exc:  # the reminder is recorded; calls are refused anyway
+                sys.stderr.write(f"{PROG}: warning: suspension not written yet ({exc}); "
+                                 "calls are refused already, the daemon writes it\n")
     out = [f"payment reminder of {sent} recorded for {args.id} (ticket {args.ticket})"]
-    schedule = result.schedule
-    if result.created and applied:
+    if due_now:
         assert schedule is not None
         out.append(f"first reminder: {REMINDER_GRACE_DAYS} calendar days after {sent} is "
                    f"{_local(schedule['due_at'])}, already past: the suspension is due at "
-                   f"once; customer {args.id} suspended now, only must-reach numbers pass")
+                   f"once; customer {args.id} is suspended now, only must-reach numbers pass")
     elif result.created:
         assert schedule is not None
         out.append(f"first reminder: suspension scheduled at {_local(schedule['due_at'])} "
