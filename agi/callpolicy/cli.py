@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,7 +41,18 @@ from .policy import (
 from .policy.destinations import EU_REGIONS, country_code
 from .policy.model import UNBLOCKABLE_CATEGORIES
 from .records import CSV_COLUMNS, CallRecord
-from .store import LIMIT_FIELDS, Actor, Store, StoreError, limits_dict
+from .store import (
+    LIMIT_FIELDS,
+    REMINDER_GRACE_DAYS,
+    Actor,
+    Store,
+    StoreError,
+    contract_today,
+    contract_zone,
+    iso,
+    limits_dict,
+    parse_iso,
+)
 
 PROG = "callpolicy"
 log = structlog.get_logger("callpolicy.cli")
@@ -146,21 +157,43 @@ def _limit_field(text: str) -> str:
     return name
 
 
-def parse_expiry(text: str, now: datetime) -> datetime:
+def parse_future(text: str, option: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a timezone, after `now` (--expires, --at)."""
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise UsageError(
-            f"--expires {text!r} is not an ISO 8601 time (like 2026-12-01T18:00+01:00)"
+            f"{option} {text!r} is not an ISO 8601 time (like 2026-12-01T18:00+01:00)"
         ) from exc
     if moment.tzinfo is None:
         raise UsageError(
-            f"--expires {text!r} has no timezone: add one "
+            f"{option} {text!r} has no timezone: add one "
             "(+01:00 for Belgian winter time, Z for UTC)"
         )
     if moment <= now:
-        raise UsageError(f"--expires {text!r} is in the past")
+        raise UsageError(f"{option} {text!r} is in the past")
     return moment.astimezone(UTC)
+
+
+def parse_sent_date(text: str, now: datetime) -> date:
+    """--sent: a calendar date YYYY-MM-DD, not after today in Brussels."""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError(text)
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--sent {text!r} is not a date like 2026-03-01 (YYYY-MM-DD)") from None
+    today = contract_today(now)
+    if day > today:
+        raise UsageError(f"--sent {text!r} is in the future (today is {today} in Brussels)")
+    return day
+
+
+def _local(moment: str | datetime | None) -> str:
+    """A stored UTC time as Brussels time (the contract's calendar), to the second."""
+    if isinstance(moment, str):
+        moment = parse_iso(moment)
+    return moment.astimezone(contract_zone()).isoformat(timespec="seconds") if moment else "-"
 
 
 def _default_actor() -> str:
@@ -257,6 +290,8 @@ async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int
             raise OperationalError(f"unknown customer {args.id!r}")
         customer["unblocks"] = await store.unblocks(args.id)
         customer["suspension"] = await store.suspension(args.id)
+        customer["scheduled_suspension"] = await store.scheduled_suspension(args.id)
+        customer["payment_reminders"] = await store.open_reminders(args.id)
     if args.json:
         _print_json(customer)
         return 0
@@ -268,6 +303,11 @@ async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int
         s = customer["suspension"]
         out.write(f" since {s['suspended_at']} by {s['suspended_by']}, ticket {s['ticket']}")
     out.write("\n")
+    if customer["scheduled_suspension"]:
+        out.write(f"scheduled     {_schedule_text(customer['scheduled_suspension'])}\n")
+    for r in customer["payment_reminders"]:
+        out.write(f"reminder      sent {r['sent_on']} (unpaid; ticket {r['ticket']}, "
+                  f"by {r['recorded_by']})\n")
     out.write(f"main number   {national_form(customer['main_number'])}\n")
     out.write(f"numbers       {', '.join(national_form(n) for n in customer['numbers'])}\n")
     out.write(f"address       {a['street']} {a['house_number']}, {a['postcode']} "
@@ -285,6 +325,17 @@ async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int
     return 0
 
 
+def _schedule_text(schedule: dict[str, Any]) -> str:
+    why = (f"{REMINDER_GRACE_DAYS} days after the first payment reminder of "
+           f"{schedule['reminder_sent_on']}" if schedule["reminder_sent_on"]
+           else "suspend --at" + (f": {schedule['reason']}" if schedule["reason"] else ""))
+    due = _local(schedule["due_at"])
+    if schedule["due_at"] <= iso(datetime.now(UTC)):  # both UTC ISO 8601
+        due += " (due: in force for calls; the daemon records the suspension)"
+    return (f"suspension at {due}, {why} (ticket {schedule['ticket']}, "
+            f"by {schedule['created_by']})")
+
+
 async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int:
     async with await _open(settings) as store:
         rows = await store.customers()
@@ -292,8 +343,10 @@ async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int
         for row in rows:
             _print_json(row)
     elif rows:
+        for row in rows:
+            row["scheduled"] = _local(row["scheduled"]) if row["scheduled"] else ""
         sys.stdout.write(_table(rows, ("id", "name", "status", "main_number", "numbers",
-                                       "endpoints")))
+                                       "endpoints", "scheduled")))
     else:
         sys.stdout.write("no customers\n")
     return 0
@@ -301,6 +354,15 @@ async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int
 
 async def cmd_customer_suspend(args: argparse.Namespace, settings: Settings) -> int:
     actor = Actor(args.by, args.ticket, args.reason)
+    if args.at is not None:
+        at = parse_future(args.at, "--at", datetime.now(UTC))
+        async with await _open(settings) as store:
+            schedule = await store.schedule_suspension(args.id, at, actor)
+        sys.stdout.write(f"customer {args.id}: suspension scheduled at "
+                         f"{_local(schedule['due_at'])} (ticket {args.ticket}); from then on "
+                         "only must-reach numbers pass and live calls are hung up; "
+                         "`customer reactivate` cancels it\n")
+        return 0
     async with await _open(settings) as store:
         await store.suspend(args.id, actor)
     sys.stdout.write(f"customer {args.id} suspended (ticket {args.ticket}); "
@@ -308,11 +370,73 @@ async def cmd_customer_suspend(args: argparse.Namespace, settings: Settings) -> 
     return 0
 
 
+async def cmd_customer_remind(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    sent = parse_sent_date(args.sent, now)
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        result = await store.record_reminder(args.id, sent, actor)
+        schedule = result.schedule
+        due_now = result.created and schedule is not None and schedule["due_at"] <= iso(
+            datetime.now(UTC))
+        if due_now:  # write it now, as the daemon would within a second
+            try:
+                await store.apply_due_suspensions(datetime.now(UTC), args.id)
+            except StoreError as exc:  # the reminder is recorded; calls are refused anyway
+                sys.stderr.write(f"{PROG}: warning: suspension not written yet ({exc}); "
+                                 "calls are refused already, the daemon writes it\n")
+    out = [f"payment reminder of {sent} recorded for {args.id} (ticket {args.ticket})"]
+    if due_now:
+        assert schedule is not None
+        out.append(f"first reminder: {REMINDER_GRACE_DAYS} calendar days after {sent} is "
+                   f"{_local(schedule['due_at'])}, already past: the suspension is due at "
+                   f"once; customer {args.id} is suspended now, only must-reach numbers pass")
+    elif result.created:
+        assert schedule is not None
+        out.append(f"first reminder: suspension scheduled at {_local(schedule['due_at'])} "
+                   f"(00:00 Brussels, {REMINDER_GRACE_DAYS} calendar days after {sent}, art. "
+                   "5.7); `customer paid` or `customer reactivate` cancels it")
+    elif result.suspended:
+        out.append(f"customer {args.id} is already suspended: nothing scheduled")
+    elif schedule is not None:
+        out.append(f"{'first' if result.first else 'not the first'} reminder of this unpaid "
+                   f"episode: the suspension stays scheduled at {_local(schedule['due_at'])} "
+                   f"(ticket {schedule['ticket']})")
+    else:
+        out.append("not the first reminder of this unpaid episode and no suspension is "
+                   "scheduled (it was cancelled): use `customer suspend --at` to schedule one")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _cancelled_text(schedule: dict[str, Any]) -> str:
+    return (f"cancelled the suspension scheduled at {_local(schedule['due_at'])} "
+            f"(ticket {schedule['ticket']})")
+
+
+async def cmd_customer_paid(args: argparse.Namespace, settings: Settings) -> int:
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await _open(settings) as store:
+        done = await store.record_payment(args.id, actor)
+    parts = [f"closed {done.closed_reminders} payment reminder(s)"]
+    if done.cancelled is not None:
+        parts.append(_cancelled_text(done.cancelled))
+    if done.reactivated:
+        parts.append(f"customer {args.id} reactivated")
+    sys.stdout.write(f"payment recorded for {args.id} (ticket {args.ticket}): "
+                     f"{'; '.join(parts)}\n")
+    return 0
+
+
 async def cmd_customer_reactivate(args: argparse.Namespace, settings: Settings) -> int:
     actor = Actor(args.by, args.ticket, args.reason)
     async with await _open(settings) as store:
-        await store.reactivate(args.id, actor)
-    sys.stdout.write(f"customer {args.id} reactivated (ticket {args.ticket})\n")
+        done = await store.reactivate(args.id, actor)
+    cancelled = f"; {_cancelled_text(done.cancelled)}" if done.cancelled else ""
+    if done.reactivated:
+        sys.stdout.write(f"customer {args.id} reactivated (ticket {args.ticket}){cancelled}\n")
+    else:
+        sys.stdout.write(f"customer {args.id} stays active (ticket {args.ticket}){cancelled}\n")
     return 0
 
 
@@ -321,7 +445,7 @@ async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
     kind, value, warnings = _unblock_target(args, settings)
     expires = None
     if args.expires is not None:
-        expires = parse_expiry(args.expires, now)
+        expires = parse_future(args.expires, "--expires", now)
     elif args.for_ is not None:
         expires = now + parse_duration(args.for_)
     for warning in warnings:
@@ -669,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     customer = sub.add_parser("customer", parents=[common], help="import, show, list, suspend, "
-                              "reactivate customers")
+                              "reactivate customers; payment reminders")
     csub = customer.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     csub.required = True
     p = csub.add_parser("import", parents=[common], help="create or update customers from TOML",
@@ -691,12 +815,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("list", parents=[common, json_flag], help="all customers")
     p.set_defaults(func=cmd_customer_list)
     p = csub.add_parser("suspend", parents=[common, who],
-                        help="suspend for non-payment (art. 5.7): only must-reach numbers pass")
+                        help="suspend for non-payment (art. 5.7): only must-reach numbers pass",
+                        description="Suspend a customer (art. 5.7): only must-reach numbers "
+                        "pass, live calls to other numbers are hung up. Now, or at --at (a "
+                        "scheduled suspension: calls are refused from that second on; "
+                        "`customer reactivate` or `customer paid` cancels it).")
     p.add_argument("id", metavar="ID")
+    p.add_argument("--at", metavar="ISO8601",
+                   help="suspend at this future time, with timezone, e.g. "
+                        "2026-12-01T00:00+01:00")
     p.set_defaults(func=cmd_customer_suspend)
-    p = csub.add_parser("reactivate", parents=[common, who], help="lift a suspension")
+    p = csub.add_parser("reactivate", parents=[common, who],
+                        help="lift a suspension and cancel a scheduled one",
+                        description="Lift the customer's suspension and cancel a pending "
+                        "scheduled suspension (on an active customer: only the latter). "
+                        "Does not close the payment-reminder episode: `customer paid` does.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_customer_reactivate)
+    p = csub.add_parser(
+        "remind", parents=[common, who],
+        help="record a payment reminder; the first one schedules the suspension (art. 5.7)",
+        description="Record a payment reminder sent on DATE. Art. 5.7: the FIRST reminder of "
+        "an unpaid episode schedules the suspension at 00:00 Europe/Brussels time of DATE + 15 "
+        "calendar days (if that is already past, the customer is suspended at once). Later "
+        "reminders of the same episode are recorded and do not move the date. `customer "
+        "paid` closes the episode and cancels the suspension (or lifts it).")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--sent", required=True, metavar="DATE",
+                   help="the day the reminder was sent, YYYY-MM-DD, not in the future")
+    p.set_defaults(func=cmd_customer_remind)
+    p = csub.add_parser(
+        "paid", parents=[common, who],
+        help="record payment: close the reminders, cancel or lift the suspension (art. 5.7)",
+        description="Record that the customer paid (art. 5.7, 'reactivated after payment'): "
+        "closes the open payment-reminder episode, cancels a pending scheduled suspension "
+        "and reactivates a suspended customer. Error if there is nothing of these.")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_customer_paid)
 
     p = sub.add_parser("unblock", parents=[common, target, who],
                        help="open a blocked prefix, country or category for a customer",

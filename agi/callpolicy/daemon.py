@@ -3,6 +3,8 @@
 - Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
   refused" and uses the fallback AGI at once, rather than waiting for a fail-safe answer.
 - Polls the audit log every 250 ms: a CLI change is live within a second.
+- Every second, writes scheduled suspensions that came due to the database (the decisions
+  already follow them to the second: the snapshot holds each customer's `suspend_at`).
 - SIGHUP re-reads the config file (policy lists, deadline); a bad file is logged and ignored.
 - SIGTERM/SIGINT: stop accepting, let in-flight answers finish, exit 0.
 """
@@ -33,6 +35,7 @@ log = structlog.get_logger("callpolicy.daemon")
 
 REFRESH_INTERVAL = 0.25
 RECORD_FLUSH_INTERVAL = 0.5
+SCHEDULE_INTERVAL = 1.0  # only the database catches up: decisions follow suspend_at exactly
 
 
 class PolicyService:
@@ -105,6 +108,26 @@ class PolicyService:
             except Exception as exc:
                 log.error("call_records_purge_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(86400)
+
+    async def apply_schedules_forever(self) -> None:
+        """Write scheduled suspensions that came due to the database (art. 5.7), so that
+        `customer show`, billing and the audit log see them. Calls are refused from the due
+        time on anyway: the snapshot's Customer.suspend_at decides."""
+        assert self.writer is not None
+        failing = False
+        while True:
+            try:
+                for customer in await self.writer.apply_due_suspensions(datetime.now(UTC)):
+                    log.info("scheduled_suspension_applied", customer=customer)
+                if failing:
+                    log.info("scheduled_suspensions_recovered")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.error("scheduled_suspensions_failed",
+                              error=f"{type(exc).__name__}: {exc}")
+                failing = True
+            await asyncio.sleep(SCHEDULE_INTERVAL)
 
     def fail_safe(self, request: CallRequest, why: str) -> Decision:
         return self._config_only.fail_safe(request, why)
@@ -202,7 +225,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
                   asyncio.create_task(service.write_records_forever()),
                   asyncio.create_task(service.purge_forever()),
-                  asyncio.create_task(publish_forever(service))]
+                  asyncio.create_task(publish_forever(service)),
+                  asyncio.create_task(service.apply_schedules_forever())]
     notify(b"READY=1")
     try:
         await stopping.wait()

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 from harness import Asterisk, Trunk
 from policy_env import ACME_101, Live
@@ -57,6 +60,36 @@ def test_suspension_hangs_up_a_national_call_but_not_112(live: Live, call, trunk
     assert sos_result.hung_up_by == "phone", sos_result  # 112 survived the suspension
     log = live.log.read_text()
     assert '"reason": "suspended"' in log and "call_revoked" in log
+
+
+def test_scheduled_suspension_hangs_up_a_national_call_at_its_time_but_not_112(
+        live: Live, call, trunk: Trunk) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        national = pool.submit(call, ACME_101, "092101299", hold=20, timeout=40)
+        sos = pool.submit(call, ACME_101, "112", hold=8, timeout=40)
+        trunk.wait_for_invites(2, timeout=10)
+        time.sleep(0.5)  # both answered
+        due = datetime.now(UTC) + timedelta(seconds=3)
+        try:
+            live.cli("customer", "suspend", "acme", "--at", due.isoformat(), "--by", "tests",
+                     "--ticket", "T-AT")
+            national_result = national.result(timeout=40)
+            national_ended = time.time()
+            sos_result = sos.result(timeout=40)
+        finally:  # later tests need acme active: lift it, or cancel it if not applied yet
+            subprocess.run([sys.executable, "-m", "callpolicy.cli", "--config",
+                            str(live.config), "customer", "reactivate", "acme", "--by",
+                            "tests", "--ticket", "T-BACK"], capture_output=True, timeout=60,
+                           check=False)
+    assert national_result.status == 200 and national_result.hung_up_by == "remote"
+    late = national_ended - due.timestamp()
+    print(f"national call ended {late:.2f} s after the scheduled time")
+    assert 0 <= late < 2.0, f"national call ended {late:+.2f} s from the scheduled time"
+    assert sos_result.status == 200
+    assert sos_result.hung_up_by == "phone", sos_result  # 112 survived the suspension
+    log = live.log.read_text()
+    assert "scheduled suspension" in log and "call_revoked" in log
+    assert '"scheduled_suspension_applied"' in log
 
 
 def ami_logins(live: Live) -> int:

@@ -64,6 +64,8 @@ def make_customer(
     verified_forward_targets: Iterable[str] = (ACME_FORWARD_TARGET,),
     unblocks: Iterable[Unblock] = (),
     suspension_ticket: str = "",
+    suspend_at: datetime | None = None,
+    suspend_at_ticket: str = "",
 ) -> Customer:
     """A Customer, by default the demo customer "acme" (active, no unblocks)."""
     return Customer(
@@ -77,6 +79,8 @@ def make_customer(
         verified_forward_targets=frozenset(verified_forward_targets),
         unblocks=tuple(unblocks),
         suspension_ticket=suspension_ticket,
+        suspend_at=suspend_at,
+        suspend_at_ticket=suspend_at_ticket,
     )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cli_runner import one_error_line, run
 
 REPO = Path(__file__).resolve().parents[2]
+BRUSSELS = ZoneInfo("Europe/Brussels")
 JSON_KEYS = {"number", "destination", "action", "reason", "category", "caller_id",
              "emergency", "location", "rule"}
 
@@ -35,7 +38,8 @@ def audit_count(db: Path) -> int:
 @pytest.mark.parametrize(
     "command",
     [[], ["customer"], ["customer", "import"], ["customer", "show"], ["customer", "list"],
-     ["customer", "suspend"], ["customer", "reactivate"], ["unblock"], ["reblock"],
+     ["customer", "suspend"], ["customer", "reactivate"], ["customer", "remind"],
+     ["customer", "paid"], ["unblock"], ["reblock"],
      ["unblocks"], ["audit"], ["check"]],
     ids=lambda c: " ".join(c) or "top",
 )
@@ -77,6 +81,20 @@ def test_missing_database_is_one_error_and_not_created(tmp_path: Path,
      (["unblock", "acme", "--category", "mobile", "--by", "a", "--ticket", "t"],
       "--category must be"),
      (["audit", "--limit", "0"], "--limit must be at least 1"),
+     (["customer", "suspend", "acme", "--at", "2030-01-01T00:00", "--by", "a", "--ticket", "t"],
+      "has no timezone"),
+     (["customer", "suspend", "acme", "--at", "2020-01-01T00:00+01:00", "--by", "a",
+       "--ticket", "t"], "in the past"),
+     (["customer", "suspend", "acme", "--at", "tomorrow", "--by", "a", "--ticket", "t"],
+      "not an ISO 8601 time"),
+     (["customer", "remind", "acme", "--sent", "2099-01-01", "--by", "a", "--ticket", "t"],
+      "in the future"),
+     (["customer", "remind", "acme", "--sent", "1/3/2026", "--by", "a", "--ticket", "t"],
+      "not a date like"),
+     (["customer", "remind", "acme", "--sent", "2026-02-30", "--by", "a", "--ticket", "t"],
+      "not a date like"),
+     (["customer", "remind", "acme", "--by", "a", "--ticket", "t"], "required: --sent"),
+     (["customer", "paid", "acme", "--by", "a"], "required: --ticket"),
      (["check", "--customer", "acme"], "required: NUMBER")],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -92,10 +110,14 @@ def test_bad_usage_exits_2_with_one_line_and_writes_nothing(
     [["customer", "show", "ghost"],
      ["customer", "suspend", "ghost", "--by", "a", "--ticket", "t"],
      ["customer", "reactivate", "ghost", "--by", "a", "--ticket", "t"],
+     ["customer", "suspend", "ghost", "--at", "2099-01-01T00:00Z", "--by", "a", "--ticket",
+      "t"],
+     ["customer", "remind", "ghost", "--sent", "2026-01-01", "--by", "a", "--ticket", "t"],
+     ["customer", "paid", "ghost", "--by", "a", "--ticket", "t"],
      ["unblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
      ["reblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],
      ["unblocks", "ghost"], ["audit", "ghost"]],
-    ids=lambda c: " ".join(c[:2]),
+    ids=lambda c: " ".join(c[:3]),
 )
 def test_unknown_customer_is_one_error_line(db: Path, command: list[str]) -> None:
     before = audit_count(db)
@@ -265,4 +287,79 @@ def test_suspend_then_must_reach_only(db: Path) -> None:
     assert (sos["action"], sos["reason"]) == ("allow", "emergency")
     assert run("customer", "reactivate", "acme", "--by", "a", "--ticket", "t", db=db
                ).returncode == 0
+    assert check(db, "092101299")[0]["reason"] == "allowed"
+
+
+def show(db: Path, customer: str = "acme") -> dict:
+    return json.loads(run("customer", "show", customer, "--json", db=db).stdout)
+
+
+def test_suspend_at_schedules_check_follows_the_time_and_reactivate_cancels(db: Path) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    result = run("customer", "suspend", "acme", "--at", at.astimezone(BRUSSELS).isoformat(),
+                 "--by", "alice", "--ticket", "T-AT", "--reason", "unpaid", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "suspension scheduled at" in result.stdout and "T-AT" in result.stdout
+    assert check(db, "092101299")[0]["reason"] == "allowed"
+    text = run("customer", "show", "acme", db=db).stdout
+    assert "scheduled     suspension at" in text and "suspend --at: unpaid" in text
+    listed = [json.loads(line) for line in run("customer", "list", "--json", db=db)
+              .stdout.splitlines()]
+    assert listed[0]["scheduled"] is not None and listed[1]["scheduled"] is None
+    assert "SCHEDULED" in run("customer", "list", db=db).stdout
+    one_error_line(run("customer", "suspend", "acme", "--at", (at + timedelta(hours=1))
+                       .isoformat(), "--by", "a", "--ticket", "t", db=db), 1,
+                   "already has a suspension scheduled")
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.1)
+    national, sos = check(db, "092101299", "112")  # no daemon has written anything: the
+    assert national["reason"] == "suspended"      # decision follows the schedule
+    assert "T-AT" in national["rule"] and sos["action"] == "allow"
+    assert show(db)["status"] == "active"
+    result = run("customer", "reactivate", "acme", "--by", "bob", "--ticket", "T-OFF", db=db)
+    assert result.returncode == 0 and "cancelled the suspension" in result.stdout
+    assert check(db, "092101299")[0]["reason"] == "allowed"
+    one_error_line(run("customer", "reactivate", "acme", "--by", "bob", "--ticket", "T", db=db),
+                   1, "not suspended and has no scheduled suspension")
+    entries = [json.loads(line) for line in run("audit", "acme", "--json", db=db)
+               .stdout.splitlines()]
+    assert [(e["action"], e["ticket"]) for e in entries[-2:]] == [
+        ("customer.suspend_scheduled", "T-AT"), ("customer.schedule_cancelled", "T-OFF")]
+
+
+def test_remind_schedules_15_days_later_and_paid_cancels(db: Path) -> None:
+    today = datetime.now(BRUSSELS).date()
+    result = run("customer", "remind", "acme", "--sent", today.isoformat(), "--by", "alice",
+                 "--ticket", "R-1", db=db)
+    assert result.returncode == 0, result.stderr
+    due = datetime.combine(today + timedelta(days=15), datetime.min.time(), tzinfo=BRUSSELS)
+    assert f"suspension scheduled at {due.isoformat()}" in result.stdout
+    result = run("customer", "remind", "acme", "--sent", today.isoformat(), "--by", "alice",
+                 "--ticket", "R-2", db=db)
+    assert "not the first reminder" in result.stdout and due.isoformat() in result.stdout
+    customer = show(db)
+    assert customer["scheduled_suspension"]["reminder_sent_on"] == today.isoformat()
+    assert [r["ticket"] for r in customer["payment_reminders"]] == ["R-1", "R-2"]
+    text = run("customer", "show", "acme", db=db).stdout
+    assert f"15 days after the first payment reminder of {today}" in text
+    assert text.count("reminder      sent") == 2
+    result = run("customer", "paid", "acme", "--by", "bob", "--ticket", "PAY-1", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "closed 2 payment reminder(s)" in result.stdout and "cancelled" in result.stdout
+    customer = show(db)
+    assert customer["scheduled_suspension"] is None and customer["payment_reminders"] == []
+    one_error_line(run("customer", "paid", "acme", "--by", "bob", "--ticket", "PAY-2", db=db),
+                   1, "nothing to settle")
+
+
+def test_reminder_long_past_suspends_at_once_and_paid_reactivates(db: Path) -> None:
+    result = run("customer", "remind", "acme", "--sent", "2026-01-05", "--by", "alice",
+                 "--ticket", "R-OLD", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "already past: the suspension is due at once" in result.stdout
+    assert "suspended now" in result.stdout
+    assert show(db)["status"] == "suspended"
+    assert check(db, "092101299")[0]["reason"] == "suspended"
+    result = run("customer", "paid", "acme", "--by", "bob", "--ticket", "PAY-1", db=db)
+    assert "customer acme reactivated" in result.stdout
+    assert show(db)["status"] == "active"
     assert check(db, "092101299")[0]["reason"] == "allowed"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,41 @@ def test_watchdog_kills_a_frozen_daemon_and_restarts_it(setup, tmp_path) -> None
         if supervisor.poll() is None:
             supervisor.kill()
     assert '"daemon_frozen_killed"' in (tmp_path / "watchdog.log").read_text()
+
+
+def test_daemon_refuses_from_the_scheduled_second_and_writes_the_suspension(
+        setup, tmp_path) -> None:
+    config, port = setup
+    daemon = start(["serve"], config, tmp_path / "serve.log")
+    try:
+        wait_port(port)
+        due = datetime.now(UTC) + timedelta(seconds=2)
+        result = cli("customer", "suspend", "acme", "--at", due.isoformat(), "--by", "alice",
+                     "--ticket", "T-AT", config=config)
+        assert result.returncode == 0, result.stderr
+        while datetime.now(UTC) < due - timedelta(seconds=0.2):
+            assert ask(port, "092101299")["CP_ACTION"] == "allow"  # not before its time
+            time.sleep(0.1)
+        time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        refused = ask(port, "092101299")  # exact to the second: no database write needed
+        assert (refused["CP_ACTION"], refused["CP_REASON"]) == ("block", "suspended")
+        assert ask(port, "112")["CP_ACTION"] == "allow"
+        deadline = time.monotonic() + 3
+        while json.loads(cli("customer", "show", "acme", "--json", config=config).stdout
+                         )["status"] != "suspended":
+            assert time.monotonic() < deadline, "the daemon did not write the due suspension"
+            time.sleep(0.1)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    entries = [json.loads(line) for line in cli("audit", "acme", "--json", config=config)
+               .stdout.splitlines()]
+    assert [(e["action"], e["actor"], e["ticket"]) for e in entries[-2:]] == [
+        ("customer.suspend_scheduled", "alice", "T-AT"),
+        ("customer.suspend", "callpolicy-scheduler", "T-AT")]
+    assert '"scheduled_suspension_applied"' in (tmp_path / "serve.log").read_text()
 
 
 def test_serve_without_database_is_one_clear_error(tmp_path: Path) -> None:

@@ -202,6 +202,33 @@ def test_reactivation_with_new_snapshot(engine, decide, customer_factory) -> Non
     assert decide("09 210 12 99", engine=engine).reason is Reason.ALLOWED
 
 
+def test_scheduled_suspension_applies_from_its_second(make_engine, decide, customer_factory,
+                                                     now) -> None:
+    """suspend_at: the customer is suspended from that moment on, before anything is written
+    to the database (the daemon does that later); the rule names the schedule and ticket."""
+    due = now + timedelta(hours=1)
+    engine = make_engine(customer_factory(suspend_at=due, suspend_at_ticket="R-5.7"))
+    before = decide("09 210 12 99", engine=engine, now=due - timedelta(microseconds=1))
+    assert (before.action, before.reason) == (Action.ALLOW, Reason.ALLOWED)
+    for moment in (due, due + timedelta(days=3)):
+        decision = decide("09 210 12 99", engine=engine, now=moment)
+        assert (decision.action, decision.reason) == (Action.BLOCK, Reason.SUSPENDED)
+        assert "scheduled suspension" in decision.rule and "R-5.7" in decision.rule
+        assert due.isoformat() in decision.rule
+    for dialled in ("112", "070 245 245"):  # must-reach numbers still pass
+        assert decide(dialled, engine=engine, now=due).allowed
+
+
+def test_an_active_suspension_names_its_own_ticket_not_the_schedule(
+        make_engine, decide, customer_factory, now) -> None:
+    engine = make_engine(customer_factory(suspended=True, suspension_ticket="T-NOW",
+                                          suspend_at=now + timedelta(days=1),
+                                          suspend_at_ticket="R-LATER"))
+    decision = decide("09 210 12 99", engine=engine)
+    assert decision.reason is Reason.SUSPENDED
+    assert "T-NOW" in decision.rule and "scheduled" not in decision.rule
+
+
 # --- 4. premium (art. 3.10) -------------------------------------------------------------------
 
 NOW_FOR_UNBLOCKS = datetime.fromisoformat("2025-06-02T14:30:00+00:00")  # conftest's NOW

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -19,7 +20,15 @@ from callpolicy.policy import (
     UnblockKind,
     build_policy_config,
 )
-from callpolicy.store import SCHEMA_VERSION, Actor, SnapshotSource, Store, StoreError
+from callpolicy.store import (
+    SCHEMA_VERSION,
+    Actor,
+    SnapshotSource,
+    Store,
+    StoreError,
+    parse_iso,
+    suspension_due,
+)
 
 CONFIG = build_policy_config()
 ALICE = Actor("alice", "T-1", "test")
@@ -222,3 +231,185 @@ async def test_committed_change_survives_a_new_connection(store: Store) -> None:
     db = sqlite3.connect(store.path)  # a fresh reader sees it: it was committed
     assert db.execute("SELECT status FROM customers WHERE id='acme'").fetchone()[0] == \
         "suspended"
+
+
+# -- scheduled suspensions and payment reminders (art. 5.7) ------------------------------------
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+def actions(entries: list[dict]) -> list[str]:
+    return [e["action"] for e in entries]
+
+
+@pytest.mark.parametrize(
+    ("sent", "due_utc"),
+    [(date(2026, 3, 14), "2026-03-28T23:00:00+00:00"),  # due 29 March: DST starts at 02:00
+     (date(2026, 3, 15), "2026-03-29T22:00:00+00:00"),  # due 30 March: summer time, +02:00
+     (date(2026, 10, 10), "2026-10-24T22:00:00+00:00"),  # due 25 October: DST ends at 03:00
+     (date(2026, 10, 11), "2026-10-25T23:00:00+00:00"),
+     (date(2026, 2, 14), "2026-02-28T23:00:00+00:00")],  # 15 calendar days over a month end
+)
+def test_suspension_is_due_at_brussels_midnight_15_days_after_the_reminder(
+        sent: date, due_utc: str) -> None:
+    due = suspension_due(sent)
+    assert due.astimezone(UTC).isoformat() == due_utc
+    local = due.astimezone(BRUSSELS)
+    assert (local.date() - sent).days == 15 and (local.hour, local.minute) == (0, 0)
+
+
+async def test_first_reminder_schedules_later_ones_do_not_move_it(store: Store) -> None:
+    today = datetime.now(BRUSSELS).date()
+    first = await store.record_reminder("acme", today - timedelta(days=2), ALICE)
+    assert first.first and first.created and first.schedule is not None
+    due = suspension_due(today - timedelta(days=2))
+    assert parse_iso(first.schedule["due_at"]) == due
+    second = await store.record_reminder("acme", today, Actor("bob", "T-2"))
+    assert not second.first and not second.created
+    assert second.schedule is not None and second.schedule["id"] == first.schedule["id"]
+    assert parse_iso((await store.scheduled_suspension("acme"))["due_at"]) == due
+    assert [r["sent_on"] for r in await store.open_reminders("acme")] == [
+        (today - timedelta(days=2)).isoformat(), today.isoformat()]
+    assert actions(await store.audit_log("acme"))[-3:] == [
+        "customer.remind", "customer.suspend_scheduled", "customer.remind"]
+    assert (await store.customer("acme"))["status"] == "active"  # not yet due
+
+
+async def test_reminder_in_the_future_is_refused(store: Store) -> None:
+    tomorrow = datetime.now(BRUSSELS).date() + timedelta(days=1)
+    with pytest.raises(StoreError, match="in the future"):
+        await store.record_reminder("acme", tomorrow, ALICE)
+    assert await store.open_reminders("acme") == []
+
+
+async def test_snapshot_sees_a_schedule_and_decides_by_it_before_anything_is_applied(
+        store: Store) -> None:
+    source = SnapshotSource(store, CONFIG)
+    await source.load()
+    at = datetime.now(UTC) + timedelta(hours=2)
+    other = await Store.open(store.path)  # the CLI: another connection
+    try:
+        await other.schedule_suspension("acme", at, Actor("alice", "T-AT"))
+    finally:
+        await other.close()
+    assert await source.refresh()
+    customer = source.snapshot.customers["acme"]
+    assert customer.suspend_at == at.replace(microsecond=at.microsecond // 1000 * 1000)
+    assert customer.suspend_at_ticket == "T-AT" and not customer.suspended
+    assert decide(source.snapshot, "092101299", now=at - timedelta(seconds=1)).allowed
+    late = decide(source.snapshot, "092101299", now=at + timedelta(seconds=1))
+    assert late.reason is Reason.SUSPENDED and "T-AT" in late.rule
+    assert decide(source.snapshot, "112", now=at + timedelta(seconds=1)).allowed
+
+
+async def test_schedule_is_refused_in_the_past_twice_or_when_suspended(store: Store) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(StoreError, match="not in the future"):
+        await store.schedule_suspension("acme", now - timedelta(seconds=1), ALICE)
+    with pytest.raises(StoreError, match="unknown customer 'ghost'"):
+        await store.schedule_suspension("ghost", now + timedelta(hours=1), ALICE)
+    with pytest.raises(StoreError, match="already suspended"):
+        await store.schedule_suspension("bakkerij", now + timedelta(hours=1), ALICE)
+    await store.schedule_suspension("acme", now + timedelta(hours=1), ALICE)
+    with pytest.raises(StoreError, match="already has a suspension scheduled"):
+        await store.schedule_suspension("acme", now + timedelta(hours=2), ALICE)
+
+
+async def test_reactivate_cancels_a_schedule_and_errors_only_with_nothing_to_do(
+        store: Store) -> None:
+    await store.schedule_suspension("acme", datetime.now(UTC) + timedelta(hours=1), ALICE)
+    done = await store.reactivate("acme", Actor("bob", "T-OFF"))
+    assert not done.reactivated and done.cancelled is not None
+    assert await store.scheduled_suspension("acme") is None
+    assert actions(await store.audit_log("acme"))[-1] == "customer.schedule_cancelled"
+    assert (await store.load_customers(["acme"]))["acme"].suspend_at is None
+    with pytest.raises(StoreError, match="not suspended and has no scheduled suspension"):
+        await store.reactivate("acme", ALICE)
+
+
+async def test_paid_cancels_the_schedule_and_closes_the_episode(store: Store) -> None:
+    today = datetime.now(BRUSSELS).date()
+    await store.record_reminder("acme", today, ALICE)
+    done = await store.record_payment("acme", Actor("bob", "PAY-1"))
+    assert done.cancelled is not None and not done.reactivated and done.closed_reminders == 1
+    assert await store.scheduled_suspension("acme") is None
+    assert await store.open_reminders("acme") == []
+    assert actions(await store.audit_log("acme"))[-2:] == [
+        "customer.schedule_cancelled", "customer.paid"]
+    # A new episode: the next reminder is a first one again.
+    assert (await store.record_reminder("acme", today, ALICE)).created
+    await store.record_payment("acme", ALICE)
+    with pytest.raises(StoreError, match="nothing to settle"):
+        await store.record_payment("acme", ALICE)
+
+
+async def test_reminder_long_ago_is_due_at_once_and_paid_reactivates(store: Store) -> None:
+    source = SnapshotSource(store, CONFIG)
+    await source.load()
+    result = await store.record_reminder("acme", date(2026, 1, 1), ALICE)
+    assert result.created
+    await source.refresh()
+    assert decide(source.snapshot, "092101299").reason is Reason.SUSPENDED  # before applying
+    assert await store.apply_due_suspensions(datetime.now(UTC)) == ["acme"]
+    assert await store.apply_due_suspensions(datetime.now(UTC)) == []  # idempotent
+    suspension = await store.suspension("acme")
+    assert suspension is not None and suspension["ticket"] == "T-1"
+    assert suspension["suspended_by"] == "alice"
+    # in force since the schedule was made (its due time was already past then)
+    assert parse_iso(suspension["suspended_at"]) >= parse_iso(result.schedule["created_at"])
+    later = await store.record_reminder("acme", date(2026, 1, 20), ALICE)
+    assert later.suspended and not later.created
+    done = await store.record_payment("acme", Actor("bob", "PAY-2"))
+    assert done.reactivated and done.cancelled is None and done.closed_reminders == 2
+    await source.refresh()
+    assert decide(source.snapshot, "092101299").allowed
+    assert (await store.customer("acme"))["status"] == "active"
+    entries = await store.audit_log("acme")
+    assert [(e["action"], e["actor"], e["ticket"]) for e in entries[-6:]] == [
+        ("customer.remind", "alice", "T-1"), ("customer.suspend_scheduled", "alice", "T-1"),
+        ("customer.suspend", "callpolicy-scheduler", "T-1"),
+        ("customer.remind", "alice", "T-1"),
+        ("customer.paid", "bob", "PAY-2"), ("customer.reactivate", "bob", "PAY-2")]
+    assert "2026-01-01" in entries[-4]["reason"]
+
+
+async def test_apply_due_waits_for_the_time_and_two_processes_apply_it_once(
+        store: Store) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=0.3)
+    await store.schedule_suspension("acme", at, Actor("alice", "T-AT", "unpaid"))
+    assert await store.apply_due_suspensions(at - timedelta(seconds=0.1)) == []
+    assert (await store.customer("acme"))["status"] == "active"
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.05)
+    other = await Store.open(store.path)
+    try:
+        now = datetime.now(UTC)
+        results = await asyncio.gather(store.apply_due_suspensions(now),
+                                       other.apply_due_suspensions(now))
+    finally:
+        await other.close()
+    assert sorted(results) == [[], ["acme"]]
+    assert (await store.customer("acme"))["status"] == "suspended"
+    suspend_rows = [e for e in await store.audit_log("acme") if e["action"] == "customer.suspend"]
+    assert len(suspend_rows) == 1 and suspend_rows[0]["actor"] == "callpolicy-scheduler"
+    suspension = await store.suspension("acme")
+    assert suspension["reason"] == "unpaid" and suspension["ticket"] == "T-AT"
+    assert await store.scheduled_suspension("acme") is None
+    assert (await store.load_customers(["acme"]))["acme"].suspended
+
+
+async def test_immediate_suspend_replaces_a_schedule(store: Store) -> None:
+    await store.schedule_suspension("acme", datetime.now(UTC) + timedelta(hours=1), ALICE)
+    await store.suspend("acme", Actor("bob", "T-NOW"))
+    assert await store.scheduled_suspension("acme") is None
+    assert actions(await store.audit_log("acme"))[-2:] == [
+        "customer.schedule_cancelled", "customer.suspend"]
+    assert await store.apply_due_suspensions(datetime.now(UTC) + timedelta(hours=2)) == []
+
+
+async def test_customers_list_shows_the_pending_schedule(store: Store) -> None:
+    at = datetime.now(UTC) + timedelta(hours=1)
+    await store.schedule_suspension("acme", at, ALICE)
+    rows = {r["id"]: r for r in await store.customers()}
+    assert parse_iso(rows["acme"]["scheduled"]) == at.replace(
+        microsecond=at.microsecond // 1000 * 1000)
+    assert rows["bakkerij"]["scheduled"] is None

@@ -3,7 +3,7 @@
 Order (the first rule that applies decides):
 1. must-reach numbers are always allowed, for anyone in any state (emergency for 112/100/101);
 2. unknown customer -> block;
-3. suspended customer (art. 5.7) -> block;
+3. suspended customer (art. 5.7), or one whose scheduled suspension time has come -> block;
 4. premium ranges (art. 3.10) -> block unless an active unblock covers them; longest prefix wins;
 5. outside the EU (art. 3.10) -> block unless unblocked for the country or the category;
 6. allow.
@@ -196,15 +196,9 @@ class Engine:
                 Action.BLOCK, Reason.UNKNOWN_CUSTOMER, f"no customer known for {who!r}"
             )
 
-        # 3. Suspension (art. 5.7).
-        if customer.suspended:
-            ticket = f", ticket {customer.suspension_ticket}" if customer.suspension_ticket else ""
-            return decision(
-                Action.BLOCK,
-                Reason.SUSPENDED,
-                f"art. 5.7: customer {customer.id} is suspended{ticket}; "
-                "only must-reach numbers pass",
-            )
+        # 3. Suspension (art. 5.7), also a scheduled one whose time has come.
+        if customer.is_suspended(request.now):
+            return decision(Action.BLOCK, Reason.SUSPENDED, _suspension_rule(customer))
 
         destination = dialled.destination
         assert destination is not None
@@ -237,6 +231,18 @@ class Engine:
 
         # 6. Everything else.
         return decision(Action.ALLOW, Reason.ALLOWED, dest.why)
+
+
+def _suspension_rule(customer: Customer) -> str:
+    if customer.suspended:
+        ticket = customer.suspension_ticket
+        what = "is suspended"
+    else:
+        assert customer.suspend_at is not None
+        ticket = customer.suspend_at_ticket
+        what = f"is suspended since {customer.suspend_at.isoformat()} (scheduled suspension)"
+    shown = f", ticket {ticket}" if ticket else ""
+    return f"art. 5.7: customer {customer.id} {what}{shown}; only must-reach numbers pass"
 
 
 def fail_safe_decision(classifier: Classifier, request: CallRequest, why: str) -> Decision:

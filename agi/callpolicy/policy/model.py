@@ -150,6 +150,13 @@ class Customer:
     unblocks: tuple[Unblock, ...] = ()
     suspension_ticket: str = ""
     limits: FraudLimits = FraudLimits()  # per-customer overrides of the operator defaults
+    # A pending scheduled suspension (art. 5.7): from this moment (timezone-aware) the customer
+    # is suspended, whether or not the daemon has written the suspension to the database yet.
+    suspend_at: datetime | None = None
+    suspend_at_ticket: str = ""
+
+    def is_suspended(self, now: datetime) -> bool:
+        return self.suspended or (self.suspend_at is not None and now >= self.suspend_at)
 
 
 @dataclass(frozen=True, slots=True)
