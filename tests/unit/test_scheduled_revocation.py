@@ -8,24 +8,24 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+from callpolicy.ami import AmiLink
+from callpolicy.config import AmiSettings
 from callpolicy.control import REVOKE_INTERVAL, CallControl
 from callpolicy.policy import CallRequest, Engine
 
 
-class FakeAmi:
-    """Just what CallControl uses of AmiLink: handlers, the link state, hang-ups."""
-
-    configured = connected = True
-    logins = 0  # the live table is as exact as after a rebuild
+class FakeAmi(AmiLink):
+    """A configured, connected AMI link whose hang-ups are only recorded (the thing under
+    test is the revocation loop, not the AMI protocol)."""
 
     def __init__(self) -> None:
+        super().__init__(AmiSettings(username="callpolicy", secret="test"))
         self.hangups: list[tuple[str, float]] = []
+        self._set_connected(True)
 
-    def on(self, event: str, handler) -> None:
-        pass
-
-    async def hangup(self, channel: str) -> None:
+    async def hangup(self, channel: str, cause: int = 21) -> bool:
         self.hangups.append((channel, time.time()))
+        return True
 
 
 async def test_live_calls_are_hung_up_at_the_scheduled_time_but_not_112(
@@ -33,7 +33,7 @@ async def test_live_calls_are_hung_up_at_the_scheduled_time_but_not_112(
     due = datetime.now(UTC) + timedelta(seconds=0.6)
     engine: Engine = make_engine(customer_factory(suspend_at=due, suspend_at_ticket="T-AT"))
     ami = FakeAmi()
-    control = CallControl(lambda: engine, ami)  # type: ignore[arg-type]
+    control = CallControl(lambda: engine, ami)
     for uniqueid, dialled in (("1.1", "092101299"), ("1.2", "112")):
         request = CallRequest(dialled, datetime.now(UTC), endpoint="acme-101")
         decision = engine.decide(request)
