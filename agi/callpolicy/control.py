@@ -182,14 +182,24 @@ class CallControl:
 
     # -- revocation ----------------------------------------------------------------------
     async def revoke_forever(self, changed: asyncio.Event) -> None:
+        failing = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), REVOKE_INTERVAL)
             changed.clear()
-            await self.revoke_once()
-            self.metrics.set_live_calls(self.live.by_category())
-            self._retry_resync()
-            self.watch_guard()
+            try:
+                await self.revoke_once()
+                self.metrics.set_live_calls(self.live.by_category())
+                self._retry_resync()
+                self.watch_guard()
+            except Exception:  # a bug must not end revocation for good: log once, go on
+                if not failing:
+                    log.exception("revocation_round_failed")
+                failing = True
+            else:
+                if failing:
+                    log.info("revocation_round_recovered")
+                failing = False
 
     @property
     def revocations_pending(self) -> int:
