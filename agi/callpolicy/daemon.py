@@ -1,10 +1,13 @@
 """`callpolicy serve`: the long-running daemon.
 
 - Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
-  refused" and uses the fallback AGI at once, rather than waiting for a fail-safe answer.
+  refused" and uses the fallback AGI at once. Once listening, every decision is in memory.
 - Polls the audit log every 250 ms: a CLI change is live within a second.
-- SIGHUP re-reads the config file (policy lists, deadline); a bad file is logged and ignored.
-- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, exit 0.
+- SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
+- Call records: written every 0.5 s by `RecordWriter` (records_writer.py), which spools them
+  next to the database when it cannot take them and replays the spool first.
+- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records (to the
+  database, else the spool), exit 0.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import structlog
 from .ami import AmiLink
 from .config import ConfigError, Settings, load_settings
 from .control import CallControl
-from .fastagi import FastAgiServer, Limits
+from .fastagi import FastAgiServer
 from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine, Snapshot
+from .records_spool import CallSpool, spool_path
+from .records_writer import RecordWriter
 from .store import Actor, SnapshotSource, Store
 from .watchdog import notify, ping_forever
 
@@ -40,7 +45,6 @@ class PolicyService:
         self.settings = settings
         self._config_arg = config_arg
         self._db_arg = db_arg
-        self.ready = asyncio.Event()
         self.engine: Engine | None = None
         self.store: Store | None = None
         self.source: SnapshotSource | None = None
@@ -52,14 +56,14 @@ class PolicyService:
         self.ami = AmiLink(settings.ami, on_login=self._ami_login,
                            on_state=self.metrics.set_ami_connected)
         self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
-        self.writer: Store | None = None  # its own connection: record writes never hold up
-        #                                   the snapshot refresh
+        # its own connection: record writes never hold up the snapshot refresh
+        self.records = RecordWriter(settings.db_path, CallSpool(spool_path(settings.db_path)),
+                                    self.metrics)
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
 
     async def _ami_login(self) -> None:
-        await self.ready.wait()
         await self.control.resync()
         self.policy_changed.set()
 
@@ -74,28 +78,21 @@ class PolicyService:
         self.control.decided(request, decision, env, source)
 
     async def write_records_forever(self) -> None:
-        """Flush call records in batches; a failed batch is kept and retried."""
-        assert self.writer is not None
-        batch: list = []
+        """Call records to the database every 0.5 s (else the spool: RecordWriter)."""
         while True:
             await asyncio.sleep(RECORD_FLUSH_INTERVAL)
-            batch += self.control.take_pending()
-            if not batch:
-                continue
             try:
-                await self.writer.record_calls(batch)
-                batch = []
-            except Exception as exc:
-                log.error("call_records_write_failed", records=len(batch),
-                          error=f"{type(exc).__name__}: {exc}")
+                await self.records.flush(self.control.take_pending())
+            except Exception:  # a bug: the taken records wait in the writer's backlog
+                log.exception("call_records_flush_failed")
 
     async def purge_forever(self) -> None:
         """Art. 4.3 records are kept `[calls] retention_days`, then purged (daily)."""
-        assert self.writer is not None
         while True:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.calls_retention_days)
             try:
-                count = await self.writer.purge_calls(cutoff, Actor("callpolicy", "retention"))
+                async with await Store.open(self.settings.db_path) as store:
+                    count = await store.purge_calls(cutoff, Actor("callpolicy", "retention"))
                 if count:
                     log.info("call_records_purged", count=count, older_than=cutoff.isoformat())
             except Exception as exc:
@@ -107,11 +104,9 @@ class PolicyService:
 
     async def load(self) -> None:
         self.store = await Store.open(self.settings.db_path)
-        self.writer = await Store.open(self.settings.db_path)
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
         self.engine = Engine(snapshot)
-        self.ready.set()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
 
@@ -155,27 +150,19 @@ class PolicyService:
         self.engine = Engine(self.source.snapshot)
         self._config_only = Engine(Snapshot(settings.policy))
         self.policy_changed.set()
-        if self.server is not None:
-            self.server.limits = replace(
-                self.server.limits, decision_deadline=settings.decision_deadline_ms / 1000)
         log.info("config_reloaded", path=str(settings.path),
                  premium_prefixes=list(settings.policy.premium_prefixes),
-                 must_reach=sorted(settings.policy.must_reach),
-                 decision_deadline_ms=settings.decision_deadline_ms)
+                 must_reach=sorted(settings.policy.must_reach))
 
 
 async def serve(settings: Settings, config_arg: str | None = None,
                 db_arg: str | None = None) -> int:
     service = PolicyService(settings, config_arg, db_arg)
     await service.load()
-    server = FastAgiServer(
-        service.decide, service.fail_safe, service.ready,
-        Limits(decision_deadline=settings.decision_deadline_ms / 1000),
-        on_decision=service.on_decision)
+    server = FastAgiServer(service.decide, service.fail_safe, on_decision=service.on_decision)
     service.server = server
     await server.start(settings.agi_host, settings.agi_port)
-    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}",
-             decision_deadline_ms=settings.decision_deadline_ms)
+    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}")
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -206,10 +193,10 @@ async def serve(settings: Settings, config_arg: str | None = None,
         await server.stop()
         service.ami.stop()
         service.metrics.stop()
-        if service.writer is not None:
-            with contextlib.suppress(Exception):  # last records, best effort
-                await service.writer.record_calls(service.control.take_pending())
-            await service.writer.close()
+        try:  # the last records: to the database, else the spool
+            await service.records.close(service.control.take_pending())
+        except Exception:
+            log.exception("call_records_flush_failed")
         if service.store is not None:
             await service.store.close()
         log.info("stopped", **server.stats)

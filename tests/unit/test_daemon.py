@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,10 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from agi_peer import env_block, parse_mset
+
+from callpolicy.records import CallRecord
+from callpolicy.records_spool import CallSpool, spool_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,3 +146,45 @@ def test_serve_without_database_is_one_clear_error(tmp_path: Path) -> None:
                             timeout=30, check=False)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_restarted_daemon_replays_the_call_record_spool(setup, tmp_path) -> None:
+    """Records an earlier run could not write (spooled next to the database) reach the
+    database when the daemon starts, in order, and leave the spool."""
+    config, port = setup
+    spool_file = spool_path(tmp_path / "cp.db")
+    start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    spool = CallSpool(spool_file)
+    spool.scan()
+    assert spool.append([
+        CallRecord("spool.1", customer_id="acme", dialled="0800 12 345",
+                   destination="+3280012345", category="national", action="allow",
+                   reason="allowed", source="daemon", started_at=start_at),
+        CallRecord("spool.1", answered_at=start_at + timedelta(seconds=1)),
+        CallRecord("spool.1", ended_at=start_at + timedelta(seconds=4), hangup_cause=None),
+        CallRecord("spool.1", ended_at=start_at + timedelta(seconds=31), hangup_cause=16),
+        CallRecord("spool.2", customer_id="acme", dialled="0905123456", action="block",
+                   reason="premium", started_at=start_at, ended_at=start_at),
+    ]) == 5
+    daemon = start(["serve"], config, tmp_path / "serve.log")
+    try:
+        wait_port(port)
+        started = time.monotonic()
+        while spool_file.exists():
+            assert time.monotonic() - started < 5, "spool not replayed within 5 s"
+            time.sleep(0.1)
+        result = cli("calls", "--json", config=config)
+        assert result.returncode == 0, result.stderr
+        rows = {r["uniqueid"]: r for r in map(json.loads, result.stdout.splitlines())}
+        assert set(rows) == {"spool.1", "spool.2"}
+        one = rows["spool.1"]
+        assert (one["hangup_cause"], one["free"], one["duration_seconds"],
+                one["billable_seconds"]) == (16, True, 30, 0)
+        assert rows["spool.2"]["reason"] == "premium"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"call_spool_found"' in log and '"call_spool_replayed"' in log
