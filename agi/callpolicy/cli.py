@@ -784,8 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common],
                        help="run the FastAGI daemon that decides live calls for Asterisk",
-                       description="Run the FastAGI policy daemon (listen address, deadline and "
-                       "lists from the config file). Loads the customers into memory, then "
+                       description="Run the FastAGI policy daemon (listen address and lists from "
+                       "the config file). Loads the customers into memory, then "
                        "listens; picks up CLI changes within a second; SIGHUP re-reads the "
                        "config; SIGTERM/SIGINT stop it. Logs one JSON line per decision.")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
