@@ -77,10 +77,14 @@ class PolicyService:
         self.metrics.observe_decision(decision, source, seconds)
         self.control.decided(request, decision, env, source)
 
-    async def write_records_forever(self) -> None:
-        """Call records to the database every 0.5 s (else the spool: RecordWriter)."""
-        while True:
-            await asyncio.sleep(RECORD_FLUSH_INTERVAL)
+    async def write_records_forever(self, stop: asyncio.Event) -> None:
+        """Call records to the database every 0.5 s (else the spool: RecordWriter), until
+        `stop`. Never cancelled mid-round: a round cut short could write a batch twice."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECORD_FLUSH_INTERVAL)
+            if stop.is_set():
+                return  # the last round is RecordWriter.close's, after the server stopped
             try:
                 await self.records.flush(self.control.take_pending())
             except Exception:  # a bug: the taken records wait in the writer's backlog
@@ -178,14 +182,15 @@ async def serve(settings: Settings, config_arg: str | None = None,
     background = [asyncio.create_task(service.refresh_forever()),
                   asyncio.create_task(ping_forever()),
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
-                  asyncio.create_task(service.write_records_forever()),
                   asyncio.create_task(service.purge_forever())]
+    records = asyncio.create_task(service.write_records_forever(stopping))
     notify(b"READY=1")
     try:
         await stopping.wait()
     finally:
         log.info("stopping")
         notify(b"STOPPING=1")
+        stopping.set()  # also when we got here by an exception: the record writer ends
         for task in background:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -194,6 +199,7 @@ async def serve(settings: Settings, config_arg: str | None = None,
         service.ami.stop()
         service.metrics.stop()
         try:  # the last records: to the database, else the spool
+            await records  # its current round first
             await service.records.close(service.control.take_pending())
         except Exception:
             log.exception("call_records_flush_failed")

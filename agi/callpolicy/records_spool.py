@@ -23,6 +23,7 @@ time (only the record writer uses the spool).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -169,39 +170,43 @@ class CallSpool:
 
     def consume(self, count: int, rejected: Sequence[tuple[CallRecord, str]] = ()) -> None:
         """The first `count` pending records are in the database (or among `rejected`, which
-        stay as rejected lines): rewrite the file without them, atomically. Removes the file
-        when nothing is left. Raises OSError (the file unchanged)."""
+        stay as rejected lines): rewrite the file without them, atomically, and recount it.
+        Removes the file when nothing is left. Raises OSError (the file unchanged)."""
         if count == 0 and not rejected:
             return
         temp = self.path.with_name(self.path.name + ".tmp")
-        size = 0
-        seen = 0
-        torn = False
-        with self.path.open("rb") as source, temp.open("wb") as target:
+        counts = {PENDING: 0, REJECTED: 0, UNREADABLE: 0}
+        size, seen, torn = 0, 0, False
+        try:
+            source = self.path.open("rb")
+        except FileNotFoundError:  # gone (by hand): nothing left to replay
+            source = io.BytesIO()
+        with source, temp.open("wb") as target:
             for raw in source:
-                if seen < count and _classify(raw)[0] == PENDING:
+                kind = _classify(raw)[0]
+                if seen < count and kind == PENDING:
                     seen += 1
                     continue
-                if torn:
-                    target.write(b"\n")
-                    size += 1
-                target.write(raw)
-                size += len(raw)
+                counts[kind] += 1
+                line = (b"\n" if torn else b"") + raw
+                target.write(line)
+                size += len(line)
                 torn = not raw.endswith(b"\n")
             for record, error in rejected:
                 line = (b"\n" if torn else b"") + _line(record, error)
                 target.write(line)
                 size += len(line)
+                counts[REJECTED] += 1
                 torn = False
             target.flush()
             os.fsync(target.fileno())
         if size == 0:
             temp.unlink()
-            self.path.unlink()
+            self.path.unlink(missing_ok=True)
         else:
             os.replace(temp, self.path)
         _fsync_dir(self.path.parent)
-        self.pending -= seen
-        self.rejected += len(rejected)
+        self.pending, self.rejected, self.unreadable = (
+            counts[PENDING], counts[REJECTED], counts[UNREADABLE])
         self.size = size
         self._torn = torn

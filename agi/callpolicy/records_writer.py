@@ -116,7 +116,7 @@ class RecordWriter:
                           spool=str(self.spool.path))
             self._dropped += dropped
             self.metrics.call_records_dropped_add(dropped)
-        elif self._dropped:
+        elif self._dropped and len(self.backlog) < self.max_pending:  # room again
             log.warning("call_records_dropping_ended", dropped=self._dropped)
             self._dropped = 0
 
@@ -221,9 +221,16 @@ class RecordWriter:
         offset, consumed, before = 0, 0, self.spool.pending
         rejected: list[tuple[CallRecord, str]] = []
         while True:
-            chunk, offset = await asyncio.to_thread(self.spool.read_pending, offset,
-                                                    REPLAY_CHUNK)
+            try:
+                chunk, offset = await asyncio.to_thread(self.spool.read_pending, offset,
+                                                        REPLAY_CHUNK)
+            except OSError as exc:
+                self._spool_failed(exc)
+                break
             if not chunk:
+                if consumed == 0:  # counted lines that are not there (the file was edited)
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(self.spool.scan)
                 break
             handled, chunk_rejected = await self._write(store, chunk)
             consumed += handled

@@ -181,6 +181,8 @@ def test_a_restarted_daemon_replays_the_call_record_spool(setup, tmp_path) -> No
         assert (one["hangup_cause"], one["free"], one["duration_seconds"],
                 one["billable_seconds"]) == (16, True, 30, 0)
         assert rows["spool.2"]["reason"] == "premium"
+        # a call decided just before SIGTERM: its record is written before the daemon exits
+        assert ask(port, "0905123456")["CP_REASON"] == "premium"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=5) == 0
     finally:
@@ -188,3 +190,7 @@ def test_a_restarted_daemon_replays_the_call_record_spool(setup, tmp_path) -> No
             daemon.kill()
     log = (tmp_path / "serve.log").read_text()
     assert '"call_spool_found"' in log and '"call_spool_replayed"' in log
+    last = [json.loads(line) for line in cli("calls", "--json", config=config).stdout
+            .splitlines() if json.loads(line)["uniqueid"] == "1.1"]
+    assert [(r["reason"], r["source"]) for r in last] == [("premium", "daemon")]
+    assert not spool_file.exists()

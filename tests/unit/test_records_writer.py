@@ -195,3 +195,16 @@ def test_spool_keeps_unreadable_and_rejected_lines_and_survives_a_torn_write(
     small = CallSpool(tmp_path / "small.jsonl", max_bytes=1000)
     taken = small.append([decided(f"s{i}") for i in range(10)])
     assert 0 < taken < 10 and small.size == (tmp_path / "small.jsonl").stat().st_size <= 1000
+
+
+async def test_a_spool_removed_by_hand_does_not_hold_up_new_records(tmp_path: Path,
+                                                                   db: Path) -> None:
+    writer = writer_for(db)
+    away = db.rename(tmp_path / "away.db")
+    await writer.flush([decided("a")])
+    assert writer.spool.pending == 1
+    away.rename(db)
+    spool_path(db).unlink()  # ops took the file away (to replay it elsewhere)
+    await writer.flush([decided("b")])
+    assert sorted(stored(db)) == ["b"] and writer.spool.pending == 0
+    await writer.close([])
