@@ -669,7 +669,7 @@ async def cmd_limits_set(args: argparse.Namespace, settings: Settings) -> int:
 
 TABLE_LIMIT = 100
 _CALL_TABLE = ("started_at", "customer_id", "endpoint", "dialled", "destination", "action",
-               "reason", "billable_seconds", "hangup_cause")
+               "reason", "free", "billable_seconds", "hangup_cause")
 _PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
 
 
@@ -680,7 +680,9 @@ def _printable(text: str) -> str:
 
 def _csv_cell(value: object) -> object:
     """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
-    it is just a number, like +3292101234)."""
+    it is just a number, like +3292101234). A flag (free) is true/false, as in --json."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
             and not _PHONE_TEXT.fullmatch(value)):
         return "'" + value
@@ -688,10 +690,11 @@ def _csv_cell(value: object) -> object:
 
 
 def _table_row(record: CallRecord) -> dict[str, Any]:
-    row = {name: getattr(record, name) for name in _CALL_TABLE if name != "billable_seconds"}
+    row = {name: getattr(record, name) for name in _CALL_TABLE}
     row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
                          if record.started_at else "?")
     row["dialled"] = _printable(record.dialled or "")
+    row["free"] = "free" if record.free else ""
     row["billable_seconds"] = str(record.billable_seconds)
     return row
 
@@ -939,7 +942,9 @@ def build_parser() -> argparse.ArgumentParser:
               f"       {PROG} calls purge [--older-than DURATION] --by WHO --ticket REF",
         description="Call records: every call the policy decided, with its decision, answer "
         "and hang-up times and billable seconds (art. 4.3: from the answer to the hang-up, "
-        "rounded up; 0 for refused or unanswered calls). `calls` and `calls ID` are short for "
+        "rounded up; 0 for refused or unanswered calls, and for free calls: emergency, "
+        "must-reach and 0800 numbers, marked free, their duration kept). `calls` and "
+        "`calls ID` are short for "
         "`calls list` and `calls list ID`; `calls purge` deletes old records (a customer "
         "named list or purge: `calls list purge`).")
     calls.implicit_action = ("list", ("list", "purge"))
@@ -952,7 +957,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--since/--until take an ISO 8601 time with a timezone (2026-06-01T00:00+02:00) or a "
         "duration ago (24h, 7d); --since is inclusive, --until exclusive. The table shows the "
         f"last {TABLE_LIMIT} unless --limit N; --json (one object per line) and --csv (a "
-        "header row, UTC ISO 8601 times, billable_seconds) give all, for export. In CSV, "
+        "header row, UTC ISO 8601 times, free, duration_seconds, billable_seconds) give all, "
+        "for export. In CSV, "
         "text a spreadsheet would run as a formula is prefixed with '.")
     p.add_argument("id", metavar="ID", nargs="?")
     p.add_argument("--since", metavar="T", help="calls that started at or after T")
@@ -973,8 +979,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common],
                        help="run the FastAGI daemon that decides live calls for Asterisk",
-                       description="Run the FastAGI policy daemon (listen address, deadline and "
-                       "lists from the config file). Loads the customers into memory, then "
+                       description="Run the FastAGI policy daemon (listen address and lists from "
+                       "the config file). Loads the customers into memory, then "
                        "listens; picks up CLI changes within a second; SIGHUP re-reads the "
                        "config; SIGTERM/SIGINT stop it. Logs one JSON line per decision.")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),

@@ -69,7 +69,6 @@ class Settings:
     zones: ZoneTable
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    decision_deadline_ms: int = 200  # TODO(merge): removed with the deadline (records branch)
     ami: AmiSettings = field(default_factory=AmiSettings)
     log_format: str = "auto"
     # [calls]: call records older than this are purged (`callpolicy calls purge`)

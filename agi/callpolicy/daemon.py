@@ -1,12 +1,15 @@
 """`callpolicy serve`: the long-running daemon.
 
 - Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
-  refused" and uses the fallback AGI at once, rather than waiting for a fail-safe answer.
+  refused" and uses the fallback AGI at once. Once listening, every decision is in memory.
 - Polls the audit log every 250 ms: a CLI change is live within a second.
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
-- SIGHUP re-reads the config file (policy lists, deadline); a bad file is logged and ignored.
-- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, exit 0.
+- SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
+- Call records: written every 0.5 s by `RecordWriter` (records_writer.py), which spools them
+  next to the database when it cannot take them and replays the spool first.
+- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records (to the
+  database, else the spool), exit 0.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import structlog
 from .ami import AmiLink
 from .config import ConfigError, Settings, load_settings
 from .control import CallControl
-from .fastagi import FastAgiServer, Limits
+from .fastagi import FastAgiServer
 from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine, Snapshot
+from .records_spool import CallSpool, spool_path
+from .records_writer import RecordWriter
 from .status import publish_forever
 from .store import Actor, SnapshotSource, Store
 from .watchdog import notify, ping_forever
@@ -45,7 +50,6 @@ class PolicyService:
         self.settings = settings
         self._config_arg = config_arg
         self._db_arg = db_arg
-        self.ready = asyncio.Event()
         self.engine: Engine | None = None
         self.store: Store | None = None
         self.source: SnapshotSource | None = None
@@ -57,8 +61,9 @@ class PolicyService:
         self.ami = AmiLink(settings.ami, on_login=self._ami_login,
                            on_state=self.metrics.set_ami_connected)
         self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
-        self.writer: Store | None = None  # its own connection: record writes never hold up
-        #                                   the snapshot refresh
+        # its own connection: record writes never hold up the snapshot refresh
+        self.records = RecordWriter(settings.db_path, CallSpool(spool_path(settings.db_path)),
+                                    self.metrics)
         self.started_at = time.time()
         self.snapshot_checked_at: float | None = None  # last successful load/refresh (status)
 
@@ -66,7 +71,6 @@ class PolicyService:
         return self.engine or self._config_only
 
     async def _ami_login(self) -> None:
-        await self.ready.wait()
         await self.control.resync()
         self.policy_changed.set()
 
@@ -80,29 +84,26 @@ class PolicyService:
         self.metrics.observe_decision(decision, source, seconds)
         self.control.decided(request, decision, env, source)
 
-    async def write_records_forever(self) -> None:
-        """Flush call records in batches; a failed batch is kept and retried."""
-        assert self.writer is not None
-        batch: list = []
-        while True:
-            await asyncio.sleep(RECORD_FLUSH_INTERVAL)
-            batch += self.control.take_pending()
-            if not batch:
-                continue
+    async def write_records_forever(self, stop: asyncio.Event) -> None:
+        """Call records to the database every 0.5 s (else the spool: RecordWriter), until
+        `stop`. Never cancelled mid-round: a round cut short could write a batch twice."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECORD_FLUSH_INTERVAL)
+            if stop.is_set():
+                return  # the last round is RecordWriter.close's, after the server stopped
             try:
-                await self.writer.record_calls(batch)
-                batch = []
-            except Exception as exc:
-                log.error("call_records_write_failed", records=len(batch),
-                          error=f"{type(exc).__name__}: {exc}")
+                await self.records.flush(self.control.take_pending())
+            except Exception:  # a bug: the taken records wait in the writer's backlog
+                log.exception("call_records_flush_failed")
 
     async def purge_forever(self) -> None:
         """Art. 4.3 records are kept `[calls] retention_days`, then purged (daily)."""
-        assert self.writer is not None
         while True:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.calls_retention_days)
             try:
-                count = await self.writer.purge_calls(cutoff, Actor("callpolicy", "retention"))
+                async with await Store.open(self.settings.db_path) as store:
+                    count = await store.purge_calls(cutoff, Actor("callpolicy", "retention"))
                 if count:
                     log.info("call_records_purged", count=count, older_than=cutoff.isoformat())
             except Exception as exc:
@@ -112,34 +113,43 @@ class PolicyService:
     async def apply_schedules_forever(self) -> None:
         """Write scheduled suspensions that came due to the database (art. 5.7), so that
         `customer show`, billing and the audit log see them. Calls are refused from the due
-        time on anyway: the snapshot's Customer.suspend_at decides."""
-        assert self.writer is not None
+        time on anyway: the snapshot's Customer.suspend_at decides. Its own connection,
+        reopened after a failure."""
         failing = False
-        while True:
-            try:
-                for customer in await self.writer.apply_due_suspensions(datetime.now(UTC)):
-                    log.info("scheduled_suspension_applied", customer=customer)
-                if failing:
-                    log.info("scheduled_suspensions_recovered")
-                failing = False
-            except Exception as exc:
-                if not failing:
-                    log.error("scheduled_suspensions_failed",
-                              error=f"{type(exc).__name__}: {exc}")
-                failing = True
-            await asyncio.sleep(SCHEDULE_INTERVAL)
+        store: Store | None = None
+        try:
+            while True:
+                try:
+                    store = store or await Store.open(self.settings.db_path)
+                    for customer in await store.apply_due_suspensions(datetime.now(UTC)):
+                        log.info("scheduled_suspension_applied", customer=customer)
+                    if failing:
+                        log.info("scheduled_suspensions_recovered")
+                    failing = False
+                except Exception as exc:
+                    if not failing:
+                        log.error("scheduled_suspensions_failed",
+                                  error=f"{type(exc).__name__}: {exc}")
+                    failing = True
+                    if store is not None:
+                        with contextlib.suppress(Exception):
+                            await store.close()
+                        store = None
+                await asyncio.sleep(SCHEDULE_INTERVAL)
+        finally:
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    await store.close()
 
     def fail_safe(self, request: CallRequest, why: str) -> Decision:
         return self._config_only.fail_safe(request, why)
 
     async def load(self) -> None:
         self.store = await Store.open(self.settings.db_path)
-        self.writer = await Store.open(self.settings.db_path)
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
         self.engine = Engine(snapshot)
         self.snapshot_checked_at = time.time()
-        self.ready.set()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
 
@@ -184,13 +194,9 @@ class PolicyService:
         self.engine = Engine(self.source.snapshot)
         self._config_only = Engine(Snapshot(settings.policy))
         self.policy_changed.set()
-        if self.server is not None:
-            self.server.limits = replace(
-                self.server.limits, decision_deadline=settings.decision_deadline_ms / 1000)
         log.info("config_reloaded", path=str(settings.path),
                  premium_prefixes=list(settings.policy.premium_prefixes),
-                 must_reach=sorted(settings.policy.must_reach),
-                 decision_deadline_ms=settings.decision_deadline_ms)
+                 must_reach=sorted(settings.policy.must_reach))
 
 
 async def serve(settings: Settings, config_arg: str | None = None,
@@ -199,14 +205,10 @@ async def serve(settings: Settings, config_arg: str | None = None,
         log.warning("config_warning", detail=warning)
     service = PolicyService(settings, config_arg, db_arg)
     await service.load()
-    server = FastAgiServer(
-        service.decide, service.fail_safe, service.ready,
-        Limits(decision_deadline=settings.decision_deadline_ms / 1000),
-        on_decision=service.on_decision)
+    server = FastAgiServer(service.decide, service.fail_safe, on_decision=service.on_decision)
     service.server = server
     await server.start(settings.agi_host, settings.agi_port)
-    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}",
-             decision_deadline_ms=settings.decision_deadline_ms)
+    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}")
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -223,16 +225,17 @@ async def serve(settings: Settings, config_arg: str | None = None,
     background = [asyncio.create_task(service.refresh_forever()),
                   asyncio.create_task(ping_forever()),
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
-                  asyncio.create_task(service.write_records_forever()),
                   asyncio.create_task(service.purge_forever()),
                   asyncio.create_task(publish_forever(service)),
                   asyncio.create_task(service.apply_schedules_forever())]
+    records = asyncio.create_task(service.write_records_forever(stopping))
     notify(b"READY=1")
     try:
         await stopping.wait()
     finally:
         log.info("stopping")
         notify(b"STOPPING=1")
+        stopping.set()  # also when we got here by an exception: the record writer ends
         for task in background:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -240,10 +243,11 @@ async def serve(settings: Settings, config_arg: str | None = None,
         await server.stop()
         service.ami.stop()
         service.metrics.stop()
-        if service.writer is not None:
-            with contextlib.suppress(Exception):  # last records, best effort
-                await service.writer.record_calls(service.control.take_pending())
-            await service.writer.close()
+        try:  # the last records: to the database, else the spool
+            await records  # its current round first
+            await service.records.close(service.control.take_pending())
+        except Exception:
+            log.exception("call_records_flush_failed")
         if service.store is not None:
             await service.store.close()
         log.info("stopped", **server.stats)

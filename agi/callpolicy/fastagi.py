@@ -10,9 +10,11 @@ The reader is written for hostile peers (panoramisk 1.4's loop freezes on an ear
 environment block has a deadline, a size cap and a line cap; EOF anywhere, non-UTF-8 bytes or
 garbage just end that one connection. Nothing here blocks the event loop.
 
-Asterisk waits forever for a FastAGI answer once connected, so the daemon enforces its own
-decision deadline: if the policy is not ready in time, it answers the fail-safe decision
-(must-reach numbers pass, everything else is refused with 503).
+The decision itself is synchronous and in memory (~10 µs): the daemon loads its snapshot before
+it listens, so there is nothing to wait for. If the engine raises, the call still gets an answer:
+the fail-safe decision (must-reach numbers pass, everything else is refused with 503), with
+source `error`, a `decision_failed` log line with the traceback, and a count in the metrics.
+(Asterisk waits forever for a connected FastAGI server; a frozen daemon is the watchdog's job.)
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ MAX_ENV_BYTES = 16 * 1024  # a real environment block is ~1 KiB
 MAX_LINE = 4 * 1024
 MAX_LINES = 128
 
+#: CP_SOURCE of a real decision, and of the fail-safe answer when the engine raised
+SOURCE_DAEMON = "daemon"
+SOURCE_ERROR = "error"
+
 
 class BadPeer(Exception):
     """The peer is not a well-behaved Asterisk; close the connection."""
@@ -43,7 +49,6 @@ class BadPeer(Exception):
 @dataclass(frozen=True, slots=True)
 class Limits:
     env_deadline: float = 2.0  # seconds to deliver the whole environment block
-    decision_deadline: float = 0.2  # seconds from environment block to answer
     reply_deadline: float = 2.0  # seconds for Asterisk's "200 result=" after our command
     max_connections: int = 512
 
@@ -79,26 +84,24 @@ def call_arguments(env: dict[str, str]) -> list[str]:
 
 
 class FastAgiServer:
-    """Serves decisions. `decide` is the policy (sync, in memory); `ready` says whether it
-    has a snapshot; `fail_safe` answers when it has not in time."""
+    """Serves decisions. `decide` is the policy (sync, in memory, ready before `start`);
+    `fail_safe` answers when `decide` raises."""
 
     def __init__(
         self,
         decide: Callable[[CallRequest], Decision],
         fail_safe: Callable[[CallRequest, str], Decision],
-        ready: asyncio.Event,
         limits: Limits | None = None,
         on_decision: Callable[[Decision, str, float, CallRequest, dict[str, str]], None]
         | None = None,
     ) -> None:
         self._decide = decide
         self._fail_safe = fail_safe
-        self._ready = ready
         self.limits = limits or Limits()
         self._on_decision = on_decision
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stats = {"decisions": 0, "fail_safe": 0, "bad_peers": 0, "refused": 0}
+        self.stats = {"decisions": 0, "errors": 0, "bad_peers": 0, "refused": 0}
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(
@@ -158,21 +161,15 @@ class FastAgiServer:
             privacy=call.privacy,
             forwarded_from=call.forwarded_from or None,
         )
-        source = "daemon"
-        if not self._ready.is_set():
-            try:
-                await asyncio.wait_for(self._ready.wait(), limits.decision_deadline)
-            except TimeoutError:
-                source = "deadline"
-        if source == "daemon":
-            try:
-                decision = self._decide(request)
-            except Exception:  # a bug must not leave the call hanging
-                log.exception("decision_failed", dialled=safe_value(call.dialled))
-                source = "deadline"
-        if source == "deadline":
-            self.stats["fail_safe"] += 1
-            decision = self._fail_safe(request, "no decision in time")
+        source = SOURCE_DAEMON
+        try:
+            decision = self._decide(request)
+        except Exception:  # a bug must not leave the call hanging: the fail-safe answer
+            log.exception("decision_failed", uniqueid=safe_value(env.get("agi_uniqueid")),
+                          dialled=safe_value(call.dialled))
+            source = SOURCE_ERROR
+            self.stats["errors"] += 1
+            decision = self._fail_safe(request, "the policy engine failed")
         elapsed = time.perf_counter() - started
         self.stats["decisions"] += 1
         if self._on_decision is not None:
@@ -217,7 +214,7 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
         "source": source,
         "latency_ms": round(elapsed * 1000, 3),
     }
-    if source != "daemon" or decision.emergency:
+    if source != SOURCE_DAEMON or decision.emergency:
         log.warning("decision", **fields)
     else:
         log.info("decision", **fields)

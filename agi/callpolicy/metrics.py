@@ -31,9 +31,10 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from .fastagi import SOURCE_ERROR
 from .policy import Category, Decision, Reason
 
-#: seconds: from a few µs (an in-memory decision) to the 200 ms deadline and a bit past it
+#: seconds: from a few µs (an in-memory decision) to half a second (a daemon in trouble)
 DECISION_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5,
@@ -56,8 +57,21 @@ class Metrics:
             "callpolicy_live_calls", "Calls up now, by destination category", ("category",),
             registry=r)
         self.fail_safe = Counter(
-            "callpolicy_fail_safe", "Fail-safe answers (no real decision within the deadline)",
+            "callpolicy_fail_safe", "Fail-safe answers (must-reach passes, the rest 503)",
             registry=r)
+        self.decision_errors = Counter(
+            "callpolicy_decision_errors",
+            "Calls the policy engine failed on (answered fail-safe, source error)", registry=r)
+        self.call_records_spooled = Gauge(
+            "callpolicy_call_records_spooled",
+            "Call record updates in the spool file, waiting for the database", registry=r)
+        self.call_records_rejected = Counter(
+            "callpolicy_call_records_rejected",
+            "Call record updates the database refused (kept in the spool as rejected)",
+            registry=r)
+        self.call_records_dropped = Counter(
+            "callpolicy_call_records_dropped",
+            "Call record updates lost: database, spool and memory bound all full", registry=r)
         self.fallback_decisions = Counter(
             "callpolicy_fallback_decisions",
             "Calls decided by the fallback AGI (the daemon did not answer)", registry=r)
@@ -88,12 +102,24 @@ class Metrics:
     # -- updates --------------------------------------------------------------------------
 
     def observe_decision(self, decision: Decision, source: str, seconds: float) -> None:
-        """One call decided. `source`: who decided ("daemon", "fail_safe", "fallback"...);
-        a fail-safe decision (Reason.FAIL_SAFE) also counts in callpolicy_fail_safe_total."""
+        """One call decided. `source`: who decided ("daemon", "error", "fallback"...);
+        a fail-safe decision (Reason.FAIL_SAFE) also counts in callpolicy_fail_safe_total, and
+        source "error" (the engine raised) in callpolicy_decision_errors_total."""
         self.decisions.labels(decision.action.value, decision.reason.value, source).inc()
         self.decision_seconds.observe(seconds)
         if decision.reason is Reason.FAIL_SAFE:
             self.fail_safe.inc()
+        if source == SOURCE_ERROR:
+            self.decision_errors.inc()
+
+    def set_call_records_spooled(self, count: int) -> None:
+        self.call_records_spooled.set(count)
+
+    def call_records_rejected_add(self, count: int) -> None:
+        self.call_records_rejected.inc(count)
+
+    def call_records_dropped_add(self, count: int) -> None:
+        self.call_records_dropped.inc(count)
 
     def count_fallback_decision(self, count: int = 1) -> None:
         """Calls the fallback AGI decided (seen over AMI: it runs outside the daemon)."""

@@ -4,8 +4,10 @@ A record is written in steps as the daemon learns about the call: at the decisio
 which rule), at the answer, at the hang-up. Each step is a `CallRecord` with only what is new;
 `Store.record_calls` merges it into the stored row (a field left None keeps the stored value).
 
-Billable time (art. 4.3) is the whole seconds, rounded up, from the answer to the hang-up; a call
-that was refused or never answered is recorded too, with 0.
+Duration (art. 4.3) is the whole seconds, rounded up, from the answer to the hang-up; a call
+that was refused or never answered is recorded too, with 0. Billable time is that duration,
+except for a free call (BIPT: emergency services, must-reach and 0800 numbers never appear on
+the invoice; `policy.free_call`): 0 billable seconds, the real duration kept.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from .policy import Decision
+from .policy import Decision, free_call
 
 #: the columns of `callpolicy calls --csv`, in order (also the keys of `to_dict`)
 CSV_COLUMNS = (
     "uniqueid", "linkedid", "customer_id", "endpoint", "dialled", "destination", "category",
     "action", "reason", "rule", "source", "started_at", "answered_at", "ended_at",
-    "hangup_cause", "billable_seconds",
+    "hangup_cause", "free", "duration_seconds", "billable_seconds",
 )
+#: the columns computed from the others (never taken from a caller or a stored row)
+DERIVED = ("free", "duration_seconds", "billable_seconds")
+#: what a record is made of (stored, spooled): every column but the derived ones
+FIELDS = tuple(name for name in CSV_COLUMNS if name not in DERIVED)
 TIMESTAMPS = ("started_at", "answered_at", "ended_at")
 TEXTS = ("linkedid", "customer_id", "endpoint", "dialled", "destination", "category", "action",
          "reason", "rule", "source")
@@ -72,11 +78,21 @@ class CallRecord:
             raise ValueError(f"hangup_cause must be an int, got {self.hangup_cause!r}")
 
     @property
-    def billable_seconds(self) -> int:
+    def duration_seconds(self) -> int:
         """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
         if self.answered_at is None or self.ended_at is None:
             return 0
         return max(0, math.ceil((self.ended_at - self.answered_at).total_seconds()))
+
+    @property
+    def free(self) -> bool:
+        """Not billed: a call to an emergency service, a must-reach or an 0800 number."""
+        return free_call(self.category, self.destination)
+
+    @property
+    def billable_seconds(self) -> int:
+        """The duration, or 0 for a free call."""
+        return 0 if self.free else self.duration_seconds
 
     @classmethod
     def from_decision(
@@ -109,13 +125,33 @@ class CallRecord:
             values[f.name] = new if new is not None else getattr(self, f.name)
         return CallRecord(**values)
 
+    def to_fields(self) -> dict[str, Any]:
+        """The FIELDS as plain values (ISO timestamps): what the store and the spool keep."""
+        return {name: timestamp(getattr(self, name)) if name in TIMESTAMPS
+                else getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> CallRecord:
+        """The inverse of `to_fields`. Raises ValueError for an unknown or bad field."""
+        unknown = set(values) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+        values = dict(values)
+        for name in TIMESTAMPS:
+            text = values.get(name)
+            if text is not None:
+                if not isinstance(text, str):
+                    raise ValueError(f"{name} must be an ISO 8601 time, got {text!r}")
+                values[name] = datetime.fromisoformat(text)
+        if "uniqueid" not in values:
+            raise ValueError("a call record needs its uniqueid")
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (ISO timestamps, billable_seconds), keys in CSV_COLUMNS order."""
+        """Plain values (ISO timestamps, the derived columns), keys in CSV_COLUMNS order."""
         values: dict[str, Any] = {}
         for name in CSV_COLUMNS:
-            if name == "billable_seconds":
-                values[name] = self.billable_seconds
-            elif name in TIMESTAMPS:
+            if name in TIMESTAMPS:
                 values[name] = timestamp(getattr(self, name))
             else:
                 values[name] = getattr(self, name)

@@ -38,7 +38,7 @@ from .policy import (
     Unblock,
     UnblockKind,
 )
-from .records import CSV_COLUMNS, TIMESTAMPS, CallRecord, timestamp
+from .records import DERIVED, FIELDS, CallRecord, timestamp
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -153,8 +153,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_by_customer ON calls(customer_id, started_at);
     CREATE INDEX calls_by_start ON calls(started_at);
     """,
-    # Scheduled suspensions and payment reminders (art. 5.7). Self-contained: touches no
-    # other migration's tables, so its place in this tuple may change at a merge.
+    # 3: scheduled suspensions and payment reminders (art. 5.7).
     # A reminder episode is the customer's reminders with closed_at NULL (a payment closes
     # it). At most one pending schedule per customer; due_at is UTC ISO 8601 (as iso()).
     """
@@ -190,6 +189,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scheduled_suspensions_due ON scheduled_suspensions(due_at)
         WHERE state = 'pending';
     """,
+    # 4: free calls (BIPT: emergency services, must-reach and 0800 numbers are never billed)
+    # keep their real duration in duration_seconds and bill 0. Existing rows: the duration is
+    # what was billed, and free is policy.free_call as of this migration.
+    """
+    ALTER TABLE calls ADD COLUMN free INTEGER NOT NULL DEFAULT 0 CHECK (free IN (0, 1));
+    ALTER TABLE calls ADD COLUMN duration_seconds INTEGER NOT NULL DEFAULT 0
+        CHECK (duration_seconds >= 0);
+    UPDATE calls SET duration_seconds = billable_seconds;
+    UPDATE calls SET free = 1
+        WHERE category IN ('emergency', 'must_reach') OR destination LIKE '+32800%';
+    UPDATE calls SET billable_seconds = 0 WHERE free = 1;
+    """,
 )
 LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
 # Art. 5.7: the operator may deactivate the service 15 calendar days after the first payment
@@ -197,7 +208,6 @@ LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
 REMINDER_GRACE_DAYS = 15
 CONTRACT_TIMEZONE = "Europe/Brussels"
 SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
-_CALL_FIELDS = CSV_COLUMNS[:-1]  # every column but billable_seconds, which is derived
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -358,6 +368,10 @@ class Store:
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def ping(self) -> None:
+        """A trivial query: raises if the connection is gone."""
+        await self._scalar("SELECT 1")
 
     async def __aenter__(self) -> Store:
         return self
@@ -943,7 +957,8 @@ class Store:
 
         A record with only some fields (the answer, the hang-up) updates those: a None field
         keeps the stored value. Several records of one uniqueid in a batch apply in order.
-        billable_seconds is computed from the merged answer and hang-up times."""
+        The DERIVED columns (free, duration_seconds, billable_seconds) are computed from the
+        merged record."""
         if not records:
             return
         async with _Transaction(self._db, self._write_lock):
@@ -958,7 +973,7 @@ class Store:
             for record in records:
                 old = merged.get(record.uniqueid)
                 merged[record.uniqueid] = old.merged(record) if old else record
-            columns = (*_CALL_FIELDS, "billable_seconds")
+            columns = (*FIELDS, *DERIVED)
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
             await self._db.executemany(
                 f"INSERT INTO calls ({', '.join(columns)})"
@@ -1163,21 +1178,18 @@ def _calls_query(customer_id: str | None, since: datetime | None,
     if until is not None:
         where.append("started_at < ?")
         params.append(timestamp(until))
-    sql = f"SELECT {', '.join(_CALL_FIELDS)} FROM calls"
+    sql = f"SELECT {', '.join(FIELDS)} FROM calls"
     return (sql + " WHERE " + " AND ".join(where) if where else sql), params
 
 
 def _call_from_row(row: sqlite3.Row) -> CallRecord:
-    values = {name: row[name] for name in _CALL_FIELDS}
-    for name in TIMESTAMPS:
-        values[name] = parse_iso(values[name])
-    return CallRecord(**values)
+    return CallRecord.from_fields({name: row[name] for name in FIELDS})
 
 
 def _call_row(record: CallRecord) -> tuple[Any, ...]:
-    values = [timestamp(getattr(record, name)) if name in TIMESTAMPS else getattr(record, name)
-              for name in _CALL_FIELDS]
-    return (*values, record.billable_seconds)
+    derived = {"free": int(record.free), "duration_seconds": record.duration_seconds,
+               "billable_seconds": record.billable_seconds}
+    return (*record.to_fields().values(), *(derived[name] for name in DERIVED))
 
 
 class SnapshotSource:

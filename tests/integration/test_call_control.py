@@ -3,6 +3,8 @@ Uses the `live` fixture of test_live_calls (demo customers, daemon under its wat
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -218,6 +220,23 @@ def test_answered_call_is_billed_by_the_second(live: Live, call, trunk: Trunk) -
         "block", "premium", 0)
     csv_out = live.cli("calls", "acme", "--csv")
     assert csv_out.splitlines()[0].startswith("uniqueid") and "092101277" in csv_out
+
+
+def test_answered_freephone_call_is_free(live: Live, call, trunk: Trunk) -> None:
+    """BIPT: 0800 numbers never appear on the invoice: free, 0 billable, the duration kept."""
+    answered = call(ACME_101, "080012345", hold=5, timeout=30)
+    assert answered.status == 200 and answered.hung_up_by == "phone", answered
+    record = wait_record(live, "acme", lambda r: r["dialled"] == "080012345"
+                         and r["ended_at"], "no record for the freephone call")
+    assert (record["destination"], record["free"], record["billable_seconds"]) == (
+        "+3280012345", True, 0), record
+    assert 4 <= record["duration_seconds"] <= 6, record
+    table = list(csv.reader(io.StringIO(live.cli("calls", "acme", "--csv"))))
+    header = table[0]
+    row = next(r for r in table[1:] if r[header.index("uniqueid")] == record["uniqueid"])
+    assert (row[header.index("free")], row[header.index("billable_seconds")]) == ("true", "0")
+    paid = [r for r in table[1:] if r[header.index("destination")] == "+3292101277"]
+    assert all(r[header.index("free")] == "false" for r in paid)
 
 
 def metric(name: str, labels: str = "") -> float:

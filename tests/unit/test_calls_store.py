@@ -24,6 +24,7 @@ from callpolicy.policy import (
     Reason,
     Snapshot,
     build_policy_config,
+    free_call,
 )
 from callpolicy.records import CSV_COLUMNS, CallRecord
 from callpolicy.store import (
@@ -108,6 +109,53 @@ def test_from_decision_and_merge() -> None:
         first.merged(CallRecord("other"))
 
 
+# -- free calls (BIPT: emergency, must-reach and 0800 numbers are never billed) ------------
+
+@pytest.mark.parametrize(("dialled", "category", "free"), [
+    ("112", "emergency", True),
+    ("1813", "must_reach", True),
+    ("0800 32 123", "must_reach", True),
+    ("0800 12 345", "national", True),  # any Belgian freephone number
+    ("+32 800 12 345", "national", True),
+    ("0032 800 12 345", "national", True),
+    ("09 210 12 99", "national", False),
+    ("080 12 34 56", "national", False),  # zone 080 (Stavelot), not 0800
+    ("0905123456", "premium", False),
+])
+def test_free_flag_of_a_record(dialled: str, category: str, free: bool) -> None:
+    record = decided("f", dialled=dialled).merged(CallRecord(
+        "f", answered_at=T0 + timedelta(seconds=1), ended_at=T0 + timedelta(seconds=31.5)))
+    assert (record.category, record.free) == (category, free)
+    assert record.duration_seconds == 31  # the real duration, kept either way
+    assert record.billable_seconds == (0 if free else 31)
+    assert record.to_dict()["free"] is free
+    assert free_call(category, record.destination) is free
+
+
+def test_free_call_is_decided_by_category_or_freephone_prefix() -> None:
+    assert free_call(Category.EMERGENCY, "112") and free_call("must_reach", "+3270245245")
+    assert free_call(None, "+3280012345") and not free_call(None, None)
+    assert not free_call("national", "+3292101299") and not free_call(None, "0800")
+
+
+async def test_free_calls_are_stored_with_their_duration_and_no_billable_seconds(
+        store: Store) -> None:
+    answer, end = T0 + timedelta(seconds=2), T0 + timedelta(seconds=42.2)
+    await store.record_calls([
+        decided("sos", dialled="112"), decided("green", dialled="0800 12 345"),
+        decided("paid", dialled="092101299"),
+        *(CallRecord(u, answered_at=answer) for u in ("sos", "green", "paid")),
+        *(CallRecord(u, ended_at=end, hangup_cause=16) for u in ("sos", "green", "paid")),
+    ])
+    stored = sqlite3.connect(store.path).execute(
+        "SELECT uniqueid, free, duration_seconds, billable_seconds FROM calls ORDER BY uniqueid"
+    ).fetchall()
+    assert stored == [("green", 1, 41, 0), ("paid", 0, 41, 41), ("sos", 1, 41, 0)]
+    by_id = {c.uniqueid: c for c in await store.calls()}
+    assert (by_id["sos"].free, by_id["sos"].billable_seconds) == (True, 0)
+    assert (by_id["paid"].free, by_id["paid"].billable_seconds) == (False, 41)
+
+
 # -- migration ----------------------------------------------------------------------------
 
 async def test_version_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None:
@@ -131,6 +179,37 @@ async def test_version_1_database_migrates_and_keeps_its_data(tmp_path: Path) ->
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert {"fraud_limits", "calls", "calls_by_customer", "calls_by_start"} <= tables
     assert {"payment_reminders", "scheduled_suspensions"} <= tables
+
+
+async def test_version_2_database_migrates_its_calls_to_free_and_duration(
+        tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:2]:
+        for statement in _statements(migration):
+            db.execute(statement)
+    rows = [  # uniqueid, category, destination, billable_seconds (as schema 2 billed them)
+        ("national", "national", "+3292101299", 61),
+        ("sos", "emergency", "112", 30),
+        ("helpline", "must_reach", "+3280032123", 12),
+        ("green", "national", "+3280012345", 20),
+        ("refused", "premium", "+32905123456", 0),
+    ]
+    db.executemany("INSERT INTO calls (uniqueid, category, destination, billable_seconds,"
+                   " started_at) VALUES (?, ?, ?, ?, '2026-03-02T09:00:00.000000+00:00')", rows)
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    async with await Store.open(path) as store:
+        assert [c.uniqueid for c in await store.calls()] == sorted(r[0] for r in rows)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    migrated = db.execute("SELECT uniqueid, free, duration_seconds, billable_seconds FROM calls"
+                          " ORDER BY uniqueid").fetchall()
+    assert migrated == [("green", 1, 20, 0), ("helpline", 1, 12, 0), ("national", 0, 61, 61),
+                        ("refused", 0, 0, 0), ("sos", 1, 30, 0)]
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE calls SET free = 2")
 
 
 # -- fraud limits -------------------------------------------------------------------------
@@ -342,6 +421,9 @@ async def test_calls_cli_lists_json_and_csv(recorded: Path) -> None:
     assert table[1][CSV_COLUMNS.index("billable_seconds")] == "61"
     assert table[2][CSV_COLUMNS.index("billable_seconds")] == "0"
     assert table[1][CSV_COLUMNS.index("destination")] == "+3292101299"  # a number stays as is
+    assert table[0][-3:] == ["free", "duration_seconds", "billable_seconds"]
+    assert table[1][CSV_COLUMNS.index("free")] == "false"
+    assert table[1][CSV_COLUMNS.index("duration_seconds")] == "61"
 
     bakkerij = list(csv.reader(io.StringIO(run("calls", "list", "bakkerij", "--csv",
                                                db=recorded).stdout)))
@@ -386,3 +468,25 @@ async def test_calls_purge_cli_uses_retention_and_reports_count(recorded: Path,
              .splitlines()]
     assert [(a["action"], a["ticket"], a["after"]["deleted"]) for a in audit[-2:]] == [
         ("calls.purge", "RET-1", 1), ("calls.purge", "RET-2", 3)]
+
+
+async def test_calls_cli_shows_free_calls(store: Store) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    await store.record_calls([
+        decided("2.1", at=start, dialled="0800 12 345"),
+        CallRecord("2.1", answered_at=start + timedelta(seconds=1),
+                   ended_at=start + timedelta(seconds=20), hangup_cause=16),
+        decided("2.2", at=start + timedelta(minutes=1)),
+        CallRecord("2.2", answered_at=start + timedelta(minutes=1, seconds=1),
+                   ended_at=start + timedelta(minutes=1, seconds=20), hangup_cause=16),
+    ])
+    rows = [json.loads(line) for line in run("calls", "--json", db=store.path)
+            .stdout.splitlines()]
+    assert [(r["uniqueid"], r["free"], r["duration_seconds"], r["billable_seconds"])
+            for r in rows] == [("2.1", True, 19, 0), ("2.2", False, 19, 19)]
+    table = list(csv.reader(io.StringIO(run("calls", "--csv", db=store.path).stdout)))
+    assert [(r[0], r[CSV_COLUMNS.index("free")], r[CSV_COLUMNS.index("billable_seconds")])
+            for r in table[1:]] == [("2.1", "true", "0"), ("2.2", "false", "19")]
+    text = run("calls", db=store.path).stdout.splitlines()
+    assert "FREE" in text[0]
+    assert [" free " in line for line in text[1:]] == [True, False]

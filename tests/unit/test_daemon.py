@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from agi_peer import env_block, parse_mset
 
+from callpolicy.records import CallRecord
+from callpolicy.records_spool import CallSpool, spool_path
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -216,3 +219,51 @@ def test_status_of_a_daemon_without_ami_then_of_no_daemon(setup, tmp_path) -> No
         "connection refused"]
     log = (tmp_path / "serve.log").read_text()
     assert log.count('"event": "fraud_guard_degraded"') == 1
+
+
+def test_a_restarted_daemon_replays_the_call_record_spool(setup, tmp_path) -> None:
+    """Records an earlier run could not write (spooled next to the database) reach the
+    database when the daemon starts, in order, and leave the spool."""
+    config, port = setup
+    spool_file = spool_path(tmp_path / "cp.db")
+    start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    spool = CallSpool(spool_file)
+    spool.scan()
+    assert spool.append([
+        CallRecord("spool.1", customer_id="acme", dialled="0800 12 345",
+                   destination="+3280012345", category="national", action="allow",
+                   reason="allowed", source="daemon", started_at=start_at),
+        CallRecord("spool.1", answered_at=start_at + timedelta(seconds=1)),
+        CallRecord("spool.1", ended_at=start_at + timedelta(seconds=4), hangup_cause=None),
+        CallRecord("spool.1", ended_at=start_at + timedelta(seconds=31), hangup_cause=16),
+        CallRecord("spool.2", customer_id="acme", dialled="0905123456", action="block",
+                   reason="premium", started_at=start_at, ended_at=start_at),
+    ]) == 5
+    daemon = start(["serve"], config, tmp_path / "serve.log")
+    try:
+        wait_port(port)
+        started = time.monotonic()
+        while spool_file.exists():
+            assert time.monotonic() - started < 5, "spool not replayed within 5 s"
+            time.sleep(0.1)
+        result = cli("calls", "--json", config=config)
+        assert result.returncode == 0, result.stderr
+        rows = {r["uniqueid"]: r for r in map(json.loads, result.stdout.splitlines())}
+        assert set(rows) == {"spool.1", "spool.2"}
+        one = rows["spool.1"]
+        assert (one["hangup_cause"], one["free"], one["duration_seconds"],
+                one["billable_seconds"]) == (16, True, 30, 0)
+        assert rows["spool.2"]["reason"] == "premium"
+        # a call decided just before SIGTERM: its record is written before the daemon exits
+        assert ask(port, "0905123456")["CP_REASON"] == "premium"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"call_spool_found"' in log and '"call_spool_replayed"' in log
+    last = [json.loads(line) for line in cli("calls", "--json", config=config).stdout
+            .splitlines() if json.loads(line)["uniqueid"] == "1.1"]
+    assert [(r["reason"], r["source"]) for r in last] == [("premium", "daemon")]
+    assert not spool_file.exists()

@@ -7,8 +7,10 @@ import time
 
 import pytest
 from agi_peer import env_block, parse_mset
+from structlog.testing import capture_logs
 
 from callpolicy.fastagi import FastAgiServer, Limits
+from callpolicy.metrics import Metrics
 from callpolicy.policy import (
     Address,
     Customer,
@@ -32,10 +34,8 @@ SNAPSHOT = Snapshot(CONFIG, {"acme": ACME},
 @pytest.fixture
 async def server():
     engine = Engine(SNAPSHOT)
-    ready = asyncio.Event()
-    ready.set()
-    srv = FastAgiServer(engine.decide, engine.fail_safe, ready,
-                        Limits(env_deadline=0.5, decision_deadline=0.2, reply_deadline=0.5))
+    srv = FastAgiServer(engine.decide, engine.fail_safe,
+                        Limits(env_deadline=0.5, reply_deadline=0.5))
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop()
@@ -156,42 +156,47 @@ async def test_peer_that_never_acknowledges_is_released(server: FastAgiServer) -
     writer.close()
 
 
-async def test_fail_safe_when_the_policy_is_not_ready_in_time() -> None:
-    engine = Engine(Snapshot(CONFIG))  # no customers
-    never = asyncio.Event()
-    srv = FastAgiServer(engine.decide, engine.fail_safe, never, Limits(decision_deadline=0.2))
+async def test_an_engine_error_gets_the_fail_safe_answer_with_source_error() -> None:
+    """A bug in the policy must not leave the call hanging nor pass as a decision: must-reach
+    numbers pass, the rest 503, CP_SOURCE=error, logged with the traceback, counted."""
+    engine = Engine(SNAPSHOT)
+    metrics = Metrics()
+    seen: list[str] = []
+
+    def broken(request):
+        raise RuntimeError("boom")
+
+    def on_decision(decision, source, seconds, request, env) -> None:
+        seen.append(source)
+        metrics.observe_decision(decision, source, seconds)
+
+    srv = FastAgiServer(broken, engine.fail_safe, on_decision=on_decision)
     await srv.start("127.0.0.1", 0)
     try:
-        started = time.perf_counter()
-        national = await ask(port_of(srv), env_block("092101299"))
-        elapsed = time.perf_counter() - started
-        assert 0.15 < elapsed < 1.0
+        with capture_logs() as logs:
+            national = await ask(port_of(srv), env_block("092101299"))
         assert (national["CP_ACTION"], national["CP_REASON"], national["CP_SIP_CODE"],
-                national["CP_SOURCE"]) == ("block", "fail_safe", "503", "deadline")
+                national["CP_SOURCE"]) == ("block", "fail_safe", "503", "error")
         sos = await ask(port_of(srv), env_block("112"))
-        assert (sos["CP_ACTION"], sos["CP_EMERGENCY"], sos["CP_DEST"]) == ("allow", "1", "112")
+        assert (sos["CP_ACTION"], sos["CP_EMERGENCY"], sos["CP_DEST"], sos["CP_SOURCE"]) == (
+            "allow", "1", "112", "error")
         poison = await ask(port_of(srv), env_block("070 245 245"))
         assert (poison["CP_ACTION"], poison["CP_DEST"]) == ("allow", "+3270245245")
         premium = await ask(port_of(srv), env_block("0905123456"))
         assert premium["CP_ACTION"] == "block"
-        assert srv.stats["fail_safe"] == 4
+        assert srv.stats["errors"] == 4 and srv.stats["decisions"] == 4
     finally:
         await srv.stop()
+    assert seen == ["error"] * 4
+    failed = [e for e in logs if e["event"] == "decision_failed"]
+    assert len(failed) == 1 and failed[0]["log_level"] == "error"
+    assert failed[0]["uniqueid"] == "1.1" and failed[0].get("exc_info")
+    scraped = metrics.render().decode()
+    assert "callpolicy_decision_errors_total 4.0" in scraped
+    assert 'callpolicy_decisions_total{action="block",reason="fail_safe",source="error"} 2.0' \
+        in scraped
 
 
-async def test_a_crashing_policy_still_answers_fail_safe() -> None:
-    engine = Engine(SNAPSHOT)
-
-    def broken(request):  # a bug in the policy must not leave the call hanging
-        raise RuntimeError("boom")
-
-    ready = asyncio.Event()
-    ready.set()
-    srv = FastAgiServer(broken, engine.fail_safe, ready)
-    await srv.start("127.0.0.1", 0)
-    try:
-        assert (await ask(port_of(srv), env_block("092101299")))["CP_REASON"] == "fail_safe"
-        assert (await ask(port_of(srv), env_block("112")))["CP_ACTION"] == "allow"
-    finally:
-        await srv.stop()
-
+async def test_a_working_engine_is_never_counted_as_an_error(server: FastAgiServer) -> None:
+    assert (await ask(port_of(server), env_block("092101299")))["CP_SOURCE"] == "daemon"
+    assert server.stats["errors"] == 0 and server.stats["decisions"] == 1

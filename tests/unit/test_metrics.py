@@ -78,7 +78,7 @@ def test_decisions_are_counted_and_scraped_over_http(metrics: Metrics, engine: E
     for seconds in (0.00002, 0.0003, 0.004):
         metrics.observe_decision(allowed, "daemon", seconds)
     metrics.observe_decision(premium, "daemon", 0.00004)
-    metrics.observe_decision(engine.fail_safe(CallRequest("092101299", NOW), "deadline"),
+    metrics.observe_decision(engine.fail_safe(CallRequest("092101299", NOW), "test"),
                              "fail_safe", 0.2)
     metrics.count_fallback_decision()
     metrics.set_ami_connected(True)
@@ -112,6 +112,29 @@ def test_decisions_are_counted_and_scraped_over_http(metrics: Metrics, engine: E
     assert later[("callpolicy_live_calls", (("category", "national"),))] == 0
     assert later[("callpolicy_live_calls", (("category", "eu"),))] == 2
     assert later[("callpolicy_ami_connected", ())] == 0
+
+
+def test_engine_errors_and_call_record_trouble_are_counted(metrics: Metrics,
+                                                           engine: Engine) -> None:
+    before = samples(metrics.render().decode())
+    for name in ("callpolicy_decision_errors_total", "callpolicy_call_records_spooled",
+                 "callpolicy_call_records_rejected_total", "callpolicy_call_records_dropped_total"):
+        assert before[(name, ())] == 0  # there from the start, for alerts
+    failed = engine.fail_safe(CallRequest("092101299", NOW), "the policy engine failed")
+    metrics.observe_decision(failed, "error", 0.0001)
+    metrics.observe_decision(decide(engine, "092101299"), "daemon", 0.0001)
+    metrics.set_call_records_spooled(7)
+    metrics.call_records_rejected_add(1)
+    metrics.call_records_dropped_add(3)
+    metrics.call_records_dropped_add(2)
+    after = samples(metrics.render().decode())
+    assert after[("callpolicy_decision_errors_total", ())] == 1
+    assert after[("callpolicy_fail_safe_total", ())] == 1
+    assert after[("callpolicy_decisions_total", (("action", "block"), ("reason", "fail_safe"),
+                                                 ("source", "error")))] == 1
+    assert after[("callpolicy_call_records_spooled", ())] == 7
+    assert after[("callpolicy_call_records_rejected_total", ())] == 1
+    assert after[("callpolicy_call_records_dropped_total", ())] == 5
 
 
 def test_own_registry_not_the_global_one(engine: Engine) -> None:

@@ -43,9 +43,8 @@ async def service(tmp_path: Path, repo: Path, demo_customers: Path
     service = PolicyService(settings, None, None)
     await service.load()
     yield service
-    for db in (service.store, service.writer):
-        if db is not None:
-            await db.close()
+    if service.store is not None:
+        await service.store.close()
 
 
 def place(service: PolicyService, uniqueid: str, dialled: str = "092101299") -> None:

@@ -1,7 +1,7 @@
 """Pure call rules: numbers in, Decision out. No I/O, no asyncio, no Asterisk."""
 
 from .defaults import build_policy_config
-from .destinations import Classifier
+from .destinations import Classifier, free_call
 from .engine import Engine
 from .model import (
     Action,
@@ -29,6 +29,6 @@ __all__ = [
     "Action", "Address", "CallRequest", "CallerId", "Category", "Classifier", "Customer",
     "Decision", "Endpoint", "Engine", "Event", "FraudLimits", "LiveCounts",
     "Location", "PolicyConfig", "Presentation",
-    "Reason", "Snapshot", "Unblock", "UnblockKind", "build_policy_config", "geographic_zone",
-    "national_form", "normalise", "normalise_number", "normalise_prefix",
+    "Reason", "Snapshot", "Unblock", "UnblockKind", "build_policy_config", "free_call",
+    "geographic_zone", "national_form", "normalise", "normalise_number", "normalise_prefix",
 ]

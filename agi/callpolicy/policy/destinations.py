@@ -29,6 +29,19 @@ EU_REGIONS = EU_MEMBER_STATES | {"AX", "GP", "GF", "MQ", "YT", "RE", "MF"}
 
 _CLASSIFY_CACHE = 200_000
 
+#: Belgian freephone numbers (0800 …, +32 800 …): free to the caller
+FREEPHONE_PREFIX = "+32800"
+#: destinations whose calls are free by law: emergency services and the must-reach numbers
+FREE_CATEGORIES = frozenset({Category.EMERGENCY, Category.MUST_REACH})
+
+
+def free_call(category: str | None, destination: str | None) -> bool:
+    """BIPT ("facturen"): calls to emergency services, to the must-reach numbers and to 0800
+    numbers never appear on the invoice. `category` is a Category value, `destination` the
+    normalised number (E.164 or a short number); either may be unknown (None)."""
+    return category in FREE_CATEGORIES or (
+        destination is not None and destination.startswith(FREEPHONE_PREFIX))
+
 
 def country_code(digits: str) -> int | None:
     for length in (1, 2, 3):
