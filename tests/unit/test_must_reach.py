@@ -101,3 +101,16 @@ def test_a_bad_added_number_is_a_config_error(tmp_path: Path) -> None:
     config.write_text('[policy]\nmust_reach = ["help"]\n')
     with pytest.raises(ConfigError, match="must_reach: 'help' is not a number"):
         load_settings(str(config))
+
+
+@pytest.mark.parametrize("policy", ['must_reach = []', 'emergency_numbers = ["999"]',
+                                    'must_reach = []\nemergency_numbers = []'])
+def test_an_empty_or_foreign_list_in_the_config_shrinks_nothing(tmp_path: Path,
+                                                                policy: str) -> None:
+    """Issue 10: `must_reach = []` refused 1813 to suspended customers; `emergency_numbers =
+    ["999"]` made 112 an ordinary number."""
+    config = tmp_path / "callpolicy.toml"
+    config.write_text(f"[policy]\n{policy}\n")
+    settings = load_settings(str(config))
+    assert BIPT_MUST_REACH.destinations() <= settings.policy.must_reach
+    assert {"112", "100", "101"} <= settings.policy.emergency
