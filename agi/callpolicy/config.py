@@ -150,14 +150,17 @@ def load_zones(path: Path | None = None) -> ZoneTable:
     if path is None:
         packaged = resources.files("callpolicy").joinpath("data", PACKAGED_ZONES)
         return _parse_zones(packaged.read_text("utf-8"), f"(packaged) {PACKAGED_ZONES}")
+    return _parse_zones(_read_text(path, "zone table"), str(path))
+
+
+def _read_text(path: Path, what: str) -> str:
     try:
-        text = path.read_text("utf-8")
+        return path.read_text("utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"zone table {path} does not exist") from exc
+        raise ConfigError(f"{what} {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read zone table {path}: {reason}") from exc
-    return _parse_zones(text, str(path))
+        raise ConfigError(f"cannot read {what} {path}: {reason}") from exc
 
 
 # A table header: [name], [name.sub], [[name]]; the section is the first name.
@@ -180,13 +183,7 @@ def _sections_text(text: str, wanted: Collection[str]) -> str | None:
 
 
 def _read_toml(path: Path, only: Collection[str] | None) -> dict[str, Any]:
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read config file {path}: {reason}") from exc
+    text = _read_text(path, "config file")
     try:
         return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
