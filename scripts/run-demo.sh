@@ -83,6 +83,7 @@ cat <<BANNER
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.0.1:5060  # 403 premium
     $BIN/callpolicy --db $DB unblock acme --prefix 0905 --for 1h --by you --ticket T-1
     $BIN/callpolicy --db $DB check --customer acme 0905123456   # why?
+    $BIN/callpolicy --config $STATE/callpolicy.toml status      # the daemon: AMI, live calls
 
   Ctrl-C stops Asterisk and the daemon.
 BANNER
