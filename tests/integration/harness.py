@@ -741,8 +741,10 @@ def _analyse(messages: list[SipMessage]) -> dict:
     invite = next((m for m in messages if m.direction == "sent" and m.method == "INVITE"), None)
     responses: list[SipMessage] = []
     if invite is not None:
+        # the INVITE's own responses: same CSeq AND Call-ID (a stray message from another
+        # SIP peer on loopback must not pass for this call's answer)
         responses = [m for m in messages if m.direction == "received" and m.is_response
-                     and m.cseq == invite.cseq]
+                     and m.cseq == invite.cseq and m.call_id == invite.call_id]
     finals = [r for r in responses if r.status is not None and r.status >= 200]
     final = finals[0] if finals else None
     first = next((r for r in responses if r.status is not None and r.status >= 180), None)
