@@ -205,7 +205,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
         log.warning("config_warning", detail=warning)
     service = PolicyService(settings, config_arg, db_arg)
     await service.load()
-    server = FastAgiServer(service.decide, service.fail_safe, on_decision=service.on_decision)
+    server = FastAgiServer(service.decide, service.fail_safe, on_decision=service.on_decision,
+                           on_drop=service.metrics.agi_dropped)
     service.server = server
     await server.start(settings.agi_host, settings.agi_port)
     log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}")

@@ -1,9 +1,15 @@
-"""structlog setup: JSON lines in production, readable console on a terminal. To stderr."""
+"""structlog setup: JSON lines in production, readable console on a terminal. To stderr.
+RateLimitedLog: for errors that can repeat fast (a flood, a failing dependency)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -30,3 +36,75 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class RateLimitedLog:
+    """At most `burst` lines per `interval` seconds for each event name; the lines held back
+    are counted, and the count goes out as `suppressed=N` (lines not logged since the previous
+    one of that event) on the next line of that event or, when an event loop is running, in a
+    summary line at the end of the interval, so that a burst is never hidden and nothing is
+    logged while idle. One instance per thread (it is not locked).
+
+        limited = RateLimitedLog(log)
+        limited("warning", "agi_connection_refused", reason="...")
+    """
+
+    def __init__(self, logger: Any, *, burst: int = 3, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self.burst = burst
+        self.interval = interval
+        self._clock = clock
+        self._events: dict[str, _EventState] = {}
+
+    def __call__(self, level: str, event: str, **fields: Any) -> bool:
+        """Log `event` at `level` unless its budget is spent; True if it was logged."""
+        now = self._clock()
+        state = self._events.get(event)
+        if state is None:
+            state = self._events[event] = _EventState(now)
+        elif now - state.window_start >= self.interval:
+            state.window_start, state.logged = now, 0
+        if state.logged < self.burst:
+            self._emit(level, event, state, fields)
+            return True
+        state.suppressed += 1
+        state.level, state.last = level, fields
+        if not state.flush_scheduled:
+            self._schedule(state.window_start + self.interval - now)
+            state.flush_scheduled = True
+        return False
+
+    def flush(self) -> None:
+        """Log the count of every event held back so far, now (one line each, with the
+        fields of its last occurrence); it starts a new interval for that event."""
+        now = self._clock()
+        for event, state in self._events.items():
+            state.flush_scheduled = False
+            if state.suppressed:
+                state.window_start, state.logged = now, 0
+                self._emit(state.level, event, state, state.last)
+
+    def _emit(self, level: str, event: str, state: _EventState, fields: dict[str, Any]) -> None:
+        if state.suppressed:
+            fields = {**fields, "suppressed": state.suppressed}
+        state.suppressed = 0
+        state.logged += 1
+        getattr(self._log, level)(event, **fields)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the count goes out with the event's next line
+            return
+        loop.call_later(max(0.0, delay), self.flush)
+
+
+@dataclass(slots=True)
+class _EventState:
+    window_start: float
+    logged: int = 0  # lines logged in the current window
+    suppressed: int = 0  # held back since the last line
+    level: str = "warning"
+    last: dict[str, Any] = field(default_factory=dict)
+    flush_scheduled: bool = False

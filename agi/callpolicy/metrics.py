@@ -3,10 +3,11 @@ status (`callpolicy status`) as JSON on /status of the same listener.
 
 The registry is the Metrics object's own (not prometheus_client's global one), so tests and
 several daemons in one process never share counters. `start(host, port)` serves both from a
-background thread (a small WSGI app: prometheus_client's for /metrics); the update methods
-are cheap (a lock and an add) and safe to call from the event loop on every decision. The
-status is published by the event loop as one immutable bytes object that the HTTP thread only
-reads: no state shared between the threads is ever mutated.
+background thread with its own event loop and a bounded number of connections
+(http_server.py: a flood of HTTP clients cannot stall decisions); the update methods are
+cheap (a lock and an add) and safe to call from the event loop on every decision. The status
+is published by the event loop as one immutable bytes object that the HTTP thread only reads:
+no state shared between the threads is ever mutated.
 
 Labels are small fixed sets (a policy Action/Reason/Category value, a rule or limit name):
 never a customer id, a number or a Decision.rule text, which would make a series per call.
@@ -15,23 +16,20 @@ never a customer id, a number or a Decision.rule text, which would make a series
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
-    make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
 
-from .fastagi import SOURCE_ERROR
+from .fastagi import BAD_PEER, BAD_PEER_REASONS, EVICTED, REFUSED, SOURCE_ERROR
+from .http_server import HttpServer
 from .policy import Category, Decision, Reason
 
 #: seconds: from a few µs (an in-memory decision) to half a second (a daemon in trouble)
@@ -88,15 +86,27 @@ class Metrics:
             "callpolicy_fraud_guard_degraded",
             "1 while the fraud guard's concurrent-call limits cannot be enforced (AMI link "
             "down or not configured); per-minute limits still hold", registry=r)
+        self.agi_refused = Counter(
+            "callpolicy_agi_refused",
+            "FastAGI connections refused: every slot busy answering", registry=r)
+        self.agi_evicted = Counter(
+            "callpolicy_agi_evicted",
+            "FastAGI connections dropped to make room: the oldest still sending its "
+            "environment when all slots were taken", registry=r)
+        self.agi_bad_peers = Counter(
+            "callpolicy_agi_bad_peers",
+            "FastAGI connections dropped before a decision: not a well-behaved Asterisk",
+            ("reason",), registry=r)
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
+        for reason in BAD_PEER_REASONS:
+            self.agi_bad_peers.labels(reason)
         for category in Category:
             self.live_calls.labels(category.value)
         for limit in FRAUD_LIMITS:
             self.fraud_limit.labels(limit)
         self.ami_connected.set(0)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
         self._status: bytes | None = None  # replaced whole by publish_status, never mutated
 
     # -- updates --------------------------------------------------------------------------
@@ -111,6 +121,15 @@ class Metrics:
             self.fail_safe.inc()
         if source == SOURCE_ERROR:
             self.decision_errors.inc()
+
+    def agi_dropped(self, outcome: str, reason: str) -> None:
+        """A FastAGI connection dropped without a decision (FastAgiServer's on_drop)."""
+        if outcome == REFUSED:
+            self.agi_refused.inc()
+        elif outcome == EVICTED:
+            self.agi_evicted.inc()
+        elif outcome == BAD_PEER:
+            self.agi_bad_peers.labels(reason if reason in BAD_PEER_REASONS else "other").inc()
 
     def set_call_records_spooled(self, count: int) -> None:
         self.call_records_spooled.set(count)
@@ -165,53 +184,31 @@ class Metrics:
         """The daemon's status for /status (called from the event loop)."""
         self._status = json.dumps(status, sort_keys=True).encode()
 
-    def _app(self) -> Callable[..., Iterable[bytes]]:
-        metrics_app = make_wsgi_app(self.registry)
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") != "/status":
-                return metrics_app(environ, start_response)  # /metrics (any other path too)
-            body = self._status  # one read of an immutable object
-            code = "200 OK"
-            if body is None:
-                code, body = "503 Service Unavailable", b'{"error": "starting"}'
-            start_response(code, [("Content-Type", "application/json"),
-                                  ("Cache-Control", "no-store"),
-                                  ("Content-Length", str(len(body)))])
-            return [body]
-
-        return app
+    def _answer(self, path: str) -> tuple[str, str, bytes]:
+        """The HTTP thread's answer for `path`: /status, else the metrics."""
+        if path != "/status":
+            return "200 OK", CONTENT_TYPE_LATEST, self.render()  # /metrics (any other path too)
+        body = self._status  # one read of an immutable object
+        if body is None:
+            return "503 Service Unavailable", "application/json", b'{"error": "starting"}'
+        return "200 OK", "application/json", body
 
     def start(self, host: str = "127.0.0.1", port: int = 9464) -> int:
         """Serve /metrics and /status on host:port from a daemon thread; returns the port
         (port 0: a free one). Raises OSError if the address cannot be bound."""
         if self._server is not None:
             raise RuntimeError("metrics server already started")
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                    flags=socket.AI_PASSIVE)[0][0]
-        server_class = type("_Server", (ThreadingWSGIServer,), {"address_family": family})
-        server = make_server(host, port, self._app(), server_class, handler_class=_Quiet)
-        thread = threading.Thread(target=server.serve_forever, name="callpolicy-http",
-                                  daemon=True)
-        thread.start()
-        self._server, self._thread = server, thread
-        return int(server.server_port)
+        server = HttpServer(self._answer)
+        port = server.start(host, port)
+        self._server = server
+        return port
 
     @property
     def port(self) -> int | None:
-        return int(self._server.server_port) if self._server is not None else None
+        return self._server.port if self._server is not None else None
 
     def stop(self) -> None:
         """Stop serving and free the port (idempotent)."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log on stderr (the daemon logs JSON lines)."""
+            server.stop()

@@ -200,3 +200,76 @@ async def test_an_engine_error_gets_the_fail_safe_answer_with_source_error() -> 
 async def test_a_working_engine_is_never_counted_as_an_error(server: FastAgiServer) -> None:
     assert (await ask(port_of(server), env_block("092101299")))["CP_SOURCE"] == "daemon"
     assert server.stats["errors"] == 0 and server.stats["decisions"] == 1
+
+
+async def test_an_idle_peer_is_dropped_at_the_first_line_deadline() -> None:
+    """Asterisk sends its block at once: a silent peer holds its slot ~250 ms, not 2 s."""
+    engine = Engine(SNAPSHOT)
+    metrics = Metrics()
+    srv = FastAgiServer(engine.decide, engine.fail_safe, on_drop=metrics.agi_dropped)
+    await srv.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(srv))
+        started = time.perf_counter()
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        assert time.perf_counter() - started < 0.6
+        writer.close()
+    finally:
+        await srv.stop()
+    assert srv.stats["bad_peers"] == 1
+    assert 'callpolicy_agi_bad_peers_total{reason="first_line_deadline"} 1.0' in \
+        metrics.render().decode()
+
+
+async def test_when_full_a_newcomer_evicts_the_oldest_silent_peer_never_an_answering_one(
+        ) -> None:
+    engine = Engine(SNAPSHOT)
+    metrics = Metrics()
+    srv = FastAgiServer(engine.decide, engine.fail_safe,
+                        Limits(first_line_deadline=5, env_deadline=5, reply_deadline=5,
+                               max_connections=3),
+                        on_drop=metrics.agi_dropped)
+    await srv.start("127.0.0.1", 0)
+    port = port_of(srv)
+    try:
+        # one call answered and waiting for Asterisk's "200": it keeps its slot
+        answering_r, answering_w = await asyncio.open_connection("127.0.0.1", port)
+        answering_w.write(env_block("092101299"))
+        assert (await asyncio.wait_for(answering_r.readline(), 2)).startswith(b"EXEC MSet")
+        s1 = await asyncio.open_connection("127.0.0.1", port)
+        s2 = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        with capture_logs() as logs:
+            assert (await ask(port, env_block("092101299")))["CP_ACTION"] == "allow"
+            assert await asyncio.wait_for(s1[0].read(), 2) == b""  # the oldest made room
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(s2[0].read(), 0.2)  # the other one is still open
+            s3 = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(0.05)
+            answers = [await ask(port, env_block("092101299")) for _ in range(20)]
+        assert all(a["CP_ACTION"] == "allow" for a in answers)
+        assert await asyncio.wait_for(s2[0].read(), 2) == b""  # then the next oldest
+        answering_w.write(b"200 result=0\n")  # the answering one was never dropped
+        await answering_w.drain()
+        assert await asyncio.wait_for(answering_r.read(), 2) == b""
+        silent = [s1, s2, s3]
+        assert srv.stats["decisions"] == 22 and srv.stats["evicted"] == 2
+        # all slots answering: the newcomer is refused, not an answering call
+        held = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(env_block("092101299"))
+            assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"EXEC MSet")
+            held.append(writer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        assert srv.stats["refused"] == 1
+        for w in [*held, writer, answering_w, *(w for _, w in silent)]:
+            w.close()
+    finally:
+        await srv.stop()
+    evicted = [e for e in logs if e["event"] == "agi_connection_evicted"]
+    assert evicted and len(evicted) <= 3  # rate-limited: at most a few lines a second
+    scraped = metrics.render().decode()
+    assert f"callpolicy_agi_evicted_total {float(srv.stats['evicted'])}" in scraped
+    assert "callpolicy_agi_refused_total 1.0" in scraped

@@ -193,3 +193,44 @@ def test_metrics_listen_config(tmp_path: Path) -> None:
                        ('port = 9464', "unknown key metrics.port")):
         with pytest.raises(ConfigError, match=error):
             settings_from(tmp_path, f"[metrics]\n{bad}\n")
+
+
+def test_the_http_server_is_bounded_and_keeps_answering_under_held_connections(
+        metrics: Metrics) -> None:
+    """One thread whatever the clients do (the WSGI server had one per connection), idle
+    clients are dropped (evicted when full, else at the request deadline), a scrape still
+    gets through, and only GET/HEAD are answered."""
+    import threading
+    import time
+
+    from callpolicy import http_server
+
+    port = metrics.start("127.0.0.1", 0)
+    threads = threading.active_count()
+    held = []
+    try:
+        for _ in range(http_server.MAX_CONNECTIONS + 100):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.2)
+        assert threading.active_count() == threads
+        assert ("callpolicy_decision_seconds_count", ()) in scrape(port)
+        # the oldest idle ones were evicted to make room; the rest go at the deadline
+        started = time.monotonic()
+        for sock in held:
+            sock.settimeout(http_server.REQUEST_DEADLINE + 2)
+            assert sock.recv(10) == b""
+        assert time.monotonic() - started < http_server.REQUEST_DEADLINE + 1
+    finally:
+        for sock in held:
+            sock.close()
+
+    def raw(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            return b"".join(iter(lambda: sock.recv(65536), b""))
+
+    head = raw(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert raw(b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 405 ")
+    assert raw(b"\x16\x03\x01 not http\r\n\r\n") == b""
+    assert raw(b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"y" * 20_000 + b"\r\n\r\n") == b""
