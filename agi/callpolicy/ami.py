@@ -19,6 +19,7 @@ import structlog
 from panoramisk import Manager
 
 from .config import AmiSettings
+from .logging import RateLimitedLog
 
 log = structlog.get_logger("callpolicy.ami")
 logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions
@@ -53,6 +54,7 @@ class AmiLink:
         self._manager: Manager | None = None
         self._backoff = MIN_BACKOFF
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limited = RateLimitedLog(log)  # a handler bug would log once per event
 
     @property
     def configured(self) -> bool:
@@ -127,8 +129,8 @@ class AmiLink:
             try:
                 handler(fields)
             except Exception as exc:  # one bad handler must not stop the others
-                log.error("ami_handler_failed", event=fields.get("Event"),
-                          error=f"{type(exc).__name__}: {exc}")
+                self._limited("error", "ami_handler_failed", event=fields.get("Event"),
+                              error=f"{type(exc).__name__}: {exc}")
 
     async def action(self, action: dict[str, str], *, as_list: bool = False,
                      timeout: float = ACTION_TIMEOUT) -> Any:

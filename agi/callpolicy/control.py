@@ -29,6 +29,7 @@ import structlog
 
 from .ami import AmiError, AmiLink
 from .livecalls import LiveCall, LiveCalls
+from .logging import RateLimitedLog
 from .metrics import Metrics
 from .policy import CallRequest, Decision, Engine
 from .records import CallRecord
@@ -77,6 +78,7 @@ class CallControl:
         self._resync_tried_at = 0.0
         self._resyncs_running = 0
         self._revocation_pending: set[str] = set()  # logged once each, until AMI is back
+        self._limited = RateLimitedLog(log)  # AMI answering but timing out: not a loop
         reason = self.guard_degraded_reason()
         self.degraded_since: float | None = time.time() if reason else None
         self._degraded_logged = False
@@ -238,7 +240,8 @@ class CallControl:
                 self.metrics.call_hung_up(decision.reason.value)
             except AmiError as exc:
                 call.hung_up = False  # try again on the next round
-                log.error("revocation_hangup_failed", uniqueid=call.uniqueid, error=str(exc))
+                self._limited("error", "revocation_hangup_failed", uniqueid=call.uniqueid,
+                              error=str(exc))
         return hung_up
 
     # -- (re)connect ---------------------------------------------------------------------

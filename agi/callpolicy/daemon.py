@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import time
 from dataclasses import replace
@@ -199,10 +200,28 @@ class PolicyService:
                  must_reach=sorted(settings.policy.must_reach))
 
 
+# Both listeners full (FastAGI 512 + HTTP 256) plus the database, AMI and log files: a soft
+# limit of 1024 would make asyncio stop accepting for a second when they fill.
+WANTED_OPEN_FILES = 4096
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (never above the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def serve(settings: Settings, config_arg: str | None = None,
                 db_arg: str | None = None) -> int:
     for warning in settings.warnings:
         log.warning("config_warning", detail=warning)
+    open_files = raise_open_files_limit()
+    if open_files < WANTED_OPEN_FILES:
+        log.warning("open_files_limit_low", soft_limit=open_files, wanted=WANTED_OPEN_FILES)
     service = PolicyService(settings, config_arg, db_arg)
     await service.load()
     server = FastAgiServer(service.decide, service.fail_safe, on_decision=service.on_decision,

@@ -267,3 +267,19 @@ def test_a_restarted_daemon_replays_the_call_record_spool(setup, tmp_path) -> No
             .splitlines() if json.loads(line)["uniqueid"] == "1.1"]
     assert [(r["reason"], r["source"]) for r in last] == [("premium", "daemon")]
     assert not spool_file.exists()
+
+
+def test_the_daemon_raises_its_open_files_soft_limit() -> None:
+    """Both listeners full need more than the common soft limit of 1024 descriptors."""
+    import resource
+
+    from callpolicy.daemon import WANTED_OPEN_FILES, raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        raised = raise_open_files_limit()
+        assert raised == (WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY
+                          else min(WANTED_OPEN_FILES, hard))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
