@@ -39,6 +39,7 @@ from .policy import (
     normalise_prefix,
 )
 from .policy.destinations import EU_REGIONS, country_code
+from .policy.location import parse_ip
 from .policy.model import UNBLOCKABLE_CATEGORIES
 from .records import CSV_COLUMNS, CallRecord
 from .store import (
@@ -53,6 +54,7 @@ from .store import (
     limits_dict,
     parse_iso,
 )
+from .text import CUT, clip, escaped, printable
 
 PROG = "callpolicy"
 log = structlog.get_logger("callpolicy.cli")
@@ -108,44 +110,124 @@ def _first_positional(args: Sequence[str]) -> str | None:
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The ranges every value on the command line is checked against (documented in --help/README).
+MAX_SPAN = timedelta(days=3650)  # durations, and times from now: 10 years
+MAX_SPAN_TEXT = "3650d (10 years)"
+MAX_COUNT = 1_000_000  # fraud limits and --limit
+MAX_AUDIT_TEXT = 200  # --by, --ticket, --reason: characters
 
 
 def parse_duration(text: str, option: str = "--for") -> timedelta:
-    """'7d', '12h', '1h30m', '1s' -> timedelta."""
+    """'7d', '12h', '1h30m', '1s' -> timedelta, from 1 s to MAX_SPAN."""
     compact = text.strip().lower()
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise UsageError(f"{option} {text!r}: use a duration like 30m, 12h, 7d, 2w or 1h30m")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+        raise UsageError(
+            f"{option} {_quoted(text)}: use a duration like 30m, 12h, 7d, 2w or 1h30m")
+    # a long digit string is out of range anyway (and int() refuses over 4300 digits)
+    too_long = any(len(n.lstrip("0")) > 12 for n, _ in parts)
+    seconds = 0 if too_long else sum(int(n) * _UNITS[u] for n, u in parts)
+    if too_long or seconds > MAX_SPAN.total_seconds():
+        raise UsageError(f"{option} {_quoted(text)}: the duration can be at most "
+                         f"{MAX_SPAN_TEXT}")
     if seconds <= 0:
-        raise UsageError(f"{option} {text!r}: the duration must be positive")
+        raise UsageError(f"{option} {_quoted(text)}: the duration must be positive")
     return timedelta(seconds=seconds)
 
 
-def parse_moment(text: str, option: str, now: datetime) -> datetime:
-    """An ISO 8601 time with a timezone, or a duration meaning that long ago ('24h')."""
-    if re.fullmatch(r"(\d+[smhdw])+", text.strip().lower()):
-        return now - parse_duration(text, option)
+def _quoted(text: str, width: int = 60) -> str:
+    """A value the user gave, quoted for an error line: escaped (repr), and cut if long."""
+    return repr(text[:width]) + (CUT if len(text) > width else "")
+
+
+def _iso_moment(text: str, option: str, example: str) -> datetime:
+    """An ISO 8601 time with a timezone (not yet range-checked)."""
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise UsageError(f"{option} {text!r} is not an ISO 8601 time (like "
-                         "2026-06-01T00:00+02:00) or a duration (like 24h, 7d)") from exc
+        raise UsageError(
+            f"{option} {_quoted(text)} is not an ISO 8601 time (like {example})") from exc
     if moment.tzinfo is None:
-        raise UsageError(f"{option} {text!r} has no timezone: add one "
+        raise UsageError(f"{option} {_quoted(text)} has no timezone: add one "
                          "(+01:00 for Belgian winter time, +02:00 summer, Z for UTC)")
+    return moment
+
+
+def parse_moment(text: str, option: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a timezone, or a duration meaning that long ago ('24h'); within
+    MAX_SPAN of `now` (--since, --until)."""
+    if re.fullmatch(r"(\d+[smhdw])+", text.strip().lower()):
+        return now - parse_duration(text, option)
+    moment = _iso_moment(text, option, "2026-06-01T00:00+02:00, or a duration like 24h, 7d")
+    if abs(moment - now) > MAX_SPAN:  # aware subtraction: no overflow near year 1 or 9999
+        raise UsageError(f"{option} {_quoted(text)} is more than {MAX_SPAN_TEXT} from now")
     return moment.astimezone(UTC)
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+def parse_future(text: str, option: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a timezone, after `now`, at most MAX_SPAN ahead (--expires,
+    --at)."""
+    moment = _iso_moment(text, option, "2026-12-01T18:00+01:00")
+    if moment <= now:
+        raise UsageError(f"{option} {_quoted(text)} is in the past")
+    if moment - now > MAX_SPAN:
+        raise UsageError(f"{option} {_quoted(text)} is more than {MAX_SPAN_TEXT} ahead")
+    return moment.astimezone(UTC)
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number from low to high."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also a number of over 4300 digits
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{_quoted(text)} is not a whole number from {low} to {high}")
+        return value
+    return whole
+
+
+def _audit_text(what: str) -> Callable[[str], str]:
+    """argparse type for --by/--ticket/--reason: non-empty, printable, bounded (the audit log
+    is read on terminals and must say who and why)."""
+    def audit_text(text: str) -> str:
+        value = text.strip()
+        if not value:
+            raise argparse.ArgumentTypeError(f"empty: give {what}")
+        if not value.isprintable():
+            raise argparse.ArgumentTypeError(
+                f"{_quoted(value)} contains control characters (give {what} as plain text)")
+        if len(value) > MAX_AUDIT_TEXT:
+            raise argparse.ArgumentTypeError(
+                f"{len(value)} characters: at most {MAX_AUDIT_TEXT}")
+        return value
+    audit_text.__name__ = what  # argparse names the type in some messages
+    return audit_text
+
+
+def _source_ip(text: str) -> str:
+    """argparse type for check --source-ip: an IP address, as Asterisk reports it."""
+    if parse_ip(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{_quoted(text)} is not an IP address (like 192.0.2.10, 192.0.2.10:5060 or "
+            "2001:db8::1)")
+    return text.strip()
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    """argparse type: a number of seconds from low to high."""
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:  # also NaN
+            raise argparse.ArgumentTypeError(
+                f"{_quoted(text)} is not a number of seconds from {low:g} to {high:g}")
+        return value
+    return seconds
 
 
 def _limit_field(text: str) -> str:
@@ -153,39 +235,25 @@ def _limit_field(text: str) -> str:
     name = text.strip().lower().replace("-", "_")
     if name not in LIMIT_FIELDS:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a limit (one of {', '.join(LIMIT_FIELDS)})")
+            f"{_quoted(text)} is not a limit (one of {', '.join(LIMIT_FIELDS)})")
     return name
 
 
-def parse_future(text: str, option: str, now: datetime) -> datetime:
-    """An ISO 8601 time with a timezone, after `now` (--expires, --at)."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(
-            f"{option} {text!r} is not an ISO 8601 time (like 2026-12-01T18:00+01:00)"
-        ) from exc
-    if moment.tzinfo is None:
-        raise UsageError(
-            f"{option} {text!r} has no timezone: add one "
-            "(+01:00 for Belgian winter time, Z for UTC)"
-        )
-    if moment <= now:
-        raise UsageError(f"{option} {text!r} is in the past")
-    return moment.astimezone(UTC)
-
-
 def parse_sent_date(text: str, now: datetime) -> date:
-    """--sent: a calendar date YYYY-MM-DD, not after today in Brussels."""
+    """--sent: a calendar date YYYY-MM-DD, not after today in Brussels, within MAX_SPAN."""
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
             raise ValueError(text)
         day = date.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"--sent {text!r} is not a date like 2026-03-01 (YYYY-MM-DD)") from None
+        raise UsageError(
+            f"--sent {_quoted(text)} is not a date like 2026-03-01 (YYYY-MM-DD)") from None
     today = contract_today(now)
     if day > today:
-        raise UsageError(f"--sent {text!r} is in the future (today is {today} in Brussels)")
+        raise UsageError(
+            f"--sent {_quoted(text)} is in the future (today is {today} in Brussels)")
+    if today - day > MAX_SPAN:
+        raise UsageError(f"--sent {_quoted(text)} is more than {MAX_SPAN_TEXT} ago")
     return day
 
 
@@ -207,15 +275,25 @@ def _print_json(item: object) -> None:
     sys.stdout.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
 
 
+TABLE_CELL_WIDTH = 48  # a longer cell is cut, ending with CUT (--json has it all)
+SHOW_TEXT_WIDTH = 1000  # the same for one stored text in `customer show`
+
+
+def _cell(value: object) -> str:
+    return clip(str(value if value is not None else ""), TABLE_CELL_WIDTH)
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A text table: cells escaped (stored text cannot forge a row or move the cursor) and
+    cut at TABLE_CELL_WIDTH."""
     if not rows:
         return ""
-    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
-    for row in rows:
-        lines.append("  ".join(str(row.get(c, "") or "").ljust(widths[c]) for c in columns)
-                     .rstrip())
-    return "\n".join(lines) + "\n"
+    cells = [[_cell(row.get(c, "") or "") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+              for line in cells]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def _unblock_target(args: argparse.Namespace, settings: Settings) -> tuple[UnblockKind, str,
@@ -295,6 +373,7 @@ async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int
     if args.json:
         _print_json(customer)
         return 0
+    customer = escaped(customer, SHOW_TEXT_WIDTH)  # stored text, shown safe and bounded
     a = customer["install_address"]
     out = io.StringIO()
     out.write(f"customer      {customer['id']} ({customer['name']})\n")
@@ -516,7 +595,8 @@ def _describe(decision: Decision) -> str:
         parts.append(f"location {decision.location.value if decision.location else '-'}")
     if decision.diversion:
         parts.append(f"diversion {decision.diversion}")
-    return "  ".join(parts) + f"\n    rule: {decision.rule}\n"
+    # the dialled number, caller ID and the rule's stored tickets: shown escaped
+    return "  ".join(map(printable, parts)) + f"\n    rule: {printable(decision.rule)}\n"
 
 
 def _warn(message: str) -> None:
@@ -673,11 +753,6 @@ _CALL_TABLE = ("started_at", "customer_id", "endpoint", "dialled", "destination"
 _PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
 
 
-def _printable(text: str) -> str:
-    """Untrusted text (what a phone dialled) made safe for a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _csv_cell(value: object) -> object:
     """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
     it is just a number, like +3292101234). A flag (free) is true/false, as in --json."""
@@ -693,7 +768,6 @@ def _table_row(record: CallRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in _CALL_TABLE}
     row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
                          if record.started_at else "?")
-    row["dialled"] = _printable(record.dialled or "")
     row["free"] = "free" if record.free else ""
     row["billable_seconds"] = str(record.billable_seconds)
     return row
@@ -772,10 +846,14 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag.add_argument("--json", action="store_true",
                            help="one JSON object per line, for scripts")
     who = argparse.ArgumentParser(add_help=False)
-    who.add_argument("--by", required=True, metavar="WHO", help="who makes the change (audit)")
+    who.add_argument("--by", required=True, metavar="WHO", type=_audit_text("who makes the change"),
+                     help="who makes the change (audit; printable, at most "
+                          f"{MAX_AUDIT_TEXT} characters, like --ticket and --reason)")
     who.add_argument("--ticket", required=True, metavar="REF",
+                     type=_audit_text("the ticket reference"),
                      help="ticket or e-mail reference (audit)")
-    who.add_argument("--reason", metavar="TEXT", help="free text (audit)")
+    who.add_argument("--reason", metavar="TEXT", type=_audit_text("the reason"),
+                     help="free text (audit)")
     target = argparse.ArgumentParser(add_help=False)
     group = target.add_mutually_exclusive_group(required=True)
     group.add_argument("--prefix", metavar="P",
@@ -805,8 +883,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Status of existing customers is not changed by a file: use suspend "
                         "or reactivate.")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--by", metavar="WHO", help="who imports (default: your user name)")
-    p.add_argument("--ticket", metavar="REF", help="ticket reference (audit)")
+    p.add_argument("--by", metavar="WHO", type=_audit_text("who makes the change"),
+                   help="who imports (default: your user name)")
+    p.add_argument("--ticket", metavar="REF", type=_audit_text("the ticket reference"),
+                   help="ticket reference (audit)")
     p.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
     p.add_argument("--accept-zone-violations", action="store_true",
                    help="import geographic numbers outside the installation zone (art. 3.8) "
@@ -825,8 +905,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "`customer reactivate` or `customer paid` cancels it).")
     p.add_argument("id", metavar="ID")
     p.add_argument("--at", metavar="ISO8601",
-                   help="suspend at this future time, with timezone, e.g. "
-                        "2026-12-01T00:00+01:00")
+                   help="suspend at this future time (at most 10 years ahead), with "
+                        "timezone, e.g. 2026-12-01T00:00+01:00")
     p.set_defaults(func=cmd_customer_suspend)
     p = csub.add_parser("reactivate", parents=[common, who],
                         help="lift a suspension and cancel a scheduled one",
@@ -845,7 +925,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paid` closes the episode and cancels the suspension (or lifts it).")
     p.add_argument("id", metavar="ID")
     p.add_argument("--sent", required=True, metavar="DATE",
-                   help="the day the reminder was sent, YYYY-MM-DD, not in the future")
+                   help="the day the reminder was sent, YYYY-MM-DD, not in the future, at "
+                        "most 10 years ago")
     p.set_defaults(func=cmd_customer_remind)
     p = csub.add_parser(
         "paid", parents=[common, who],
@@ -864,9 +945,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     expiry = p.add_mutually_exclusive_group()
     expiry.add_argument("--expires", metavar="ISO8601",
-                        help="end time with timezone, e.g. 2026-12-01T18:00+01:00")
+                        help="end time with timezone, e.g. 2026-12-01T18:00+01:00 (at "
+                             "most 10 years ahead)")
     expiry.add_argument("--for", dest="for_", metavar="DURATION",
-                        help="duration: 30m, 12h, 7d, 2w, 1h30m")
+                        help=f"duration: 30m, 12h, 7d, 2w, 1h30m (at most {MAX_SPAN_TEXT})")
     p.set_defaults(func=cmd_unblock)
     p = sub.add_parser("reblock", parents=[common, target, who],
                        help="revoke a customer's active unblock(s) of a prefix/country/category")
@@ -879,8 +961,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_unblocks)
     p = sub.add_parser("audit", parents=[common, json_flag], help="the audit log, newest last")
     p.add_argument("id", metavar="ID", nargs="?")
-    p.add_argument("--limit", type=int, default=50, metavar="N",
-                   help="last N entries (default 50)")
+    p.add_argument("--limit", type=_whole(1, MAX_COUNT), default=50, metavar="N",
+                   help=f"last N entries (default 50, at most {MAX_COUNT})")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("check", parents=[common, json_flag],
@@ -895,7 +977,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "be: refused, must-reach numbers pass; a warning says so)")
     p.add_argument("--endpoint", metavar="NAME",
                    help="the PJSIP endpoint calling; without --customer, its customer decides")
-    p.add_argument("--source-ip", metavar="IP", help="the calling device's IP (emergency "
+    p.add_argument("--source-ip", metavar="IP", type=_source_ip,
+                   help="the calling device's IP (emergency "
                    "location)")
     p.add_argument("--caller-id", metavar="NUM", help="caller ID the phone asks for (or the "
                    "original caller on a forwarded call)")
@@ -920,16 +1003,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_limits_show)
     p = lsub.add_parser("set", parents=[common, who],
                         help="set or clear (--default) a customer's own limits",
-                        description="Set a customer's own fraud limits (N >= 0; 0 allows no "
-                        "such calls), or give one back to the operator default with --default "
-                        "FIELD. Limits not named keep their value. Audited; a running daemon "
-                        "applies the change within a second.")
+                        description="Set a customer's own fraud limits (N from 0 to "
+                        f"{MAX_COUNT}; 0 allows no such calls), or give one back to the "
+                        "operator default with --default FIELD. Limits not named keep their "
+                        "value. Audited; a running daemon applies the change within a second.")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--max-concurrent", type=_count, metavar="N",
+    p.add_argument("--max-concurrent", type=_whole(0, MAX_COUNT), metavar="N",
                    help="external calls up at once")
-    p.add_argument("--max-per-minute", type=_count, metavar="N",
+    p.add_argument("--max-per-minute", type=_whole(0, MAX_COUNT), metavar="N",
                    help="external calls started in the last 60 s")
-    p.add_argument("--max-concurrent-risky", type=_count, metavar="N",
+    p.add_argument("--max-concurrent-risky", type=_whole(0, MAX_COUNT), metavar="N",
                    help="non-EU or unblocked premium calls up at once")
     p.add_argument("--default", type=_limit_field, nargs="+", action="extend", metavar="FIELD",
                    help="use the operator default for these: max_concurrent, max_per_minute, "
@@ -961,9 +1044,11 @@ def build_parser() -> argparse.ArgumentParser:
         "for export. In CSV, "
         "text a spreadsheet would run as a formula is prefixed with '.")
     p.add_argument("id", metavar="ID", nargs="?")
-    p.add_argument("--since", metavar="T", help="calls that started at or after T")
+    p.add_argument("--since", metavar="T", help="calls that started at or after T (within "
+                   "10 years of now)")
     p.add_argument("--until", metavar="T", help="calls that started before T")
-    p.add_argument("--limit", type=int, metavar="N", help="only the last N calls")
+    p.add_argument("--limit", type=_whole(1, MAX_COUNT), metavar="N",
+                   help=f"only the last N calls (at most {MAX_COUNT})")
     formats = p.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="one JSON object per line")
     formats.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -974,7 +1059,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the config's calls.retention_days). The purge is audited with the count; "
         "the audit log itself is never purged.")
     p.add_argument("--older-than", metavar="DURATION",
-                   help="30d, 26w, 180d (default: calls.retention_days from the config)")
+                   help="30d, 26w, 180d, at most 3650d (default: calls.retention_days from "
+                        "the config)")
     p.set_defaults(func=cmd_calls_purge)
 
     p = sub.add_parser("serve", parents=[common],
@@ -993,8 +1079,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "loop stops pinging (systemd notify protocol). Asterisk waits forever "
                        "on a frozen FastAGI server; a killed one releases the calls to the "
                        "fallback AGI. Under systemd, use Type=notify and WatchdogSec instead.")
-    p.add_argument("--watchdog-sec", type=float, default=1.0, metavar="S",
-                   help="kill the daemon after S seconds without a ping (default 1)")
+    p.add_argument("--watchdog-sec", type=_seconds(0.1, 600), default=1.0, metavar="S",
+                   help="kill the daemon after S seconds without a ping (default 1; 0.1 to "
+                        "600)")
     p.add_argument("--pidfile", metavar="PATH", help="write the daemon's PID here")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     p.set_defaults(func=cmd_watchdog)
@@ -1025,9 +1112,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    limit = getattr(args, "limit", None)
-    if limit is not None and limit < 1:
-        parser.error("--limit must be at least 1")
     func: Callable[..., Any] = args.func
     try:
         settings = load_settings(getattr(args, "config", None))

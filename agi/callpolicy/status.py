@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .control import DEGRADED_REASONS
+from .text import clip, escaped
 
 if TYPE_CHECKING:
     from .daemon import PolicyService
@@ -34,6 +35,7 @@ STATUS_STALE_AFTER = 5.0  # s since the last publication: the event loop is stuc
 TOP_CUSTOMERS = 50  # customers listed with their live calls (the busiest first)
 FETCH_TIMEOUT = 2.0
 EXIT_DEGRADED = 3
+CUSTOMER_WIDTH = 48  # a longer customer ID is cut in the table
 STATUS_KEYS = frozenset({"published_at", "daemon", "ami", "fraud_guard", "snapshot",
                          "live_calls", "decisions"})
 
@@ -232,8 +234,10 @@ def _count(value: int | None) -> str:
 
 
 def render(status: dict[str, Any], now: float | None = None) -> str:
-    """A readable summary for an on-call engineer."""
+    """A readable summary for an on-call engineer (every text escaped: it comes from the
+    network and from stored names)."""
     now = time.time() if now is None else now
+    status = escaped(status)
     lag = max(0.0, now - (_epoch(status.get("published_at")) or now))
     daemon, ami, guard = status["daemon"], status["ami"], status["fraud_guard"]
     snapshot, live, decisions = status["snapshot"], status["live_calls"], status["decisions"]
@@ -261,11 +265,11 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
         f"live calls   {_count(live['up'])} up, {live['started_last_minute']} started in the "
         f"last minute, {live['customers']} customer(s)",
     ]
-    rows = live["by_customer"]
+    rows = [(clip(c, CUSTOMER_WIDTH), counts) for c, counts in live["by_customer"].items()]
     if rows:
-        width = max(len("customer"), *(len(c) for c in rows))
+        width = max(len("customer"), *(len(c) for c, _ in rows))
         lines.append(f"  {'customer':<{width}}  concurrent  last minute  risky")
-        for customer, counts in rows.items():
+        for customer, counts in rows:
             lines.append(f"  {customer:<{width}}  {_count(counts['concurrent']):>10}  "
                          f"{counts['last_minute']:>11}  {_count(counts['risky']):>5}")
         if live["customers"] > len(rows):

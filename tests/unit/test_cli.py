@@ -13,6 +13,7 @@ from cli_runner import one_error_line, run
 
 REPO = Path(__file__).resolve().parents[2]
 BRUSSELS = ZoneInfo("Europe/Brussels")
+IN_A_MONTH = (datetime.now(UTC) + timedelta(days=30)).isoformat(timespec="minutes")
 JSON_KEYS = {"number", "destination", "action", "reason", "category", "caller_id",
              "emergency", "location", "rule"}
 
@@ -80,7 +81,7 @@ def test_missing_database_is_one_error_and_not_created(tmp_path: Path,
      (["unblock", "acme", "--country", "XX", "--by", "a", "--ticket", "t"], "not an ISO"),
      (["unblock", "acme", "--category", "mobile", "--by", "a", "--ticket", "t"],
       "--category must be"),
-     (["audit", "--limit", "0"], "--limit must be at least 1"),
+     (["audit", "--limit", "0"], "--limit: '0' is not a whole number from 1 to"),
      (["customer", "suspend", "acme", "--at", "2030-01-01T00:00", "--by", "a", "--ticket", "t"],
       "has no timezone"),
      (["customer", "suspend", "acme", "--at", "2020-01-01T00:00+01:00", "--by", "a",
@@ -110,8 +111,7 @@ def test_bad_usage_exits_2_with_one_line_and_writes_nothing(
     [["customer", "show", "ghost"],
      ["customer", "suspend", "ghost", "--by", "a", "--ticket", "t"],
      ["customer", "reactivate", "ghost", "--by", "a", "--ticket", "t"],
-     ["customer", "suspend", "ghost", "--at", "2099-01-01T00:00Z", "--by", "a", "--ticket",
-      "t"],
+     ["customer", "suspend", "ghost", "--at", IN_A_MONTH, "--by", "a", "--ticket", "t"],
      ["customer", "remind", "ghost", "--sent", "2026-01-01", "--by", "a", "--ticket", "t"],
      ["customer", "paid", "ghost", "--by", "a", "--ticket", "t"],
      ["unblock", "ghost", "--prefix", "0905", "--by", "a", "--ticket", "t"],

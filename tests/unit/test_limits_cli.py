@@ -110,7 +110,7 @@ def test_operator_defaults_come_from_the_config(db: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "text"),
     [(["acme"], "nothing to change"),
-     (["acme", "--max-concurrent", "-1"], "must be 0 or more"),
+     (["acme", "--max-concurrent", "-1"], "'-1' is not a whole number from 0 to 1000000"),
      (["acme", "--max-concurrent", "x"], "not a whole number"),
      (["acme", "--default", "max_calls"], "is not a limit"),
      (["acme", "--default"], "expected at least one argument"),
