@@ -9,6 +9,7 @@ import io
 import json
 import sqlite3
 import time
+import unittest.mock
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -140,7 +141,10 @@ def shared_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_in_process(argv: list[str]) -> tuple[int, str]:
     stderr, stdout = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+    # main() configures structlog for the whole process (level WARNING, loggers cached on
+    # first use, writing to this StringIO): that would leak into every later test.
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout), \
+            unittest.mock.patch("callpolicy.cli.configure_logging"):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse
