@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
+import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -40,6 +42,7 @@ from .policy import (
 )
 from .records import DERIVED, FIELDS, CallRecord, timestamp
 from .shared_map import SharedMap
+from .sqlite_errors import explain
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -211,6 +214,9 @@ CONTRACT_TIMEZONE = "Europe/Brussels"
 SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
 SCHEMA_VERSION = len(MIGRATIONS)
+TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",
+          "suspensions", "audit", "fraud_limits", "calls", "payment_reminders",
+          "scheduled_suspensions")
 
 
 class StoreError(Exception):
@@ -314,16 +320,22 @@ class Store:
         self.path = path
         # One connection, one transaction at a time: concurrent writers on it (the daemon's
         # record batches, a purge) queue here instead of nesting BEGINs.
-        self._write_lock = asyncio.Lock()
+        self._write_lock = _WriteLock(path)
 
     # -- opening ------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, create: bool = False) -> Store:
-        """Open (and migrate) the database. Without `create`, a missing file is an error."""
+    async def open(cls, path: str | Path, *, create: bool = False,
+                   readonly: bool = False) -> Store:
+        """Open the database. Without `create`, a missing file is an error.
+
+        A writer (the default) checks the file (PRAGMA quick_check: a damaged or foreign file
+        is refused before anything is written), sets up WAL and migrates the schema. A reader
+        (`readonly`) writes nothing, not even the WAL set-up: it works on a full disk and for
+        a user who may only read; an older schema is an error that says how to upgrade."""
         path = Path(path)
         if not path.exists():
-            if not create:
+            if not create or readonly:
                 raise StoreError(
                     f"database {path} does not exist (set --db or CALLPOLICY_DB, "
                     "or create it with `callpolicy customer import FILE`)"
@@ -332,26 +344,54 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        try:
-            db = await aiosqlite.connect(str(path), isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-        db.row_factory = sqlite3.Row
-        store = cls(db, path)
-        try:
-            await store._setup()
-        except sqlite3.DatabaseError as exc:
-            await db.close()
-            raise StoreError(f"cannot use database {path}: {exc}") from exc
-        except BaseException:
-            await db.close()
-            raise
+        if readonly:
+            return await cls._open_readonly(path)
+        store = await cls._connect(path, str(path), uri=False)
+        await store._checked(store._setup)
         return store
+
+    @classmethod
+    async def _open_readonly(cls, path: Path) -> Store:
+        try:
+            store = await cls._connect(path, f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            await store._checked(store._check_schema)
+            return store
+        except StoreError as exc:
+            if not (_cannot_map_wal_index(exc.__cause__) and _wal_empty(path)):
+                raise
+        # The WAL index (-shm) cannot be created (full disk, read-only directory) and the
+        # WAL holds nothing: the main file alone is the whole committed database.
+        store = await cls._connect(path, f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+                                   uri=True)
+        await store._checked(store._check_schema)
+        return store
+
+    @classmethod
+    async def _connect(cls, path: Path, target: str, *, uri: bool) -> Store:
+        try:
+            db = await aiosqlite.connect(target, uri=uri, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {explain(exc, path)}") from exc
+        db.row_factory = sqlite3.Row
+        return cls(db, path)
+
+    async def _checked(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run an opening step; on any failure the connection is closed."""
+        try:
+            await step()
+        except sqlite3.Error as exc:
+            await self._db.close()
+            raise StoreError(f"cannot use database {self.path}: {explain(exc, self.path)}"
+                             ) from exc
+        except BaseException:
+            await self._db.close()
+            raise
 
     async def _setup(self) -> None:
         db = self._db
         await db.execute("PRAGMA busy_timeout = 5000")
         await db.execute("PRAGMA foreign_keys = ON")
+        await self._check_integrity()
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
         version = await self._scalar("PRAGMA user_version")
@@ -368,8 +408,37 @@ class Store:
                 await db.execute(f"PRAGMA user_version = {number + 1}")
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
                 raise
+        await self._check_schema()
+
+    async def _check_integrity(self) -> None:
+        problems = [r[0] for r in await self._rows("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"database {self.path} fails its integrity check ({'; '.join(problems)}): "
+                "restore a good copy; nothing was written")
+
+    async def _check_schema(self) -> None:
+        """The file is a callpolicy database of this version (a reader upgrades nothing)."""
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        version = await self._scalar("PRAGMA user_version")
+        if version != SCHEMA_VERSION:
+            newer = version > SCHEMA_VERSION
+            raise StoreError(
+                f"database {self.path} has schema version {version}, "
+                f"{'newer' if newer else 'older'} than this callpolicy ({SCHEMA_VERSION}): "
+                + ("upgrade callpolicy" if newer else
+                   "a write command (or the daemon starting) upgrades it"))
+        tables = {r[0] for r in await self._rows(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted(set(TABLES) - tables)
+        if missing:
+            raise StoreError(f"database {self.path} is not a callpolicy database: no table "
+                             f"{', '.join(missing)} (schema version {version}); restore a "
+                             "good copy")
 
     async def close(self) -> None:
         await self._db.close()
@@ -1141,22 +1210,37 @@ def _customers_from_rows(rows: _CustomerRows) -> dict[str, Customer]:
     return result
 
 
+class _WriteLock(asyncio.Lock):
+    """The store's write lock; knows the database it guards (for error messages)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (nothing half-written).
 
-    Holds the store's write lock: one transaction at a time on the connection."""
+    Holds the store's write lock: one transaction at a time on the connection. A database
+    that cannot take the write (disk full, read-only, locked, damaged) raises StoreError
+    naming the cause; SQLite may already have rolled back (SQLITE_FULL does): the ROLLBACK is
+    only sent while a transaction is open, so its own error never hides the cause."""
 
-    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+    def __init__(self, db: aiosqlite.Connection, lock: _WriteLock) -> None:
         self._db = db
         self._lock = lock
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        path = self._lock.path
+        return StoreError(f"cannot write to database {path}: {explain(exc, path)}")
 
     async def __aenter__(self) -> None:
         await self._lock.acquire()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             self._lock.release()
-            raise StoreError(f"database is busy or read-only: {exc}") from exc
+            raise self._error(exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -1167,12 +1251,47 @@ class _Transaction:
                 try:
                     await self._db.execute("COMMIT")
                     return
-                except sqlite3.Error:
-                    await self._db.execute("ROLLBACK")
-                    raise
-            await self._db.execute("ROLLBACK")
+                except sqlite3.Error as failed:
+                    await self._rollback()
+                    raise self._error(failed) from failed
+            await self._rollback()
+            if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or (
+                    type(exc) is sqlite3.DatabaseError):  # not the data's fault: the file's
+                raise self._error(exc) from exc
         finally:
             self._lock.release()
+
+    async def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
+
+
+def _cannot_map_wal_index(exc: BaseException | None) -> bool:
+    """A reader's error when it cannot create or grow the -shm file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (
+        sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
+
+
+def _wal_empty(path: Path) -> bool:
+    """No committed change waits in the WAL (absent or empty): the main file is complete."""
+    try:
+        return os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path` now: another one means the file was replaced
+    (a connection keeps reading the file it opened, even once unlinked)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _statements(script: str) -> list[str]:
