@@ -88,6 +88,14 @@ class Metrics:
             "callpolicy_fraud_guard_degraded",
             "1 while the fraud guard's concurrent-call limits cannot be enforced (AMI link "
             "down or not configured); per-minute limits still hold", registry=r)
+        self.store_ok = Gauge(
+            "callpolicy_store_ok",
+            "1 while the database reads and passes its checks; 0: decisions come from the last "
+            "good snapshot (see callpolicy_snapshot_age_seconds)", registry=r)
+        self.snapshot_age = Gauge(
+            "callpolicy_snapshot_age_seconds",
+            "Seconds since the snapshot was last checked against the database", registry=r)
+        self.store_ok.set(1)
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
         for category in Category:
@@ -135,6 +143,13 @@ class Metrics:
 
     def set_ami_connected(self, connected: bool) -> None:
         self.ami_connected.set(1 if connected else 0)
+
+    def set_store_ok(self, ok: bool) -> None:
+        self.store_ok.set(1 if ok else 0)
+
+    def track_snapshot_age(self, age: Callable[[], float]) -> None:
+        """`age()` is read at each scrape (from the HTTP thread: it must only read)."""
+        self.snapshot_age.set_function(age)
 
     def set_fraud_guard_degraded(self, degraded: bool) -> None:
         self.fraud_guard_degraded.set(1 if degraded else 0)

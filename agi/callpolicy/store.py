@@ -1362,9 +1362,11 @@ class SnapshotSource:
         self._high_water = 0
         self._anchor: str | None = None  # the `at` of audit row _high_water
         self._endpoints_of: dict[str, tuple[str, ...]] = {}  # customer -> endpoint names
+        self._identity: tuple[int, int] | None = None  # the file loaded from
 
     async def load(self) -> Snapshot:
         """Everything, from the store's current database."""
+        self._identity = file_identity(self.store.path)
         high_water = await self.store.audit_high_water()
         anchor = await self.store.audit_at(high_water)
         customers = await self.store.load_customers()
@@ -1377,8 +1379,12 @@ class SnapshotSource:
     async def refresh(self) -> bool:
         """Reload customers changed since the last look. True if the snapshot changed.
 
-        Raises StoreReplaced if the audit log no longer holds the row the snapshot was built
-        up to (the database was replaced, e.g. by a backup): the caller reloads it whole."""
+        Raises StoreReplaced if the file at the path is another one (a new inode: the open
+        connection would go on reading the old, unlinked file) or if the audit log no longer
+        holds the row the snapshot was built up to (overwritten in place, rolled back): the
+        caller reopens and reloads it whole."""
+        if file_identity(self.store.path) != self._identity:
+            raise StoreReplaced(f"database file {self.store.path} was replaced or removed")
         if await self.store.audit_at(self._high_water) != self._anchor:
             raise StoreReplaced(f"database {self.store.path} was replaced or rolled back: "
                                 f"audit row {self._high_water} is gone or different")
