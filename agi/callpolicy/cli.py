@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -42,6 +43,7 @@ from .policy.destinations import EU_REGIONS, country_code
 from .policy.location import parse_ip
 from .policy.model import UNBLOCKABLE_CATEGORIES
 from .records import CSV_COLUMNS, CallRecord
+from .sqlite_errors import explain
 from .store import (
     LIMIT_FIELDS,
     REMINDER_GRACE_DAYS,
@@ -333,8 +335,10 @@ def _unblock_target(args: argparse.Namespace, settings: Settings) -> tuple[Unblo
 
 # -- commands -----------------------------------------------------------------------------
 
-async def _open(settings: Settings, *, create: bool = False) -> Store:
-    return await Store.open(settings.db_path, create=create)
+async def _open(settings: Settings, *, create: bool = False, readonly: bool = False) -> Store:
+    """Read commands open the database read-only: they work on a full disk and for a user
+    who may only read, and never migrate or set anything up."""
+    return await Store.open(settings.db_path, create=create, readonly=readonly)
 
 
 async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -362,7 +366,7 @@ async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> i
 
 
 async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         customer = await store.customer(args.id)
         if customer is None:
             raise OperationalError(f"unknown customer {args.id!r}")
@@ -416,7 +420,7 @@ def _schedule_text(schedule: dict[str, Any]) -> str:
 
 
 async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         rows = await store.customers()
     if args.json:
         for row in rows:
@@ -550,7 +554,7 @@ async def cmd_reblock(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_unblocks(args: argparse.Namespace, settings: Settings) -> int:
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         if args.id is not None and await store.customer(args.id) is None:
             raise OperationalError(f"unknown customer {args.id!r}")
         rows = await store.unblocks(args.id, include_inactive=args.all)
@@ -566,7 +570,7 @@ async def cmd_unblocks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         if args.id is not None and await store.customer(args.id) is None:
             raise OperationalError(f"unknown customer {args.id!r}")
         rows = await store.audit_log(args.id, args.limit)
@@ -608,7 +612,7 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     call from it gets a decision too: blocked, but must-reach numbers pass)."""
     if args.customer is None and args.endpoint is None:
         raise UsageError("give --customer ID or --endpoint NAME (whose call to decide)")
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         customer_id = args.customer
         if customer_id is None:  # as a live call: the endpoint names the customer
             owners = {e.name: e.customer_id for e in await store.load_endpoints_named(
@@ -711,7 +715,7 @@ def _limits_text(view: dict[str, Any]) -> str:
 
 
 async def cmd_limits_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         own = await store.limits(args.id)
     view = _limits_view(args.id, own, settings.policy.fraud_limits)
     if args.json:
@@ -779,7 +783,7 @@ async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
     until = parse_moment(args.until, "--until", now) if args.until else None
     if since is not None and until is not None and since >= until:
         raise UsageError("--since must be before --until")
-    async with await _open(settings) as store:
+    async with await _open(settings, readonly=True) as store:
         if args.id is not None and await store.customer(args.id) is None:
             raise OperationalError(f"unknown customer {args.id!r}")
         if args.json or args.csv:
@@ -1128,6 +1132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (OperationalError, StoreError, ConfigError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except sqlite3.Error as exc:  # a read that failed after opening: say why, in one line
+        sys.stderr.write(f"{PROG}: error: database {settings.db_path}: "
+                         f"{explain(exc, settings.db_path)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

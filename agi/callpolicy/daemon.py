@@ -34,13 +34,14 @@ from .policy import CallRequest, Decision, Engine, Snapshot
 from .records_spool import CallSpool, spool_path
 from .records_writer import RecordWriter
 from .status import publish_forever
-from .store import Actor, SnapshotSource, Store
+from .store import Actor, SnapshotSource, Store, StoreError, file_identity
 from .watchdog import notify, ping_forever
 
 log = structlog.get_logger("callpolicy.daemon")
 
 REFRESH_INTERVAL = 0.25
 RECORD_FLUSH_INTERVAL = 0.5
+RELOAD_INTERVAL = 2.0  # s between attempts to reopen a database that failed
 SCHEDULE_INTERVAL = 1.0  # only the database catches up: decisions follow suspend_at exactly
 
 
@@ -67,6 +68,10 @@ class PolicyService:
                                     self.metrics)
         self.started_at = time.time()
         self.snapshot_checked_at: float | None = None  # last successful load/refresh (status)
+        self.store_problem: str | None = None  # why the database is not usable (None: it is)
+        self.store_problem_since: float | None = None
+        self.metrics.track_snapshot_age(
+            lambda: time.time() - (self.snapshot_checked_at or self.started_at))
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
@@ -118,10 +123,16 @@ class PolicyService:
         reopened after a failure."""
         failing = False
         store: Store | None = None
+        identity = None
         try:
             while True:
                 try:
-                    store = store or await Store.open(self.settings.db_path)
+                    if store is not None and file_identity(store.path) != identity:
+                        await store.close()  # replaced: never write to the old, unlinked file
+                        store = None
+                    if store is None:
+                        identity = file_identity(self.settings.db_path)
+                        store = await Store.open(self.settings.db_path)
                     for customer in await store.apply_due_suspensions(datetime.now(UTC)):
                         log.info("scheduled_suspension_applied", customer=customer)
                     if failing:
@@ -155,24 +166,68 @@ class PolicyService:
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
 
     async def refresh_forever(self) -> None:
+        """Every REFRESH_INTERVAL: bring the snapshot up to date. If the database fails (a
+        query error, the file replaced or damaged), decisions go on from the last good
+        snapshot, the episode is one error line (`store_unusable`), callpolicy_store_ok 0 and
+        `callpolicy status`; every RELOAD_INTERVAL the database is reopened (integrity and
+        schema checked) and, once it passes, loaded whole (`store_recovered`)."""
         assert self.source is not None
-        failing = False
+        next_reload = 0.0
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
+            if self.store_problem is not None:
+                if time.monotonic() >= next_reload:
+                    next_reload = time.monotonic() + RELOAD_INTERVAL
+                    await self._reload()
+                continue
             try:
                 if await self.source.refresh():
-                    assert self.engine is not None
-                    self.engine = self.engine.with_snapshot(self.source.snapshot)
-                    self.policy_changed.set()
-                    log.info("snapshot_refreshed", customers=len(self.source.snapshot.customers))
+                    self._use(self.source.snapshot)
                 self.snapshot_checked_at = time.time()
-                if failing:
-                    log.info("store_recovered")
-                failing = False
             except Exception as exc:  # keep deciding on the last good snapshot
-                if not failing:
-                    log.error("store_refresh_failed", error=f"{type(exc).__name__}: {exc}")
-                failing = True
+                self._store_failed(exc)
+                next_reload = 0.0  # a replaced file: reload at once
+
+    def _use(self, snapshot: Snapshot) -> None:
+        assert self.engine is not None
+        self.engine = self.engine.with_snapshot(snapshot)
+        self.policy_changed.set()
+        log.info("snapshot_refreshed", customers=len(snapshot.customers))
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.store_problem = f"{type(exc).__name__}: {exc}" if not isinstance(
+            exc, StoreError) else str(exc)
+        self.store_problem_since = time.time()
+        self.metrics.set_store_ok(False)
+        log.error("store_unusable", error=self.store_problem, db=str(self.settings.db_path),
+                  kept="the last good snapshot", audit_high_water=self.source.high_water
+                  if self.source is not None else None)
+
+    async def _reload(self) -> None:
+        """Reopen the database and load it whole; on success it replaces the old one."""
+        try:
+            store = await Store.open(self.settings.db_path)
+        except Exception as exc:
+            self.store_problem = str(exc) if isinstance(exc, StoreError) else repr(exc)
+            return
+        source = SnapshotSource(store, self.settings.policy)
+        try:
+            snapshot = await source.load()
+        except Exception as exc:
+            await store.close()
+            self.store_problem = f"{type(exc).__name__}: {exc}"
+            return
+        old, self.store, self.source = self.store, store, source
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        self._use(snapshot)
+        self.snapshot_checked_at = time.time()
+        log.warning("store_recovered", db=str(self.settings.db_path),
+                    customers=len(snapshot.customers), audit_high_water=source.high_water,
+                    unusable_for_s=round(time.time() - (self.store_problem_since or 0), 1))
+        self.store_problem = self.store_problem_since = None
+        self.metrics.set_store_ok(True)
 
     def reload_config(self) -> None:
         try:

@@ -16,7 +16,7 @@ never a customer id, a number or a Decision.rule text, which would make a series
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -97,6 +97,14 @@ class Metrics:
             "callpolicy_agi_bad_peers",
             "FastAGI connections dropped before a decision: not a well-behaved Asterisk",
             ("reason",), registry=r)
+        self.store_ok = Gauge(
+            "callpolicy_store_ok",
+            "1 while the database reads and passes its checks; 0: decisions come from the last "
+            "good snapshot (see callpolicy_snapshot_age_seconds)", registry=r)
+        self.snapshot_age = Gauge(
+            "callpolicy_snapshot_age_seconds",
+            "Seconds since the snapshot was last checked against the database", registry=r)
+        self.store_ok.set(1)
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
         for reason in BAD_PEER_REASONS:
@@ -154,6 +162,13 @@ class Metrics:
 
     def set_ami_connected(self, connected: bool) -> None:
         self.ami_connected.set(1 if connected else 0)
+
+    def set_store_ok(self, ok: bool) -> None:
+        self.store_ok.set(1 if ok else 0)
+
+    def track_snapshot_age(self, age: Callable[[], float]) -> None:
+        """`age()` is read at each scrape (from the HTTP thread: it must only read)."""
+        self.snapshot_age.set_function(age)
 
     def set_fraud_guard_degraded(self, degraded: bool) -> None:
         self.fraud_guard_degraded.set(1 if degraded else 0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ import structlog
 from .metrics import Metrics
 from .records import CallRecord
 from .records_spool import CallSpool
-from .store import Store, StoreError
+from .store import Store, StoreError, file_identity
 
 log = structlog.get_logger("callpolicy.records")
 
@@ -138,11 +137,7 @@ class RecordWriter:
         return self._store
 
     def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            stat = os.stat(self.db_path)
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino
+        return file_identity(self.db_path)
 
     async def _close_store(self) -> None:
         store, self._store = self._store, None

@@ -119,6 +119,9 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
             "audit_high_water": source.high_water if source is not None else None,
             "checked_at": _iso(service.snapshot_checked_at),
             "age_s": _age(service.snapshot_checked_at, now),
+            "store_ok": service.store_problem is None,
+            "store_problem": service.store_problem,
+            "store_problem_since": _iso(service.store_problem_since),
         },
         "live_calls": _live_calls(service, now),
         "decisions": _decisions(service),
@@ -163,7 +166,12 @@ def problems(status: dict[str, Any], now: float | None = None) -> list[str]:
                      "not enforced")
     elif not guard["concurrency_enforced"]:
         found.append(f"concurrent-call limits not enforced: {guard['detail']}")
-    age = status["snapshot"]["age_s"]
+    snapshot = status["snapshot"]
+    if snapshot.get("store_problem"):
+        found.append(f"database unusable since {_clock(snapshot.get('store_problem_since'))}: "
+                     f"{snapshot['store_problem']}; deciding from the last good snapshot "
+                     f"(audit high-water {snapshot.get('audit_high_water')})")
+    age = snapshot["age_s"]
     if age is None:
         found.append("no snapshot loaded")
     elif age + lag > SNAPSHOT_STALE_AFTER:
