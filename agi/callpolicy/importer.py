@@ -12,11 +12,14 @@ in the size of the file (sets, not list scans, for a customer's numbers and endp
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
 import os
 import re
 import stat
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +36,20 @@ _ADDRESS_KEYS = {"street", "house_number", "postcode", "municipality", "country"
 _ENDPOINT_KEYS = {"name", "number"}
 MAX_IMPORT_BYTES = 64 * 1024 * 1024  # ~190 000 customers of the bench's shape; split bigger files
 MAX_TEXT_LENGTH = 200  # characters in any text value (name, street, a number, a network…)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while an import runs: a big file makes millions of acyclic
+    objects (parsed TOML, records, audit images) that each collection would scan again
+    (a quarter of the time of a 100 000-customer import). The input is bounded."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass
@@ -168,6 +185,8 @@ def _strings(raw: dict[str, Any], key: str, errors: list[str]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         errors.append(f"{key} must be a list of strings")
         return []
+    if max(map(len, value), default=0) <= MAX_TEXT_LENGTH:
+        return value
     return [v for position, v in enumerate(value, start=1)
             if not _too_long(v, f"{key} #{position}", errors)]
 

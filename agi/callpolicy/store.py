@@ -641,9 +641,13 @@ class Store:
             try:
                 async with _Transaction(self._db, self._write_lock):
                     written = await self._import_batch(prepared, actor, now)
-            except (StoreError, sqlite3.Error) as exc:
+            except StoreError as exc:
                 if not done:
                     raise
+                raise ImportIncomplete(records, done, exc) from exc
+            except sqlite3.Error as exc:
+                if not done:
+                    raise StoreError(f"nothing imported: {exc}") from exc
                 raise ImportIncomplete(records, done, exc) from exc
             result.add(written)
             done = batch.stop
