@@ -627,6 +627,9 @@ class Store:
         it (the written ones come out unchanged)."""
         records = list(records)
         reach = await self._check_import(records)
+        ids = json.dumps([r.id for r in records])
+        known = {r[0] for r in await self._rows(
+            f"SELECT id FROM customers WHERE id IN {_JSON_LIST}", (ids,))}
         result = ImportResult()
         now = utcnow()
         done = 0
@@ -635,7 +638,8 @@ class Store:
             # The audit images are made outside the transaction: that work is (part of) the
             # pause in which other writers get the database.
             paused = loop.time()
-            prepared = [_Prepared.of(r) for r in records[batch.start:batch.stop]]
+            prepared = [_Prepared.of(r, r.id not in known)
+                        for r in records[batch.start:batch.stop]]
             if done:
                 await asyncio.sleep(IMPORT_PAUSE_SECONDS - (loop.time() - paused))
             try:
@@ -713,7 +717,8 @@ class Store:
             record, before = item.record, befores.get(item.record.id)
             if before is None:
                 created.append(record)
-                audit.append(("customer.create", record.id, None, item.after_json))
+                audit.append(("customer.create", record.id, None,
+                              item.after_json or _json(item.after)))
                 result.created.append(record.id)
                 continue
             after, after_json = item.after, item.after_json
@@ -722,13 +727,13 @@ class Store:
                     f"{record.id}: file says status {record.status!r} but the customer is "
                     f"{before['status']!r}; status kept (use `callpolicy customer "
                     f"{'suspend' if record.status == 'suspended' else 'reactivate'}`)")
-                after = _customer_view(record, before["status"])
-                after_json = _json(after)
+                after, after_json = _customer_view(record, before["status"]), None
             if after == before:
                 result.unchanged.append(record.id)
                 continue
             updated.append(record)
-            audit.append(("customer.update", record.id, _json(before), after_json))
+            audit.append(("customer.update", record.id, _json(before),
+                          after_json or _json(after)))
             result.updated.append(record.id)
         await self._write_customers(created, updated, actor, now)
         at = iso(now)
@@ -1231,16 +1236,18 @@ def _json(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A customer to import with its audit image (as it will be if its status is kept)."""
+    """A customer to import with its audit image (as it will be if its status is kept), in
+    JSON too if the customer is new (most of an import's images are of new customers; an
+    existing one is often unchanged: no image)."""
 
     record: CustomerRecord
     after: dict[str, Any]
-    after_json: str
+    after_json: str | None
 
     @classmethod
-    def of(cls, record: CustomerRecord) -> _Prepared:
+    def of(cls, record: CustomerRecord, new: bool) -> _Prepared:
         after = _customer_view(record, record.status)
-        return cls(record, after, _json(after))
+        return cls(record, after, _json(after) if new else None)
 
 
 def _customer_view(record: CustomerRecord, status: str) -> dict[str, Any]:
