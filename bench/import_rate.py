@@ -24,6 +24,7 @@ from pathlib import Path
 import mix
 
 HERE = Path(__file__).resolve().parent
+STARTED = 0.0  # when the (last) import started, time.time()
 REPO = HERE.parent
 
 WRITER = """
@@ -43,7 +44,7 @@ def cli_writes(results):
             start = time.monotonic()
             code = main(["--db", db, command, "acme", "--prefix", "0905", "--by", "bench",
                          "--ticket", "BENCH"])
-            results.append(("cli", code, time.monotonic() - start))
+            results.append(("cli", code, time.monotonic() - start, time.time()))
 
 
 async def records(results):
@@ -56,9 +57,9 @@ async def records(results):
         start = time.monotonic()
         try:
             await store.record_calls(batch)
-            results.append(("records", 0, time.monotonic() - start))
+            results.append(("records", 0, time.monotonic() - start, time.time()))
         except Exception as exc:
-            results.append(("records", repr(exc), time.monotonic() - start))
+            results.append(("records", repr(exc), time.monotonic() - start, time.time()))
         await asyncio.sleep(0.5)
     await store.close()
 
@@ -85,6 +86,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def timed_import(path: Path, db: Path) -> tuple[float, float, str]:
+    global STARTED
+    STARTED = time.time()
     start, before = time.monotonic(), os.times()
     done = cli("customer", "import", str(path), "--by", "bench", "--db", str(db))
     wall, after = time.monotonic() - start, os.times()
@@ -139,8 +142,11 @@ def main() -> int:
             for kind in ("cli", "records"):
                 mine = [r for r in results if r[0] == kind]
                 failed = [r for r in mine if r[1] != 0]
+                slowest = sorted(mine, key=lambda r: -r[2])[:3]
+                when = ", ".join(f"{r[2] * 1000:.0f} ms at +{r[3] - r[2] - STARTED:.1f} s"
+                                 for r in slowest)
                 print(f"  other writer {kind}: {summary([r[2] for r in mine])}; "
-                      f"{len(failed)} failed {failed[:3]}")
+                      f"{len(failed)} failed {failed[:3]}; slowest: {when}")
         wall, cpu, said = timed_import(path, db)
         print(f"again (unchanged): {wall:.1f} s wall, {cpu:.1f} s CPU: {said}")
     return 0

@@ -3,6 +3,7 @@ later batch fails."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -130,3 +131,25 @@ def test_cli_exits_1_naming_written_and_unwritten_customers(tmp_path: Path) -> N
                            "written and audited: customers #1-#"), line
     assert "NOT written: customers #" in line and "… c-9999)" in line
     assert "import the same file again to finish" in line
+
+
+async def test_a_number_taken_meanwhile_stops_the_import_where_it_is(store: Store) -> None:
+    """Another writer gives a number of the file to its own customer while the import pauses
+    between batches: the batch with that number is refused, the earlier ones stay."""
+    records = [customer(f"c{n}", f"+329210{n:04d}") for n in range(10)]
+    other = await Store.open(store.path)
+    try:
+        importing = asyncio.create_task(store.import_customers(records, ALICE, batch_rows=2))
+        deadline = asyncio.get_running_loop().time() + 10
+        while await other.audit_high_water() == 0:  # the first batch is committed
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.005)
+        await other.import_customers([customer("thief", "+3292100009")], ALICE)
+        with pytest.raises(ImportIncomplete) as caught:
+            await importing
+    finally:
+        await other.close()
+    assert "c9: number +3292100009 now belongs to customer 'thief' (changed during the " \
+           "import)" in str(caught.value)
+    assert caught.value.not_written[-1] == "c9" and "c0" in caught.value.written
+    assert (await store.customer("thief"))["numbers"] == ["+3292100009"]
