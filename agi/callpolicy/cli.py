@@ -27,7 +27,7 @@ import phonenumbers
 import structlog
 
 from .config import ConfigError, Settings, load_settings
-from .importer import read_import_file
+from .importer import paused_gc, read_import_file
 from .logging import configure_logging
 from .policy import (
     CallRequest,
@@ -342,6 +342,11 @@ async def _open(settings: Settings, *, create: bool = False, readonly: bool = Fa
 
 
 async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> int:
+    with paused_gc():
+        return await _customer_import(args, settings)
+
+
+async def _customer_import(args: argparse.Namespace, settings: Settings) -> int:
     plan = read_import_file(Path(args.file), settings.zones,
                             accept_zone_violations=args.accept_zone_violations)
     for warning in plan.warnings:
@@ -883,7 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub.required = True
     p = csub.add_parser("import", parents=[common], help="create or update customers from TOML",
                         description="Create or update customers from a TOML file ([[customer]] "
-                        "tables, see README). All or nothing: any problem aborts the import. "
+                        "tables, see README). Any problem in the file or with the database "
+                        "aborts the import before anything is written; big files are then "
+                        "written in batches (a failure names what was written). "
                         "Status of existing customers is not changed by a file: use suspend "
                         "or reactivate.")
     p.add_argument("file", metavar="FILE")

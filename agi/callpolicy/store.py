@@ -21,7 +21,15 @@ import json
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -213,6 +221,16 @@ REMINDER_GRACE_DAYS = 15
 CONTRACT_TIMEZONE = "Europe/Brussels"
 SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
+# An import writes in transactions of about this many rows (a customer, its numbers, endpoints,
+# networks, forward targets, its audit row): ~50-150 ms each, so another writer (the CLI, the
+# daemon's call records) waits well under a second; the pause between them lets its busy
+# handler (retrying every <= 100 ms) in before the next one.
+IMPORT_BATCH_ROWS = 20_000
+IMPORT_PAUSE_SECONDS = 0.1
+_CHILD_TABLES = ("numbers", "endpoints", "site_networks", "forward_targets")
+_JSON_LIST = "(SELECT value FROM json_each(?))"  # `x IN` a JSON array: one parameter, any size
+_AUDIT_INSERT = ("INSERT INTO audit (at, actor, ticket, reason, action, customer_id, before,"
+                 " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",
           "suspensions", "audit", "fraud_limits", "calls", "payment_reminders",
@@ -225,6 +243,28 @@ class StoreError(Exception):
 
 class StoreReplaced(StoreError):
     """The database under a long-running reader is no longer the one it loaded."""
+
+
+class ImportIncomplete(StoreError):
+    """An import failed after some of its transactions were committed: `written` (the first
+    customers of the file, committed and audited) and `not_written` (the rest)."""
+
+    def __init__(self, records: Sequence[CustomerRecord], done: int, cause: BaseException
+                 ) -> None:
+        self.written = [r.id for r in records[:done]]
+        self.not_written = [r.id for r in records[done:]]
+        super().__init__(
+            f"import stopped: {cause}; written and audited: customers "
+            f"{_span(self.written, 1)}; NOT written: customers "
+            f"{_span(self.not_written, done + 1)}; import the same file again to finish "
+            "(the written customers come out unchanged)")
+
+
+def _span(ids: Sequence[str], first: int) -> str:
+    """Customers by their position in the import: '#1-#3 (a, b, c)' or '#1-#900 (a … z)'."""
+    last = first + len(ids) - 1
+    names = ", ".join(ids) if len(ids) <= 10 else f"{ids[0]} … {ids[-1]}"
+    return f"#{first}-#{last} ({names})"
 
 
 def utcnow() -> datetime:
@@ -290,6 +330,12 @@ class ImportResult:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: ImportResult) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.warnings += other.warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,58 +520,47 @@ class Store:
         at: datetime,
     ) -> None:
         await self._db.execute(
-            "INSERT INTO audit (at, actor, ticket, reason, action, customer_id, before, after)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                iso(at),
-                actor.by,
-                actor.ticket,
-                actor.reason,
-                action,
-                customer_id,
-                json.dumps(before, sort_keys=True) if before is not None else None,
-                json.dumps(after, sort_keys=True) if after is not None else None,
-            ),
-        )
+            _AUDIT_INSERT, _audit_row(actor, action, customer_id, before, after, at))
 
     # -- reads --------------------------------------------------------------------------
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
-        rows = await self._rows("SELECT * FROM customers WHERE id = ?", (customer_id,))
-        if not rows:
-            return None
-        row = rows[0]
-        numbers = [r[0] for r in await self._rows(
-            "SELECT number FROM numbers WHERE customer_id = ? ORDER BY number", (customer_id,))]
-        endpoints = [
-            {"name": r["name"], "number": r["number"]}
+        return (await self._customer_views([customer_id])).get(customer_id)
+
+    async def _customer_views(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The given customers in full (as `customer` shows them), one query per table."""
+        param = (json.dumps(list(ids)),)
+        children: dict[str, dict[str, list[Any]]] = {}
+        for table, columns in (("numbers", "number"), ("endpoints", "name, number"),
+                               ("site_networks", "cidr"), ("forward_targets", "number")):
+            children[table] = defaultdict(list)
             for r in await self._rows(
-                "SELECT name, number FROM endpoints WHERE customer_id = ? ORDER BY name",
-                (customer_id,),
-            )
-        ]
-        networks = [r[0] for r in await self._rows(
-            "SELECT cidr FROM site_networks WHERE customer_id = ? ORDER BY cidr", (customer_id,))]
-        targets = [r[0] for r in await self._rows(
-            "SELECT number FROM forward_targets WHERE customer_id = ? ORDER BY number",
-            (customer_id,))]
-        return {
-            "id": row["id"],
-            "name": row["name"],
-            "status": row["status"],
-            "main_number": row["main_number"],
-            "numbers": numbers,
-            "install_address": {
-                "street": row["street"],
-                "house_number": row["house_number"],
-                "postcode": row["postcode"],
-                "municipality": row["municipality"],
-                "country": row["country"],
-            },
-            "site_networks": networks,
-            "verified_forward_targets": targets,
-            "endpoints": endpoints,
-        }
+                    f"SELECT customer_id, {columns} FROM {table} "
+                    f"WHERE customer_id IN {_JSON_LIST} ORDER BY {columns.split(',')[0]}",
+                    param):
+                children[table][r[0]].append(
+                    {"name": r[1], "number": r[2]} if table == "endpoints" else r[1])
+        views = {}
+        for row in await self._rows(f"SELECT * FROM customers WHERE id IN {_JSON_LIST}", param):
+            cid = row["id"]
+            views[cid] = {
+                "id": cid,
+                "name": row["name"],
+                "status": row["status"],
+                "main_number": row["main_number"],
+                "numbers": children["numbers"][cid],
+                "install_address": {
+                    "street": row["street"],
+                    "house_number": row["house_number"],
+                    "postcode": row["postcode"],
+                    "municipality": row["municipality"],
+                    "country": row["country"],
+                },
+                "site_networks": children["site_networks"][cid],
+                "verified_forward_targets": children["forward_targets"][cid],
+                "endpoints": children["endpoints"][cid],
+            }
+        return views
 
     async def customers(self) -> list[dict[str, Any]]:
         rows = await self._rows(
@@ -657,92 +692,183 @@ class Store:
     # -- changes ------------------------------------------------------------------------
 
     async def import_customers(
-        self, records: Iterable[CustomerRecord], actor: Actor
+        self, records: Sequence[CustomerRecord], actor: Actor, *,
+        batch_rows: int = IMPORT_BATCH_ROWS,
     ) -> ImportResult:
-        """Create or update customers, all or nothing. Status changes of existing customers
-        are not taken from a file: suspensions go through suspend/reactivate (audited with a
-        ticket), so re-importing an old file never lifts a suspension by accident."""
+        """Create or update customers. Status changes of existing customers are not taken from
+        a file: suspensions go through suspend/reactivate (audited with a ticket), so
+        re-importing an old file never lifts a suspension by accident.
+
+        Everything is checked first (a number or endpoint of another customer: nothing is
+        written). Then the customers are written in file order, in transactions of about
+        `batch_rows` rows (a customer is never split; customers that take numbers from each
+        other are in one transaction), with a pause between them so that other writers (the
+        CLI, the daemon's call records) wait well under a second. A file that fits one batch
+        is all or nothing. If a later transaction fails, ImportIncomplete says which customers
+        are written (committed and audited) and which not; importing the file again finishes
+        it (the written ones come out unchanged)."""
+        records = list(records)
+        reach = await self._check_import(records)
+        ids = json.dumps([r.id for r in records])
+        known = {r[0] for r in await self._rows(
+            f"SELECT id FROM customers WHERE id IN {_JSON_LIST}", (ids,))}
         result = ImportResult()
         now = utcnow()
-        async with _Transaction(self._db, self._write_lock):
-            for record in records:
-                before = await self.customer(record.id)
-                await self._check_ownership(record)
-                if before is None:
-                    await self._insert_customer(record, now)
-                    if record.status == "suspended":
-                        await self._db.execute(
-                            "INSERT INTO suspensions (customer_id, suspended_at, suspended_by,"
-                            " ticket, reason) VALUES (?, ?, ?, ?, ?)",
-                            (record.id, iso(now), actor.by, actor.ticket or "import",
-                             "suspended in import file"),
-                        )
-                    after = await self.customer(record.id)
-                    await self._audit(actor, "customer.create", record.id, None, after, now)
-                    result.created.append(record.id)
-                    continue
-                if record.status != before["status"]:
-                    result.warnings.append(
-                        f"{record.id}: file says status {record.status!r} but the customer is "
-                        f"{before['status']!r}; status kept (use `callpolicy customer "
-                        f"{'suspend' if record.status == 'suspended' else 'reactivate'}`)"
-                    )
-                await self._replace_customer(record, before["status"], now)
-                after = await self.customer(record.id)
-                if after == before:
-                    result.unchanged.append(record.id)
-                    continue
-                await self._audit(actor, "customer.update", record.id, before, after, now)
-                result.updated.append(record.id)
+        done = 0
+        loop = asyncio.get_running_loop()
+        for batch in _import_batches(records, reach, batch_rows):
+            # The audit images are made outside the transaction: that work is (part of) the
+            # pause in which other writers get the database.
+            paused = loop.time()
+            prepared = [_Prepared.of(r, r.id not in known)
+                        for r in records[batch.start:batch.stop]]
+            if done:
+                await asyncio.sleep(IMPORT_PAUSE_SECONDS - (loop.time() - paused))
+            try:
+                async with _Transaction(self._db, self._write_lock):
+                    written = await self._import_batch(prepared, actor, now)
+            except StoreError as exc:
+                if not done:
+                    raise
+                raise ImportIncomplete(records, done, exc) from exc
+            except sqlite3.Error as exc:
+                if not done:
+                    raise StoreError(f"nothing imported: {exc}") from exc
+                raise ImportIncomplete(records, done, exc) from exc
+            result.add(written)
+            done = batch.stop
         return result
 
-    async def _check_ownership(self, record: CustomerRecord) -> None:
-        for number in record.numbers:
-            owner = await self._scalar("SELECT customer_id FROM numbers WHERE number = ?",
-                                       (number,))
-            if owner is not None and owner != record.id:
-                raise StoreError(f"{record.id}: number {number} belongs to customer {owner!r}")
-        for endpoint in record.endpoints:
-            owner = await self._scalar("SELECT customer_id FROM endpoints WHERE name = ?",
-                                       (endpoint.name,))
-            if owner is not None and owner != record.id:
-                raise StoreError(
-                    f"{record.id}: endpoint {endpoint.name!r} belongs to customer {owner!r}")
+    async def _check_import(self, records: Sequence[CustomerRecord]) -> dict[int, int]:
+        """Refuse an import that would take a number or endpoint from a customer not in it.
 
-    async def _insert_customer(self, record: CustomerRecord, now: datetime) -> None:
-        a = record.install_address
-        await self._db.execute(
+        Returns the moves: position of a customer taking a number (or endpoint) from one later
+        in the file -> the giver's position (both must be written in one transaction)."""
+        position: dict[str, int] = {}
+        numbers: dict[str, str] = {}
+        endpoints: dict[str, str] = {}
+        for index, record in enumerate(records):
+            if position.setdefault(record.id, index) != index:
+                raise StoreError(f"customer {record.id!r} appears twice in the import")
+            for what, claimed, keys in (("number", numbers, record.numbers),
+                                        ("endpoint", endpoints,
+                                         [e.name for e in record.endpoints])):
+                for key in keys:
+                    if claimed.setdefault(key, record.id) != record.id:
+                        raise StoreError(f"{record.id}: {what} {key} is also listed for "
+                                         f"{claimed[key]!r}")
+        reach: dict[int, int] = {}
+        conflicts: list[str] = []
+        for what, claimed, table, key in (("number", numbers, "numbers", "number"),
+                                          ("endpoint", endpoints, "endpoints", "name")):
+            for value, owner in (await self._owners(table, key, list(claimed))).items():
+                taker = claimed[value]
+                if owner == taker:
+                    continue
+                if owner not in position:
+                    conflicts.append(
+                        f"{taker}: {what} {value} belongs to customer {owner!r}")
+                elif position[taker] < position[owner]:
+                    reach[position[taker]] = max(reach.get(position[taker], 0), position[owner])
+        if conflicts:
+            more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+            raise StoreError(f"{conflicts[0]}{more}; nothing imported")
+        return reach
+
+    async def _owners(self, table: str, key: str, values: Sequence[str]) -> dict[str, str]:
+        """{value: customer_id} of the given numbers or endpoint names that exist."""
+        if not values:
+            return {}
+        rows = await self._rows(
+            f"SELECT {key}, customer_id FROM {table} WHERE {key} IN {_JSON_LIST}",
+            (json.dumps(list(values)),))
+        return {r[0]: r[1] for r in rows}
+
+    async def _import_batch(self, batch: Sequence[_Prepared], actor: Actor,
+                            now: datetime) -> ImportResult:
+        """One import transaction: read the batch's customers, write only what changed."""
+        records = [p.record for p in batch]
+        ids = [r.id for r in records]
+        befores = await self._customer_views(ids)
+        await self._recheck_owners(records, set(ids))
+        result = ImportResult()
+        created: list[CustomerRecord] = []
+        updated: list[CustomerRecord] = []
+        audit: list[tuple[str, str, str | None, str]] = []
+        for item in batch:
+            record, before = item.record, befores.get(item.record.id)
+            if before is None:
+                created.append(record)
+                audit.append(("customer.create", record.id, None,
+                              item.after_json or _json(item.after)))
+                result.created.append(record.id)
+                continue
+            after, after_json = item.after, item.after_json
+            if record.status != before["status"]:
+                result.warnings.append(
+                    f"{record.id}: file says status {record.status!r} but the customer is "
+                    f"{before['status']!r}; status kept (use `callpolicy customer "
+                    f"{'suspend' if record.status == 'suspended' else 'reactivate'}`)")
+                after, after_json = _customer_view(record, before["status"]), None
+            if after == before:
+                result.unchanged.append(record.id)
+                continue
+            updated.append(record)
+            audit.append(("customer.update", record.id, _json(before),
+                          after_json or _json(after)))
+            result.updated.append(record.id)
+        await self._write_customers(created, updated, actor, now)
+        at = iso(now)
+        await self._db.executemany(_AUDIT_INSERT, [
+            (at, actor.by, actor.ticket, actor.reason, action, cid, before, after)
+            for action, cid, before, after in audit])
+        return result
+
+    async def _recheck_owners(self, batch: Sequence[CustomerRecord], ids: set[str]) -> None:
+        """In the write transaction: has another writer given one of the batch's numbers or
+        endpoints to a customer outside it since `_check_import`?"""
+        for what, table, key, values in (
+                ("number", "numbers", "number", {n: r.id for r in batch for n in r.numbers}),
+                ("endpoint", "endpoints", "name",
+                 {e.name: r.id for r in batch for e in r.endpoints})):
+            for value, owner in (await self._owners(table, key, list(values))).items():
+                if owner != values[value] and owner not in ids:
+                    raise StoreError(f"{values[value]}: {what} {value} now belongs to customer "
+                                     f"{owner!r} (changed during the import)")
+
+    async def _write_customers(self, created: Sequence[CustomerRecord],
+                               updated: Sequence[CustomerRecord], actor: Actor,
+                               now: datetime) -> None:
+        db, stamp = self._db, iso(now)
+        if updated:
+            ids = (json.dumps([r.id for r in updated]),)
+            for table in _CHILD_TABLES:  # all first: a number may move between them
+                await db.execute(f"DELETE FROM {table} WHERE customer_id IN {_JSON_LIST}", ids)
+            await db.executemany(
+                "UPDATE customers SET name = ?, main_number = ?, street = ?, house_number = ?,"
+                " postcode = ?, municipality = ?, country = ?, updated_at = ? WHERE id = ?",
+                [(r.name, r.main_number, *_address_row(r), stamp, r.id) for r in updated])
+        await db.executemany(
             "INSERT INTO customers (id, name, status, main_number, street, house_number,"
             " postcode, municipality, country, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.id, record.name, record.status, record.main_number, a.street,
-             a.house_number, a.postcode, a.municipality, a.country, iso(now), iso(now)),
-        )
-        await self._insert_children(record)
-
-    async def _replace_customer(self, record: CustomerRecord, status: str, now: datetime) -> None:
-        a = record.install_address
-        await self._db.execute(
-            "UPDATE customers SET name = ?, main_number = ?, street = ?, house_number = ?,"
-            " postcode = ?, municipality = ?, country = ?, updated_at = ? WHERE id = ?",
-            (record.name, record.main_number, a.street, a.house_number, a.postcode,
-             a.municipality, a.country, iso(now), record.id),
-        )
-        for table in ("numbers", "endpoints", "site_networks", "forward_targets"):
-            await self._db.execute(f"DELETE FROM {table} WHERE customer_id = ?", (record.id,))
-        await self._insert_children(record)
-
-    async def _insert_children(self, record: CustomerRecord) -> None:
-        db = self._db
+            [(r.id, r.name, r.status, r.main_number, *_address_row(r), stamp, stamp)
+             for r in created])
+        await db.executemany(
+            "INSERT INTO suspensions (customer_id, suspended_at, suspended_by, ticket, reason)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(r.id, stamp, actor.by, actor.ticket or "import", "suspended in import file")
+             for r in created if r.status == "suspended"])
+        written = [*created, *updated]
         await db.executemany("INSERT INTO numbers (number, customer_id) VALUES (?, ?)",
-                             [(n, record.id) for n in record.numbers])
+                             [(n, r.id) for r in written for n in r.numbers])
         await db.executemany(
             "INSERT INTO endpoints (name, customer_id, number) VALUES (?, ?, ?)",
-            [(e.name, record.id, e.number) for e in record.endpoints])
+            [(e.name, r.id, e.number) for r in written for e in r.endpoints])
         await db.executemany("INSERT INTO site_networks (customer_id, cidr) VALUES (?, ?)",
-                             [(record.id, c) for c in record.site_networks])
+                             [(r.id, c) for r in written for c in r.site_networks])
         await db.executemany("INSERT INTO forward_targets (customer_id, number) VALUES (?, ?)",
-                             [(record.id, n) for n in record.verified_forward_targets])
+                             [(r.id, n) for r in written for n in r.verified_forward_targets])
 
     async def suspend(self, customer_id: str, actor: Actor) -> None:
         """Suspend now. A pending scheduled suspension is cancelled: this one replaces it."""
@@ -1216,6 +1342,74 @@ class _WriteLock(asyncio.Lock):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
+
+
+def _audit_row(actor: Actor, action: str, customer_id: str | None, before: object,
+               after: object, at: datetime) -> tuple[Any, ...]:
+    return (iso(at), actor.by, actor.ticket, actor.reason, action, customer_id,
+            _json(before) if before is not None else None,
+            _json(after) if after is not None else None)
+
+
+def _json(value: object) -> str:
+    """An audit image."""
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A customer to import with its audit image (as it will be if its status is kept), in
+    JSON too if the customer is new (most of an import's images are of new customers; an
+    existing one is often unchanged: no image)."""
+
+    record: CustomerRecord
+    after: dict[str, Any]
+    after_json: str | None
+
+    @classmethod
+    def of(cls, record: CustomerRecord, new: bool) -> _Prepared:
+        after = _customer_view(record, record.status)
+        return cls(record, after, _json(after) if new else None)
+
+
+def _customer_view(record: CustomerRecord, status: str) -> dict[str, Any]:
+    """What `Store.customer` will show once the record is written with this status."""
+    a = record.install_address
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": status,
+        "main_number": record.main_number,
+        "numbers": sorted(record.numbers),
+        "install_address": {"street": a.street, "house_number": a.house_number,
+                            "postcode": a.postcode, "municipality": a.municipality,
+                            "country": a.country},
+        "site_networks": sorted(record.site_networks),
+        "verified_forward_targets": sorted(record.verified_forward_targets),
+        "endpoints": [{"name": e.name, "number": e.number}
+                      for e in sorted(record.endpoints, key=lambda e: e.name)],
+    }
+
+
+def _address_row(record: CustomerRecord) -> tuple[str, ...]:
+    a = record.install_address
+    return (a.street, a.house_number, a.postcode, a.municipality, a.country)
+
+
+def _import_batches(records: Sequence[CustomerRecord], reach: dict[int, int],
+                    batch_rows: int) -> Iterator[range]:
+    """Consecutive positions of the import, about `batch_rows` rows each. Never cuts between a
+    customer taking a number from a later one and that later one (`reach`)."""
+    start, rows, furthest = 0, 0, -1
+    for index, record in enumerate(records):
+        if rows >= batch_rows and index > furthest:
+            yield range(start, index)
+            start, rows = index, 0
+        rows += (2 + len(record.numbers) + len(record.endpoints) + len(record.site_networks)
+                 + len(record.verified_forward_targets))
+        furthest = max(furthest, reach.get(index, index))
+    if start < len(records):
+        yield range(start, len(records))
 
 
 class _Transaction:
