@@ -43,4 +43,5 @@ cli: deps
 bench: deps
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null && [ -x $(BIN)/py-spy ] \
 		|| $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@scripts/images.sh build asterisk >/dev/null   # before the bench's network namespace
 	$(BIN)/python bench/load.py --customers $(or $(CUSTOMERS),100000) $(BENCH_ARGS)
