@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps run test unit lint bench-micro cli
+.PHONY: deps run test unit lint bench-micro cli image
 
 deps:
 	@scripts/install-deps.sh
@@ -11,6 +11,11 @@ deps:
 ## The product: Asterisk 22 + the policy daemon with the demo customers (Ctrl-C stops it).
 run:
 	@scripts/run-demo.sh
+
+## The two container images (buildah: no engine, no registry) as OCI archives in build/images/,
+## for `docker load` / `podman load` (README: "Container images").
+image: deps
+	@scripts/images.sh archive build/images
 
 ## All tests: ruff, unit tests, and integration tests against a real Asterisk with SIPp.
 test: deps
@@ -38,4 +43,5 @@ cli: deps
 bench: deps
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null && [ -x $(BIN)/py-spy ] \
 		|| $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@scripts/images.sh build asterisk >/dev/null   # before the bench's network namespace
 	$(BIN)/python bench/load.py --customers $(or $(CUSTOMERS),100000) $(BENCH_ARGS)

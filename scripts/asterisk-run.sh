@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Run the real Asterisk 22 (Debian sid) without Docker, from the cached rootfs
-# built by scripts/asterisk-rootfs.sh, in a chroot + private mount namespace.
+# Run the real Asterisk 22 (Debian sid) without Docker, from the Asterisk container image's
+# filesystem (scripts/images.sh rootfs: the image asterisk-docker/Dockerfile builds, cached by
+# content hash, as a mounted buildah container), in a chroot + private mount namespace.
 #
 # Usage: scripts/asterisk-run.sh [--run-dir DIR] [--state-dir DIR] COMMAND
-#   start          build/reuse the rootfs, copy config and the fallback AGI's code,
+#   start          build/reuse the image, copy config and the fallback AGI's code,
 #                  start Asterisk, wait until fully booted (fails with the log tail
 #                  if it does not come up)
 #   stop           stop Asterisk (core stop now, then TERM, then KILL); idempotent
@@ -42,13 +43,13 @@
 #                          asterisk uid/gid (101 in the rootfs) may name another user/group on
 #                          the host, and whoever has them can change the database.
 #   ASTERISK_BOOT_TIMEOUT  seconds to wait for "fully booted" (default 30)
-#   CALLPOLICY_CACHE       rootfs cache dir (see asterisk-rootfs.sh)
+#   CALLPOLICY_CACHE       lock dir of scripts/images.sh
 #
 # RUN_DIR layout (everything a run writes; the cached rootfs stays read-only):
 #   callpolicy/     agi/fallback-agi + agi/callpolicy/ as of the start, byte-compiled by
 #                   the rootfs's python3          -> /opt/callpolicy/agi (ro); the rootfs
 #                   has /opt/callpolicy/fallback-agi -> agi/fallback-agi and the packages
-#                   in /opt/callpolicy/lib (see asterisk-rootfs.sh)
+#                   in /opt/callpolicy/lib (see asterisk-docker/Dockerfile)
 #   etc/asterisk/   config/asterisk/*.conf + dialplan/*.conf   -> /etc/asterisk (ro)
 #   etc/hosts, etc/resolv.conf                                 -> /etc/hosts, /etc/resolv.conf (ro)
 #   log/            -> /var/log/asterisk   (log/full is the full log)
@@ -240,7 +241,8 @@ do_start() {
         die "UDP 127.0.0.1:5060 is already in use (another Asterisk run? 'ss -ulpn | grep 5060')"
     fi
 
-    ROOTFS="$("$REPO/scripts/asterisk-rootfs.sh" | tail -n1)"
+    ROOTFS="$("$REPO/scripts/images.sh" rootfs | tail -n1)" \
+        || die "no Asterisk image (scripts/images.sh rootfs failed, see above)"
     [ -x "$ROOTFS/usr/sbin/asterisk" ] || die "no asterisk in rootfs $ROOTFS"
 
     local uid gid

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the product on this machine, with the demo customers.
-#   Asterisk 22 (Debian sid rootfs, chroot) on 127.0.0.1:5060, AMI 127.0.0.1:5038
+#   Asterisk 22 (the callpolicy-asterisk image's filesystem, chroot) on 127.0.0.1:5060,
+#   AMI 127.0.0.1:5038
 #   callpolicy daemon (FastAGI 127.0.0.1:4573) under its watchdog, embedded SQLite
 # Ctrl-C stops everything and leaves no process or mount behind.
 # Env: CALLPOLICY_DEMO_DIR (default /var/lib/callpolicy-demo): database, config, logs.
@@ -18,7 +19,7 @@ say() { printf 'run: %s\n' "$*" >&2 || true; }
 [ "$(id -u)" -eq 0 ] || { say "needs root (chroot, mounts)"; exit 1; }
 
 "$REPO/scripts/install-deps.sh"
-say "Asterisk rootfs: $("$REPO/scripts/asterisk-rootfs.sh" | tail -n 1)"
+say "Asterisk image filesystem: $("$REPO/scripts/images.sh" rootfs | tail -n 1)"
 
 mkdir -p "$STATE"
 # The fallback AGI reads the same files inside Asterisk's chroot, where only the state dir is

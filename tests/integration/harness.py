@@ -342,7 +342,7 @@ class Asterisk:
         deadline = time.monotonic() + port_wait
         while udp_bound(ASTERISK_IP, ASTERISK_PORT) and time.monotonic() < deadline:
             time.sleep(0.2)  # another Asterisk (not under our lock) is stopping, maybe
-        # first start may build the rootfs (mmdebstrap): allow for it
+        # first start may build the Asterisk image (scripts/images.sh, minutes): allow for it
         res = self._script("start", timeout=self.boot_timeout + 900)
         if res.returncode != 0:
             raise AsteriskError(f"Asterisk did not start (exit {res.returncode}):\n"

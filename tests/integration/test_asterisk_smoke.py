@@ -1,6 +1,6 @@
-"""The Docker-less Asterisk path end to end: cached sid rootfs, chroot Asterisk 22 (the session's
-`asterisk`), a SIPp phone calling through the plain dialplan to a SIPp trunk. The policy tests
-build on this.
+"""The Docker-less Asterisk path end to end: the Asterisk image's filesystem (scripts/images.sh),
+chroot Asterisk 22 (the session's `asterisk`), a SIPp phone calling through the plain dialplan
+to a SIPp trunk. The policy tests build on this.
 
 It is scripts/smoke-call.sh's call (092101299, answered, 1 s talk, hung up by the phone),
 placed through the harness from `bare-phone` (127.0.0.6, context [bare]): the script's phone is
@@ -8,6 +8,9 @@ acme-101, whose calls go through the call policy, and the script has no setting 
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
 
 from harness import PHONES, Asterisk, Trunk
 
@@ -27,3 +30,26 @@ def test_real_call_reaches_the_trunk(asterisk: Asterisk, call, trunk: Trunk) -> 
     # through the plain dialplan
     line = asterisk.wait_for_log(r"\[092101299@bare:1\]", since=mark)
     assert "PJSIP/bare-phone-" in line, line
+
+
+def test_asterisk_runs_from_the_asterisk_image(asterisk: Asterisk) -> None:
+    """The one artefact that ships is the one tested: the running Asterisk's root is the
+    filesystem of a buildah container of callpolicy-asterisk:local (scripts/images.sh)."""
+    state = dict(line.split("=", 1) for line in
+                 (asterisk.run_dir / "state").read_text().splitlines())
+    root = os.readlink(f"/proc/{state['PID']}/root")
+    containers = subprocess.run(
+        ["buildah", "containers", "--format", "{{.ContainerID}} {{.ImageID}}"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.split("\n")
+    mounted = {}
+    for line in filter(None, containers):
+        ctr, image = line.split()
+        mount = subprocess.run(["buildah", "inspect", "--type", "container", "--format",
+                                "{{.MountPoint}}", ctr], capture_output=True, text=True,
+                               timeout=60, check=True).stdout.strip()
+        mounted[mount] = image
+    image = subprocess.run(["buildah", "inspect", "--type", "image", "--format",
+                            "{{.FromImageID}}", "localhost/callpolicy-asterisk:local"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert root in mounted, (root, mounted)
+    assert image.strip().startswith(mounted[root]), (root, mounted, image)
