@@ -186,8 +186,11 @@ def _read_toml(path: Path, only: Collection[str] | None) -> dict[str, Any]:
     text = _read_text(path, "config file")
     try:
         return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        why = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply"
+    # RecursionError: 100 000 nested `[`; ValueError: an integer of 5 000 digits
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        why = (exc if isinstance(exc, tomllib.TOMLDecodeError)
+               else "nested too deeply" if isinstance(exc, RecursionError)
+               else "a number too long to read")
         error = ConfigError(f"config file {path} is not valid TOML: {why}")
         if only is None:
             raise error from None
@@ -196,7 +199,7 @@ def _read_toml(path: Path, only: Collection[str] | None) -> dict[str, Any]:
         raise error
     try:
         return tomllib.loads(wanted)
-    except (tomllib.TOMLDecodeError, RecursionError):
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
         raise error from None
 
 

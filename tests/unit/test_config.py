@@ -106,3 +106,9 @@ def test_deeply_nested_toml_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, "x = " + "[" * 100_000 + "\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(str(path))
+
+
+def test_a_5000_digit_integer_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[fraud]\nmax_concurrent = 1" + "0" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="not valid TOML: a number too long to read"):
+        load_settings(str(path))
