@@ -1,7 +1,8 @@
 """`callpolicy`: the ops CLI.
 
 Exit codes: 0 success, 1 operational error (unknown customer, missing database, bad file…),
-2 bad usage. Each error is one line on stderr; never a traceback (CALLPOLICY_DEBUG=1 shows one).
+2 bad usage (including a bad value in the config file). Each error is one line on stderr;
+never a traceback (CALLPOLICY_DEBUG=1 shows one).
 """
 
 from __future__ import annotations
@@ -1137,7 +1138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))
         sys.stderr.write(f"{command}: error: {exc} (see {command} --help)\n")
         return 2
-    except (OperationalError, StoreError, ConfigError) as exc:
+    except ConfigError as exc:  # a bad value in the config is bad usage; a missing file not
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2 if exc.bad_value else 1
+    except (OperationalError, StoreError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
     except sqlite3.Error as exc:  # a read that failed after opening: say why, in one line

@@ -50,7 +50,12 @@ REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "callpolicy.toml"
 
 
 class ConfigError(Exception):
-    """A config problem, with a message naming the file and the key."""
+    """A config problem, with a message naming the file and the key. `bad_value`: the file
+    says something wrong (the CLI exits 2, bad usage), else it could not be read (exit 1)."""
+
+    def __init__(self, message: str, *, bad_value: bool = True) -> None:
+        super().__init__(message)
+        self.bad_value = bad_value
 
 
 @dataclass(frozen=True)
@@ -157,10 +162,12 @@ def _read_text(path: Path, what: str) -> str:
     try:
         return path.read_text("utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} does not exist") from exc
+        raise ConfigError(f"{what} {path} does not exist", bad_value=False) from exc
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read {what} {path}: {reason}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {reason}",
+                          bad_value=isinstance(exc, (UnicodeDecodeError, IsADirectoryError))
+                          ) from exc
 
 
 # A table header: [name], [name.sub], [[name]]; the section is the first name.
@@ -219,7 +226,8 @@ def load_settings(explicit: str | None = None, *,
     try:
         return _settings(path, base, data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from exc
+        raise ConfigError(f"{path}: {exc}" if path else str(exc),
+                          bad_value=exc.bad_value) from exc
 
 
 def _check_sections(data: dict[str, Any]) -> list[str]:

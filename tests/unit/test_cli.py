@@ -189,7 +189,8 @@ def test_db_option_env_and_position(db: Path) -> None:
 def test_bad_config_file_is_one_error(tmp_path: Path, db: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[policy]\npremium_prefixes = ['09x5']\n")
-    one_error_line(run("--config", str(bad), "customer", "list", db=db), 1, "09x5")
+    # issue 10: a bad value in the config is bad usage (exit 2); a missing file is not
+    one_error_line(run("--config", str(bad), "customer", "list", db=db), 2, "09x5")
     one_error_line(run("--config", str(tmp_path / "none.toml"), "customer", "list", db=db), 1,
                    "does not exist")
 
