@@ -47,7 +47,7 @@ def call_args(endpoint: str, dialled: str, remote: str = "", caller: str = "",
 
 class ChrootRun(AgiRun):
     """The fallback run by Asterisk's way into the chroot: it must succeed and set exactly the
-    variables of agi/callpolicy/variables.py, in that order."""
+    variables of agi/callpolicy/asterisk/variables.py, in that order."""
 
     @property
     def variables(self) -> dict[str, str]:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from callpolicy.ami import AmiError, AmiLink
-from callpolicy.config import AmiSettings
-from callpolicy.control import OUR_CONTEXT, RESYNC_RETRY, CallControl
+from callpolicy.asterisk.ami import AmiError, AmiLink
+from callpolicy.asterisk.variables import encode_arg
+from callpolicy.live.control import OUR_CONTEXT, RESYNC_RETRY, CallControl
 from callpolicy.policy import (
     CallRequest,
     Customer,
@@ -23,7 +23,7 @@ from callpolicy.policy import (
     Snapshot,
     build_policy_config,
 )
-from callpolicy.variables import encode_arg
+from callpolicy.service.config import AmiSettings
 
 
 def make_engine(limits: FraudLimits, *, suspended: bool = False) -> Engine:

@@ -38,7 +38,8 @@ from zoneinfo import ZoneInfo
 
 import aiosqlite
 
-from .policy import (
+from ..live.records import DERIVED, FIELDS, CallRecord, timestamp
+from ..policy import (
     Address,
     Customer,
     Endpoint,
@@ -48,7 +49,6 @@ from .policy import (
     Unblock,
     UnblockKind,
 )
-from .records import DERIVED, FIELDS, CallRecord, timestamp
 from .shared_map import SharedMap
 from .sqlite_errors import explain
 
@@ -304,7 +304,7 @@ class EndpointRecord:
 
 @dataclass(frozen=True, slots=True)
 class CustomerRecord:
-    """A customer as imported: validated and normalised (see importer.py)."""
+    """A customer as imported: validated and normalised (see store/importer.py)."""
 
     id: str
     name: str

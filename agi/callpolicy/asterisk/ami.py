@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from panoramisk import Manager
 
-from .config import AmiSettings
-from .logging import RateLimitedLog
+from ..service.config import AmiSettings
+from ..service.logging import RateLimitedLog
 
 log = structlog.get_logger("callpolicy.ami")
 logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions

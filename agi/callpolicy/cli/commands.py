@@ -26,10 +26,8 @@ from typing import Any, NoReturn
 import phonenumbers
 import structlog
 
-from .config import ConfigError, Settings, load_settings
-from .importer import paused_gc, read_import_file
-from .logging import configure_logging
-from .policy import (
+from ..live.records import CSV_COLUMNS, CallRecord
+from ..policy import (
     CallRequest,
     Decision,
     Engine,
@@ -39,12 +37,12 @@ from .policy import (
     national_form,
     normalise_prefix,
 )
-from .policy.destinations import EU_REGIONS, country_code
-from .policy.location import parse_ip
-from .policy.model import UNBLOCKABLE_CATEGORIES
-from .records import CSV_COLUMNS, CallRecord
-from .sqlite_errors import explain
-from .store import (
+from ..policy.destinations import EU_REGIONS, country_code
+from ..policy.location import parse_ip
+from ..policy.model import UNBLOCKABLE_CATEGORIES
+from ..service.config import ConfigError, Settings, load_settings
+from ..service.logging import configure_logging
+from ..store import (
     LIMIT_FIELDS,
     REMINDER_GRACE_DAYS,
     Actor,
@@ -56,6 +54,8 @@ from .store import (
     limits_dict,
     parse_iso,
 )
+from ..store.importer import paused_gc, read_import_file
+from ..store.sqlite_errors import explain
 from .text import CUT, clip, escaped, printable
 
 PROG = "callpolicy"
@@ -653,7 +653,7 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from .daemon import serve  # the CLI's other commands don't need the daemon's imports
+    from ..service.daemon import serve  # the CLI's other commands don't need the daemon's imports
 
     configure_logging(settings.log_format, level=args.log_level)
     return await serve(settings, getattr(args, "config", None), getattr(args, "db", None))
@@ -661,7 +661,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_watchdog(args: argparse.Namespace, settings: Settings) -> int:
     """Not async: the supervisor owns the main thread and its signals."""
-    from .watchdog import supervise
+    from ..service.watchdog import supervise
 
     configure_logging(settings.log_format, level="INFO")
     command = [sys.executable, "-m", "callpolicy.cli", "serve", "--log-level", args.log_level]
@@ -674,7 +674,14 @@ def cmd_watchdog(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Not async: one short blocking HTTP request."""
-    from .status import EXIT_DEGRADED, StatusUnavailable, fetch, problems, render, status_url
+    from ..service.status import (
+        EXIT_DEGRADED,
+        StatusUnavailable,
+        fetch,
+        problems,
+        render,
+        status_url,
+    )
 
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
@@ -690,7 +697,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_must_reach_dialplan(args: argparse.Namespace, settings: Settings) -> int:
-    from .dialplan import must_reach_context
+    from ..asterisk.dialplan import must_reach_context
 
     sys.stdout.write(must_reach_context(settings.policy))
     return 0
@@ -1161,7 +1168,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _with_db(settings: Settings, db: str) -> Settings:
     return replace(settings, db_path=Path(db))
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 

@@ -14,7 +14,7 @@ Local floods (issue 10): Asterisk writes its whole environment block right after
 so a peer that has not sent its first line within FIRST_LINE_DEADLINE, or the whole block
 within ENV_DEADLINE, is not an Asterisk and is dropped. When all MAX_CONNECTIONS slots are
 taken, a newcomer evicts the oldest connection still sending its environment
-(connection_slots.py); a connection that has sent it is never evicted, and only when all are
+(service/connection_slots.py); a connection that has sent it is never evicted, and only when all are
 answering is the newcomer refused. Refused, evicted and bad peers are counted (`on_drop`:
 the metrics) and logged at most a few lines per second per event, with counts.
 
@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 
 import structlog
 
-from .connection_slots import ConnectionSlots, Slot
-from .logging import RateLimitedLog
-from .policy import CallRequest, Decision
+from ..policy import CallRequest, Decision
+from ..service.connection_slots import ConnectionSlots, Slot
+from ..service.logging import RateLimitedLog
 from .variables import AgiCall, decision_variables, mset_command, safe_value
 
 log = structlog.get_logger("callpolicy.fastagi")

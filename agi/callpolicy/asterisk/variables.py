@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .policy import Decision, Presentation
+from ..policy import Decision, Presentation
 
 AGI_SCRIPT = "decide"
 KINDS = ("outbound", "forward", "transfer")

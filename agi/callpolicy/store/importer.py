@@ -25,9 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .policy import Address, normalise_number
-from .policy.zones import ZoneTable, check_installation
-from .store import CustomerRecord, EndpointRecord
+from ..policy import Address, normalise_number
+from ..policy.zones import ZoneTable, check_installation
+from .sqlite import CustomerRecord, EndpointRecord
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CUSTOMER_KEYS = {"id", "name", "status", "main_number", "numbers", "site_networks",

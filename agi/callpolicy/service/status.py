@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .control import DEGRADED_REASONS
-from .text import clip, escaped
+from ..cli.text import clip, escaped
+from ..live.control import DEGRADED_REASONS
 
 if TYPE_CHECKING:
     from .daemon import PolicyService

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .ami import AmiError, AmiLink
+from ..asterisk.ami import AmiError, AmiLink
+from ..asterisk.variables import AgiCall, safe_value
+from ..policy import CallRequest, Decision, Engine
+from ..service.logging import RateLimitedLog
+from ..service.metrics import Metrics
 from .livecalls import LiveCall, LiveCalls
-from .logging import RateLimitedLog
-from .metrics import Metrics
-from .policy import CallRequest, Decision, Engine
 from .records import CallRecord
-from .variables import AgiCall, safe_value
 
 if TYPE_CHECKING:
     from collections.abc import Callable
