@@ -129,7 +129,7 @@ class AmiLink:
             try:
                 handler(fields)
             except Exception as exc:  # one bad handler must not stop the others
-                self._limited("error", "ami_handler_failed", event=fields.get("Event"),
+                self._limited("error", "ami_handler_failed", ami_event=fields.get("Event"),
                               error=f"{type(exc).__name__}: {exc}")
 
     async def action(self, action: dict[str, str], *, as_list: bool = False,
