@@ -212,12 +212,12 @@ class FastAgiServer:
             # asyncio.timeout, not wait_for: wait_for wraps each await in a new Task.
             async with asyncio.timeout(min(limits.first_line_deadline,
                                            limits.env_deadline)) as deadline:
-                def started() -> None:
+                def on_first_line() -> None:
                     nonlocal first_line
                     first_line = True
                     deadline.reschedule(accepted + limits.env_deadline)
 
-                env = await read_environment(reader, started)
+                env = await read_environment(reader, on_first_line)
         except (BadPeer, TimeoutError, ConnectionError) as exc:
             if slot.evicted:  # counted and logged when it was evicted
                 return

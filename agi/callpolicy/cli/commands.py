@@ -83,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(self, args=None, namespace=None):
         if self.implicit_action is not None and args is not None:
             implicit, actions = self.implicit_action
             args = list(args)
@@ -813,8 +813,8 @@ async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
                 for record in await store.calls(args.id, since, until, args.limit):
                     emit(record)
             else:  # streamed: an export of months of calls does not sit in memory
-                async with contextlib.aclosing(store.iter_calls(args.id, since, until)) as rows:
-                    async for record in rows:
+                async with contextlib.aclosing(store.iter_calls(args.id, since, until)) as stream:
+                    async for record in stream:
                         emit(record)
             return 0
         limit = args.limit or TABLE_LIMIT
@@ -850,7 +850,7 @@ async def cmd_calls_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # --db/--config are accepted before or after the sub-command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # only a parent: its arguments are copied
     common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
                         help="SQLite database (default: $CALLPOLICY_DB, else the config file's "
                              "[store] path)")
@@ -858,10 +858,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file (default: $CALLPOLICY_CONFIG, else "
                              "/etc/callpolicy/callpolicy.toml, else the repo's "
                              "config/callpolicy.toml)")
-    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true",
                            help="one JSON object per line, for scripts")
-    who = argparse.ArgumentParser(add_help=False)
+    who = _Parser(add_help=False)
     who.add_argument("--by", required=True, metavar="WHO", type=_audit_text("who makes the change"),
                      help="who makes the change (audit; printable, at most "
                           f"{MAX_AUDIT_TEXT} characters, like --ticket and --reason)")
@@ -870,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ticket or e-mail reference (audit)")
     who.add_argument("--reason", metavar="TEXT", type=_audit_text("the reason"),
                      help="free text (audit)")
-    target = argparse.ArgumentParser(add_help=False)
+    target = _Parser(add_help=False)
     group = target.add_mutually_exclusive_group(required=True)
     group.add_argument("--prefix", metavar="P",
                        help="number prefix, national (0905) or E.164 (+32905, +4122)")

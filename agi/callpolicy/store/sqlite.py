@@ -22,7 +22,7 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import (
-    AsyncIterator,
+    AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
@@ -33,7 +33,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import aiosqlite
@@ -676,7 +676,7 @@ class Store:
     async def iter_calls(
         self, customer_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None,
-    ) -> AsyncIterator[CallRecord]:
+    ) -> AsyncGenerator[CallRecord, None]:
         """Like `calls` without a limit, streamed (an export of months of calls)."""
         sql, params = _calls_query(customer_id, since, until)
         async with self._db.execute(sql + " ORDER BY started_at, uniqueid", params) as cursor:
@@ -1104,7 +1104,7 @@ class Store:
                 " AND value = ? AND revoked_at IS NULL",
                 (customer_id, kind.value, value))
             ids = [r["id"] for r in rows
-                   if r["expires_at"] is None or parse_iso(r["expires_at"]) > now]
+                   if r["expires_at"] is None or cast(datetime, parse_iso(r["expires_at"])) > now]
             if not ids:
                 raise StoreError(
                     f"customer {customer_id!r} has no active unblock for {kind.value} {value}")
@@ -1231,6 +1231,7 @@ class Store:
         return _customers_from_rows(rows)
 
     async def _customer_rows(self, ids: list[str] | None) -> _CustomerRows:
+        params: tuple[str, ...]
         if ids is None:
             where, params = "", ()
         else:
@@ -1518,7 +1519,8 @@ def _schedule_view(schedule: dict[str, Any]) -> dict[str, Any]:
 
 def _calls_query(customer_id: str | None, since: datetime | None,
                  until: datetime | None) -> tuple[str, list[Any]]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if customer_id is not None:
         where.append("customer_id = ?")
         params.append(customer_id)
