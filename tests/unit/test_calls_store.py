@@ -35,7 +35,7 @@ from callpolicy.store import (
     StoreError,
 )
 from callpolicy.store.importer import read_import_file
-from callpolicy.store.sqlite import _statements
+from callpolicy.store.schema import statements as _statements
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = build_policy_config()

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..policy import Address, normalise_number
 from ..policy.zones import ZoneTable, check_installation
-from .sqlite import CustomerRecord, EndpointRecord
+from .model import CustomerRecord, EndpointRecord
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CUSTOMER_KEYS = {"id", "name", "status", "main_number", "numbers", "site_networks",
