@@ -12,6 +12,13 @@ from zoneinfo import ZoneInfo
 
 from ..policy import Address, FraudLimits
 
+LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
+# Art. 5.7: the operator may deactivate the service 15 calendar days after the first payment
+# reminder. The days are Belgian calendar days: the suspension is due at 00:00 Brussels time.
+REMINDER_GRACE_DAYS = 15
+CONTRACT_TIMEZONE = "Europe/Brussels"
+SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
+
 
 def _span(ids: Sequence[str], first: int) -> str:
     """Customers by their position in the import: '#1-#3 (a, b, c)' or '#1-#900 (a … z)'."""
@@ -41,20 +48,6 @@ class ImportIncomplete(StoreError):
             f"{_span(self.written, 1)}; NOT written: customers "
             f"{_span(self.not_written, done + 1)}; import the same file again to finish "
             "(the written customers come out unchanged)")
-
-
-LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
-
-
-# Art. 5.7: the operator may deactivate the service 15 calendar days after the first payment
-# reminder. The days are Belgian calendar days: the suspension is due at 00:00 Brussels time.
-REMINDER_GRACE_DAYS = 15
-
-
-CONTRACT_TIMEZONE = "Europe/Brussels"
-
-
-SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
 
 
 def utcnow() -> datetime:

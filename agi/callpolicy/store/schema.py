@@ -166,11 +166,7 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE calls SET billable_seconds = 0 WHERE free = 1;
     """,
 )
-
-
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
 TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",
           "suspensions", "audit", "fraud_limits", "calls", "payment_reminders",
           "scheduled_suspensions")
