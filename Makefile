@@ -20,6 +20,7 @@ image: deps
 ## All tests: ruff, unit tests, and integration tests against a real Asterisk with SIPp.
 test: deps
 	$(BIN)/ruff check agi tests bench
+	$(BIN)/mypy agi
 	$(BIN)/python -m pytest
 
 ## Unit tests only (no Asterisk).
@@ -28,6 +29,7 @@ unit: deps
 
 lint: deps
 	$(BIN)/ruff check agi tests bench
+	$(BIN)/mypy agi
 
 ## Decisions per second, 10 and 100 000 customers.
 bench-micro: deps

@@ -31,7 +31,7 @@ WRITER = """
 import asyncio, json, os, sys, time
 from datetime import UTC, datetime
 from callpolicy.cli import main
-from callpolicy.records import CallRecord
+from callpolicy.live.records import CallRecord
 from callpolicy.store import Store
 
 db, stop = sys.argv[1], sys.argv[2]

@@ -209,8 +209,8 @@ class Bench:
             '[log]\nformat = "json"\n')
         n = self.args.customers
         digest = hashlib.sha256(str(n).encode())
-        for path in (HERE / "mix.py", REPO / "agi" / "callpolicy" / "store.py",
-                     REPO / "agi" / "callpolicy" / "importer.py"):
+        store = REPO / "agi" / "callpolicy" / "store"
+        for path in (HERE / "mix.py", *sorted(store.glob("*.py"))):
             digest.update(path.read_bytes())
         cache = Path(self.args.cache_dir) / f"customers-{n}-{digest.hexdigest()[:16]}.db"
         meta = cache.with_suffix(".json")

@@ -47,7 +47,7 @@ def call_args(endpoint: str, dialled: str, remote: str = "", caller: str = "",
 
 class ChrootRun(AgiRun):
     """The fallback run by Asterisk's way into the chroot: it must succeed and set exactly the
-    variables of agi/callpolicy/variables.py, in that order."""
+    variables of agi/callpolicy/asterisk/variables.py, in that order."""
 
     @property
     def variables(self) -> dict[str, str]:
@@ -159,7 +159,7 @@ def test_the_fallback_runs_on_sids_python_with_its_own_path(run: Run) -> None:
     script = run.exec("/bin/sh", "-c", f"readlink -f {FALLBACK}; head -n1 {FALLBACK}")
     assert script.split() == ["/opt/callpolicy/agi/fallback-agi", "#!/usr/bin/python3", "-IS"]
     # the code is the repo's, byte-compiled for this python (read-only at run time)
-    compiled = run.exec("/bin/sh", "-c", "ls /opt/callpolicy/agi/callpolicy/__pycache__")
+    compiled = run.exec("/bin/sh", "-c", "ls /opt/callpolicy/agi/callpolicy/asterisk/__pycache__")
     assert "variables.cpython-" in compiled
     denied = run.script("exec", "/bin/sh", "-c", "touch /opt/callpolicy/agi/x", check=False)
     assert denied.returncode != 0

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from cli_runner import one_error_line, run
 
-from callpolicy.config import ConfigError, load_settings
-from callpolicy.importer import read_import_file
+from callpolicy.live.records import CSV_COLUMNS, CallRecord
 from callpolicy.policy import (
     CallRequest,
     Category,
@@ -26,7 +25,7 @@ from callpolicy.policy import (
     build_policy_config,
     free_call,
 )
-from callpolicy.records import CSV_COLUMNS, CallRecord
+from callpolicy.service.config import ConfigError, load_settings
 from callpolicy.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -34,8 +33,9 @@ from callpolicy.store import (
     SnapshotSource,
     Store,
     StoreError,
-    _statements,
 )
+from callpolicy.store.importer import read_import_file
+from callpolicy.store.schema import statements as _statements
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = build_policy_config()
@@ -45,7 +45,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def store(tmp_path: Path, demo_customers: Path, repo: Path) -> Store:
-    from callpolicy.config import load_zones
+    from callpolicy.service.config import load_zones
 
     zones = load_zones(repo / "agi" / "callpolicy" / "data" / "telephone-zones.toml")
     plan = read_import_file(demo_customers, zones)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from callpolicy.cli import main
 from callpolicy.policy import UnblockKind
-from callpolicy.status import render
+from callpolicy.service.status import render
 from callpolicy.store import Actor, Store
 
 HOSTILE = "a\u0000b\u001b[31mRED\r\nFAKE LINE"
@@ -144,7 +144,7 @@ def run_in_process(argv: list[str]) -> tuple[int, str]:
     # main() configures structlog for the whole process (level WARNING, loggers cached on
     # first use, writing to this StringIO): that would leak into every later test.
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout), \
-            unittest.mock.patch("callpolicy.cli.configure_logging"):
+            unittest.mock.patch("callpolicy.cli.commands.configure_logging"):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse

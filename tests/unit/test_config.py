@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from callpolicy.config import FALLBACK_SECTIONS, SECTIONS, ConfigError, load_settings
+from callpolicy.service.config import FALLBACK_SECTIONS, SECTIONS, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callpolicy.connection_slots import ConnectionSlots
+from callpolicy.service.connection_slots import ConnectionSlots
 
 
 def test_when_full_the_oldest_unsettled_connection_makes_room() -> None:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from callpolicy.ami import AmiError, AmiLink
-from callpolicy.config import AmiSettings
-from callpolicy.control import OUR_CONTEXT, RESYNC_RETRY, CallControl
+from callpolicy.asterisk.ami import AmiError, AmiLink
+from callpolicy.asterisk.variables import ENFORCE_CONTEXT, encode_arg
+from callpolicy.live.control import RESYNC_RETRY, CallControl
 from callpolicy.policy import (
     CallRequest,
     Customer,
@@ -23,7 +23,7 @@ from callpolicy.policy import (
     Snapshot,
     build_policy_config,
 )
-from callpolicy.variables import encode_arg
+from callpolicy.service.config import AmiSettings
 
 
 def make_engine(limits: FraudLimits, *, suspended: bool = False) -> Engine:
@@ -57,7 +57,7 @@ class AsteriskChannels(AmiLink):
         if self.failures:
             self.failures -= 1
             raise AmiError("AMI CoreShowChannels timed out after 2.0s")
-        return [{"Uniqueid": uid, "Channel": f"PJSIP/acme-101-{uid}", "Context": OUR_CONTEXT,
+        return [{"Uniqueid": uid, "Channel": f"PJSIP/acme-101-{uid}", "Context": ENFORCE_CONTEXT,
                  "ChannelState": "6", "Duration": "00:00:05"} for uid in self.up]
 
     async def getvar(self, channel: str, variable: str) -> str:

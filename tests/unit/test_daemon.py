@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from agi_peer import env_block, parse_mset
 
-from callpolicy.records import CallRecord
-from callpolicy.records_spool import CallSpool, spool_path
+from callpolicy.live.records import CallRecord
+from callpolicy.live.records_spool import CallSpool, spool_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -273,7 +273,7 @@ def test_the_daemon_raises_its_open_files_soft_limit() -> None:
     """Both listeners full need more than the common soft limit of 1024 descriptors."""
     import resource
 
-    from callpolicy.daemon import WANTED_OPEN_FILES, raise_open_files_limit
+    from callpolicy.service.daemon import WANTED_OPEN_FILES, raise_open_files_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callpolicy.config import load_settings
-from callpolicy.dialplan import dial_forms, must_reach_context
+from callpolicy.asterisk.dialplan import dial_forms, must_reach_context
+from callpolicy.service.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

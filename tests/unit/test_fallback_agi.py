@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from callpolicy.config import load_settings
+from callpolicy.asterisk.variables import ALL, AgiCall, decision_variables, safe_value
 from callpolicy.policy import CallRequest, Engine
+from callpolicy.service.config import load_settings
 from callpolicy.store import SnapshotSource, Store
-from callpolicy.variables import ALL, AgiCall, decision_variables, safe_value
 from fake_asterisk import AgiRun, agi_env_block, b64, drive_agi
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,7 @@ import pytest
 from agi_peer import env_block, parse_mset
 from structlog.testing import capture_logs
 
-from callpolicy.fastagi import FastAgiServer, Limits
-from callpolicy.metrics import Metrics
+from callpolicy.asterisk.fastagi import FastAgiServer, Limits
 from callpolicy.policy import (
     Address,
     Customer,
@@ -19,6 +18,7 @@ from callpolicy.policy import (
     Snapshot,
     build_policy_config,
 )
+from callpolicy.service.metrics import Metrics
 
 CONFIG = build_policy_config()
 ACME = Customer(

@@ -11,9 +11,8 @@ import pytest
 from cli_runner import run
 from test_import_bounds import customers_file
 
-from callpolicy.config import load_zones
-from callpolicy.importer import read_import_file
 from callpolicy.policy import Address
+from callpolicy.service.config import load_zones
 from callpolicy.store import (
     Actor,
     CustomerRecord,
@@ -22,6 +21,7 @@ from callpolicy.store import (
     Store,
     StoreError,
 )
+from callpolicy.store.importer import read_import_file
 
 ALICE = Actor("alice", "T-1", "test")
 ADDRESS = Address("Breebroekstraat", "61", "9030", "Gent", "BE")

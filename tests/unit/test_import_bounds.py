@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from cli_runner import REPO, run
 
-from callpolicy.config import load_zones
-from callpolicy.importer import MAX_IMPORT_BYTES, MAX_TEXT_LENGTH, read_import_file
+from callpolicy.service.config import load_zones
+from callpolicy.store.importer import MAX_IMPORT_BYTES, MAX_TEXT_LENGTH, read_import_file
 
 ZONES = load_zones()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from callpolicy.config import load_zones
-from callpolicy.importer import read_import_file
+from callpolicy.service.config import load_zones
+from callpolicy.store.importer import read_import_file
 
 ZONES = load_zones()  # the table shipped in the package
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from cli_runner import one_error_line, run
 
-from callpolicy.config import ConfigError, load_settings
 from callpolicy.policy import FraudLimits
+from callpolicy.service.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 WHO = ("--by", "alice", "--ticket", "FRAUD-1")

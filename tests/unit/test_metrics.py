@@ -12,8 +12,6 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from callpolicy.config import ConfigError, load_settings
-from callpolicy.metrics import Metrics
 from callpolicy.policy import (
     CallRequest,
     Customer,
@@ -21,6 +19,8 @@ from callpolicy.policy import (
     Snapshot,
     build_policy_config,
 )
+from callpolicy.service.config import ConfigError, load_settings
+from callpolicy.service.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -203,7 +203,7 @@ def test_the_http_server_is_bounded_and_keeps_answering_under_held_connections(
     import threading
     import time
 
-    from callpolicy import http_server
+    from callpolicy.service import http_server
 
     port = metrics.start("127.0.0.1", 0)
     threads = threading.active_count()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from callpolicy.config import ConfigError, load_settings
-from callpolicy.dialplan import must_reach_context
+from callpolicy.asterisk.dialplan import must_reach_context
 from callpolicy.policy import build_policy_config
 from callpolicy.policy.must_reach import BIPT_MUST_REACH, parse_must_reach
+from callpolicy.service.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "agi" / "callpolicy" / "data" / "must-reach.toml"

@@ -7,7 +7,7 @@ import asyncio
 import structlog
 from structlog.testing import capture_logs
 
-from callpolicy.logging import RateLimitedLog
+from callpolicy.service.logging import RateLimitedLog
 
 LOG = structlog.get_logger("test")
 

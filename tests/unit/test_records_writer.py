@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from callpolicy.metrics import Metrics
-from callpolicy.records import CallRecord
-from callpolicy.records_spool import CallSpool, spool_path
-from callpolicy.records_writer import RecordWriter
+from callpolicy.live.records import CallRecord
+from callpolicy.live.records_spool import CallSpool, spool_path
+from callpolicy.live.records_writer import RecordWriter
+from callpolicy.service.metrics import Metrics
 from callpolicy.store import Store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """A scheduled suspension hangs up live calls at its time, without any database write first:
-the revocation loop (control.py) re-decides live calls with the clock, and the snapshot's
+the revocation loop (live/control.py) re-decides live calls with the clock, and the snapshot's
 Customer.suspend_at decides. Must-reach calls are never hung up. AMI is a stand-in here."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from callpolicy.ami import AmiLink
-from callpolicy.config import AmiSettings
-from callpolicy.control import REVOKE_INTERVAL, CallControl
+from callpolicy.asterisk.ami import AmiLink
+from callpolicy.live.control import REVOKE_INTERVAL, CallControl
 from callpolicy.policy import CallRequest, Engine
+from callpolicy.service.config import AmiSettings
 
 
 class FakeAmi(AmiLink):

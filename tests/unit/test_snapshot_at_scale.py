@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpolicy.policy import build_policy_config
-from callpolicy.shared_map import SHARDS, SharedMap
 from callpolicy.store import Actor, SnapshotSource, Store
+from callpolicy.store.shared_map import SHARDS, SharedMap
 
 CUSTOMERS = 100_000
 CHANGES = 20

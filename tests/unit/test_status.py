@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from callpolicy.config import AmiSettings, load_settings, load_zones
-from callpolicy.daemon import PolicyService
-from callpolicy.importer import read_import_file
-from callpolicy.metrics import Metrics
 from callpolicy.policy import CallRequest
-from callpolicy.status import (
+from callpolicy.service.config import AmiSettings, load_settings, load_zones
+from callpolicy.service.daemon import PolicyService
+from callpolicy.service.metrics import Metrics
+from callpolicy.service.status import (
     StatusUnavailable,
     build_status,
     fetch,
@@ -29,6 +28,7 @@ from callpolicy.status import (
     status_url,
 )
 from callpolicy.store import Actor, Store
+from callpolicy.store.importer import read_import_file
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callpolicy.config import load_zones
-from callpolicy.importer import read_import_file
 from callpolicy.policy import (
     Action,
     CallRequest,
@@ -20,6 +18,7 @@ from callpolicy.policy import (
     UnblockKind,
     build_policy_config,
 )
+from callpolicy.service.config import load_zones
 from callpolicy.store import (
     SCHEMA_VERSION,
     Actor,
@@ -29,6 +28,7 @@ from callpolicy.store import (
     parse_iso,
     suspension_due,
 )
+from callpolicy.store.importer import read_import_file
 
 CONFIG = build_policy_config()
 ALICE = Actor("alice", "T-1", "test")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from callpolicy.config import load_zones
 from callpolicy.policy import Address
 from callpolicy.policy.zones import ZoneTable, check_installation
+from callpolicy.service.config import load_zones
 
 
 @pytest.fixture(scope="module")

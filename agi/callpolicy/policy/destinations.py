@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 from .model import Category, PolicyConfig
+from .numbers import fixed_line_pattern
 
 # EU-27 plus the territories that are EU although they have their own region code in
 # libphonenumber: Åland (+358 18), and the outermost regions Guadeloupe, French Guiana,
@@ -52,8 +53,7 @@ def country_code(digits: str) -> int | None:
 
 
 def _bl_fixed_pattern() -> re.Pattern[str]:
-    metadata = PhoneMetadata.metadata_for_region("BL")
-    return re.compile(metadata.fixed_line.national_number_pattern)
+    return re.compile(fixed_line_pattern("BL"))
 
 
 _BL_FIXED = _bl_fixed_pattern()

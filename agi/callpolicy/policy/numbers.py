@@ -142,9 +142,17 @@ def national_form(e164: str) -> str:
 
 # Belgian geographic numbers: libphonenumber's fixed-line pattern for BE (BIPT ranges), e.g.
 # 80[2-8]… (Stavelot) but not 0800 (freephone), 9[2-4]… (Gent) but not 090x (premium).
-_BE_FIXED_LINE = re.compile(
-    phonenumbers.PhoneMetadata.metadata_for_region("BE").fixed_line.national_number_pattern
-)
+def fixed_line_pattern(region: str) -> str:
+    """libphonenumber's national pattern of `region`'s fixed-line numbers."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    pattern = metadata.fixed_line.national_number_pattern \
+        if metadata is not None and metadata.fixed_line is not None else None
+    if pattern is None:
+        raise LookupError(f"libphonenumber has no fixed-line pattern for {region}")
+    return pattern
+
+
+_BE_FIXED_LINE = re.compile(fixed_line_pattern("BE"))
 _ONE_DIGIT_ZONES = frozenset("2349")  # Brussels, Antwerp, Liège (42/43), Gent
 
 

@@ -9,8 +9,8 @@ unit test keeps the committed file in step with config/callpolicy.toml).
 
 from __future__ import annotations
 
-from .policy import PolicyConfig, national_form
-from .policy.must_reach import BIPT_MUST_REACH
+from ..policy import PolicyConfig, national_form
+from ..policy.must_reach import BIPT_MUST_REACH
 
 
 def dial_forms(destination: str, restriction_prefix: str) -> list[str]:

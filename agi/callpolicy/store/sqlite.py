@@ -1,12 +1,11 @@
-"""Persistent customers, exceptions and audit log (aiosqlite), and the in-memory snapshot.
+"""Persistent customers, exceptions and audit log: the SQLite backend (aiosqlite).
 
 - WAL, foreign keys, `synchronous=FULL`: a change is on disk when its transaction commits, and
   the CLI reports success only after the commit.
 - Every change writes an audit row (who, when, ticket, reason, before/after) in the same
   transaction; triggers make the audit table append-only.
-- Long-running processes keep a Snapshot in memory and call `SnapshotSource.refresh()` a few
-  times a second: it reads the audit log's high-water mark and reloads only the customers that
-  changed, so a CLI change is live within a second and no decision queries the database.
+- The daemons' Snapshot is loaded and refreshed from here by `snapshot.SnapshotSource`
+  (`load_customers`, `changed_customers`, the audit high-water mark).
 - Call records (`calls`, art. 4.3) are billing data, not the audit log: the daemon upserts them
   in batches (`record_calls`), and `purge_calls` deletes old ones (the purge itself is audited).
 """
@@ -15,211 +14,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import json
 import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import (
-    AsyncIterator,
+    AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
     Iterator,
-    Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import Any, cast
 
 import aiosqlite
 
-from .policy import (
+from ..live.records import DERIVED, FIELDS, CallRecord, timestamp
+from ..policy import (
     Address,
     Customer,
     Endpoint,
     FraudLimits,
-    PolicyConfig,
-    Snapshot,
     Unblock,
     UnblockKind,
 )
-from .records import DERIVED, FIELDS, CallRecord, timestamp
-from .shared_map import SharedMap
+from .model import (
+    LIMIT_FIELDS,
+    REMINDER_GRACE_DAYS,
+    SCHEDULER,
+    Actor,
+    CustomerRecord,
+    ImportIncomplete,
+    ImportResult,
+    ReminderResult,
+    Settlement,
+    StoreError,
+    contract_today,
+    iso,
+    limits_dict,
+    parse_iso,
+    suspension_due,
+    utcnow,
+)
+from .schema import MIGRATIONS, SCHEMA_VERSION, TABLES, statements
 from .sqlite_errors import explain
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the initial schema
-    """
-    CREATE TABLE customers (
-        id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
-        name TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('active', 'suspended')),
-        main_number TEXT NOT NULL,
-        street TEXT NOT NULL,
-        house_number TEXT NOT NULL,
-        postcode TEXT NOT NULL,
-        municipality TEXT NOT NULL,
-        country TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE numbers (
-        number TEXT PRIMARY KEY,
-        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE
-    );
-    CREATE INDEX numbers_by_customer ON numbers(customer_id);
-    CREATE TABLE endpoints (
-        name TEXT PRIMARY KEY,
-        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
-        number TEXT
-    );
-    CREATE INDEX endpoints_by_customer ON endpoints(customer_id);
-    CREATE TABLE site_networks (
-        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
-        cidr TEXT NOT NULL,
-        PRIMARY KEY (customer_id, cidr)
-    );
-    CREATE TABLE forward_targets (
-        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
-        number TEXT NOT NULL,
-        PRIMARY KEY (customer_id, number)
-    );
-    CREATE TABLE unblocks (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        customer_id TEXT NOT NULL REFERENCES customers(id),
-        kind TEXT NOT NULL CHECK (kind IN ('prefix', 'country', 'category')),
-        value TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        ticket TEXT NOT NULL,
-        reason TEXT,
-        expires_at TEXT,
-        revoked_at TEXT,
-        revoked_by TEXT,
-        revoked_ticket TEXT
-    );
-    CREATE INDEX unblocks_by_customer ON unblocks(customer_id);
-    CREATE TABLE suspensions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        customer_id TEXT NOT NULL REFERENCES customers(id),
-        suspended_at TEXT NOT NULL,
-        suspended_by TEXT NOT NULL,
-        ticket TEXT NOT NULL,
-        reason TEXT,
-        lifted_at TEXT,
-        lifted_by TEXT,
-        lifted_ticket TEXT
-    );
-    CREATE INDEX suspensions_by_customer ON suspensions(customer_id);
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        ticket TEXT,
-        reason TEXT,
-        action TEXT NOT NULL,
-        customer_id TEXT,
-        before TEXT,
-        after TEXT
-    );
-    CREATE INDEX audit_by_customer ON audit(customer_id, id);
-    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    """,
-    # 2: per-customer fraud limits (NULL = the operator default) and call records (art. 4.3).
-    # `calls` has no foreign key: a call of an unknown customer is recorded too, and a record
-    # must never be lost to a constraint. Timestamps: UTC ISO 8601 with microseconds.
-    """
-    CREATE TABLE fraud_limits (
-        customer_id TEXT PRIMARY KEY REFERENCES customers(id),
-        max_concurrent INTEGER CHECK (max_concurrent >= 0),
-        max_per_minute INTEGER CHECK (max_per_minute >= 0),
-        max_concurrent_risky INTEGER CHECK (max_concurrent_risky >= 0),
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE calls (
-        uniqueid TEXT PRIMARY KEY,
-        linkedid TEXT,
-        customer_id TEXT,
-        endpoint TEXT,
-        dialled TEXT,
-        destination TEXT,
-        category TEXT,
-        action TEXT,
-        reason TEXT,
-        rule TEXT,
-        source TEXT,
-        started_at TEXT,
-        answered_at TEXT,
-        ended_at TEXT,
-        hangup_cause INTEGER,
-        billable_seconds INTEGER NOT NULL DEFAULT 0 CHECK (billable_seconds >= 0)
-    );
-    CREATE INDEX calls_by_customer ON calls(customer_id, started_at);
-    CREATE INDEX calls_by_start ON calls(started_at);
-    """,
-    # 3: scheduled suspensions and payment reminders (art. 5.7).
-    # A reminder episode is the customer's reminders with closed_at NULL (a payment closes
-    # it). At most one pending schedule per customer; due_at is UTC ISO 8601 (as iso()).
-    """
-    CREATE TABLE payment_reminders (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        customer_id TEXT NOT NULL REFERENCES customers(id),
-        sent_on TEXT NOT NULL CHECK (sent_on GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
-        recorded_at TEXT NOT NULL,
-        recorded_by TEXT NOT NULL,
-        ticket TEXT NOT NULL,
-        closed_at TEXT,
-        closed_by TEXT,
-        closed_ticket TEXT
-    );
-    CREATE INDEX payment_reminders_by_customer ON payment_reminders(customer_id, id);
-    CREATE TABLE scheduled_suspensions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        customer_id TEXT NOT NULL REFERENCES customers(id),
-        due_at TEXT NOT NULL,
-        reminder_id INTEGER REFERENCES payment_reminders(id),
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        ticket TEXT NOT NULL,
-        reason TEXT,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'applied', 'cancelled')),
-        closed_at TEXT,
-        closed_by TEXT,
-        closed_ticket TEXT
-    );
-    CREATE UNIQUE INDEX scheduled_suspensions_one_pending ON scheduled_suspensions(customer_id)
-        WHERE state = 'pending';
-    CREATE INDEX scheduled_suspensions_due ON scheduled_suspensions(due_at)
-        WHERE state = 'pending';
-    """,
-    # 4: free calls (BIPT: emergency services, must-reach and 0800 numbers are never billed)
-    # keep their real duration in duration_seconds and bill 0. Existing rows: the duration is
-    # what was billed, and free is policy.free_call as of this migration.
-    """
-    ALTER TABLE calls ADD COLUMN free INTEGER NOT NULL DEFAULT 0 CHECK (free IN (0, 1));
-    ALTER TABLE calls ADD COLUMN duration_seconds INTEGER NOT NULL DEFAULT 0
-        CHECK (duration_seconds >= 0);
-    UPDATE calls SET duration_seconds = billable_seconds;
-    UPDATE calls SET free = 1
-        WHERE category IN ('emergency', 'must_reach') OR destination LIKE '+32800%';
-    UPDATE calls SET billable_seconds = 0 WHERE free = 1;
-    """,
-)
-LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
-# Art. 5.7: the operator may deactivate the service 15 calendar days after the first payment
-# reminder. The days are Belgian calendar days: the suspension is due at 00:00 Brussels time.
-REMINDER_GRACE_DAYS = 15
-CONTRACT_TIMEZONE = "Europe/Brussels"
-SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
 # An import writes in transactions of about this many rows (a customer, its numbers, endpoints,
 # networks, forward targets, its audit row): ~50-150 ms each, so another writer (the CLI, the
@@ -231,133 +75,40 @@ _CHILD_TABLES = ("numbers", "endpoints", "site_networks", "forward_targets")
 _JSON_LIST = "(SELECT value FROM json_each(?))"  # `x IN` a JSON array: one parameter, any size
 _AUDIT_INSERT = ("INSERT INTO audit (at, actor, ticket, reason, action, customer_id, before,"
                  " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",
-          "suspensions", "audit", "fraud_limits", "calls", "payment_reminders",
-          "scheduled_suspensions")
 
 
-class StoreError(Exception):
-    """An operational error with a message fit for an ops engineer."""
 
 
-class StoreReplaced(StoreError):
-    """The database under a long-running reader is no longer the one it loaded."""
 
 
-class ImportIncomplete(StoreError):
-    """An import failed after some of its transactions were committed: `written` (the first
-    customers of the file, committed and audited) and `not_written` (the rest)."""
-
-    def __init__(self, records: Sequence[CustomerRecord], done: int, cause: BaseException
-                 ) -> None:
-        self.written = [r.id for r in records[:done]]
-        self.not_written = [r.id for r in records[done:]]
-        super().__init__(
-            f"import stopped: {cause}; written and audited: customers "
-            f"{_span(self.written, 1)}; NOT written: customers "
-            f"{_span(self.not_written, done + 1)}; import the same file again to finish "
-            "(the written customers come out unchanged)")
 
 
-def _span(ids: Sequence[str], first: int) -> str:
-    """Customers by their position in the import: '#1-#3 (a, b, c)' or '#1-#900 (a … z)'."""
-    last = first + len(ids) - 1
-    names = ", ".join(ids) if len(ids) <= 10 else f"{ids[0]} … {ids[-1]}"
-    return f"#{first}-#{last} ({names})"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
-def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds") if moment else None
 
 
-def parse_iso(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
-@functools.cache
-def contract_zone() -> ZoneInfo:
-    """Brussels time, looked up on first use (the fallback AGI never needs it)."""
-    return ZoneInfo(CONTRACT_TIMEZONE)
 
 
-def contract_today(now: datetime) -> date:
-    return now.astimezone(contract_zone()).date()
 
 
-def suspension_due(first_reminder: date) -> datetime:
-    """When a first payment reminder sent on this date lets the operator suspend (art. 5.7):
-    00:00 Brussels time, 15 calendar days later."""
-    day = first_reminder + timedelta(days=REMINDER_GRACE_DAYS)
-    return datetime.combine(day, time(0), tzinfo=contract_zone())
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointRecord:
-    name: str
-    number: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerRecord:
-    """A customer as imported: validated and normalised (see importer.py)."""
-
-    id: str
-    name: str
-    status: str
-    main_number: str
-    numbers: tuple[str, ...]
-    install_address: Address
-    site_networks: tuple[str, ...] = ()
-    verified_forward_targets: tuple[str, ...] = ()
-    endpoints: tuple[EndpointRecord, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
-    by: str
-    ticket: str | None = None
-    reason: str | None = None
 
 
-@dataclass(slots=True)
-class ImportResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def add(self, other: ImportResult) -> None:
-        self.created += other.created
-        self.updated += other.updated
-        self.unchanged += other.unchanged
-        self.warnings += other.warnings
 
 
-@dataclass(frozen=True, slots=True)
-class ReminderResult:
-    reminder_id: int
-    first: bool  # the first reminder of the customer's open episode
-    schedule: dict[str, Any] | None  # the pending scheduled suspension after the reminder
-    created: bool  # this reminder created that schedule
-    suspended: bool  # the customer is (already) suspended
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What `reactivate` or `paid` changed."""
-
-    reactivated: bool
-    cancelled: dict[str, Any] | None  # the pending scheduled suspension it cancelled
-    closed_reminders: int = 0
 
 
-def limits_dict(limits: FraudLimits) -> dict[str, int | None]:
-    return {name: getattr(limits, name) for name in LIMIT_FIELDS}
 
 
 class Store:
@@ -449,7 +200,7 @@ class Store:
         for number in range(version, SCHEMA_VERSION):
             await db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in statements(MIGRATIONS[number]):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {number + 1}")
                 await db.execute("COMMIT")
@@ -676,7 +427,7 @@ class Store:
     async def iter_calls(
         self, customer_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None,
-    ) -> AsyncIterator[CallRecord]:
+    ) -> AsyncGenerator[CallRecord, None]:
         """Like `calls` without a limit, streamed (an export of months of calls)."""
         sql, params = _calls_query(customer_id, since, until)
         async with self._db.execute(sql + " ORDER BY started_at, uniqueid", params) as cursor:
@@ -1104,7 +855,7 @@ class Store:
                 " AND value = ? AND revoked_at IS NULL",
                 (customer_id, kind.value, value))
             ids = [r["id"] for r in rows
-                   if r["expires_at"] is None or parse_iso(r["expires_at"]) > now]
+                   if r["expires_at"] is None or cast(datetime, parse_iso(r["expires_at"])) > now]
             if not ids:
                 raise StoreError(
                     f"customer {customer_id!r} has no active unblock for {kind.value} {value}")
@@ -1231,6 +982,7 @@ class Store:
         return _customers_from_rows(rows)
 
     async def _customer_rows(self, ids: list[str] | None) -> _CustomerRows:
+        params: tuple[str, ...]
         if ids is None:
             where, params = "", ()
         else:
@@ -1488,18 +1240,6 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (triggers contain ';' inside BEGIN … END)."""
-    statements, current = [], []
-    for line in script.strip().splitlines():
-        current.append(line)
-        text = "\n".join(current).strip()
-        if text.endswith(";") and sqlite3.complete_statement(text):
-            statements.append(text)
-            current = []
-    if "\n".join(current).strip():
-        statements.append("\n".join(current))
-    return statements
 
 
 def _schedule_why(schedule: dict[str, Any]) -> str:
@@ -1518,7 +1258,8 @@ def _schedule_view(schedule: dict[str, Any]) -> dict[str, Any]:
 
 def _calls_query(customer_id: str | None, since: datetime | None,
                  until: datetime | None) -> tuple[str, list[Any]]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if customer_id is not None:
         where.append("customer_id = ?")
         params.append(customer_id)
@@ -1542,98 +1283,9 @@ def _call_row(record: CallRecord) -> tuple[Any, ...]:
     return (*record.to_fields().values(), *(derived[name] for name in DERIVED))
 
 
-class SnapshotSource:
-    """Keeps a Snapshot in memory and brings it up to date from the audit log.
-
-    The snapshot's maps are SharedMaps: a refresh replaces only the changed customers'
-    entries and shares the rest with the previous snapshot, so a change costs the same on the
-    event loop with 10 or 100 000 customers. A full load builds everything off the loop."""
-
-    def __init__(self, store: Store, config: PolicyConfig) -> None:
-        self.store = store
-        self.config = config
-        self.snapshot = Snapshot(config, SharedMap(), SharedMap(), SharedMap())
-        self._high_water = 0
-        self._anchor: str | None = None  # the `at` of audit row _high_water
-        self._endpoints_of: dict[str, tuple[str, ...]] = {}  # customer -> endpoint names
-        self._identity: tuple[int, int] | None = None  # the file loaded from
-
-    async def load(self) -> Snapshot:
-        """Everything, from the store's current database."""
-        self._identity = file_identity(self.store.path)
-        high_water = await self.store.audit_high_water()
-        anchor = await self.store.audit_at(high_water)
-        customers = await self.store.load_customers()
-        endpoints = await self.store.load_endpoints()
-        self.snapshot, self._endpoints_of = await asyncio.to_thread(
-            _build, self.config, customers, endpoints)
-        self._high_water, self._anchor = high_water, anchor
-        return self.snapshot
-
-    async def refresh(self) -> bool:
-        """Reload customers changed since the last look. True if the snapshot changed.
-
-        Raises StoreReplaced if the file at the path is another one (a new inode: the open
-        connection would go on reading the old, unlinked file) or if the audit log no longer
-        holds the row the snapshot was built up to (overwritten in place, rolled back): the
-        caller reopens and reloads it whole."""
-        if file_identity(self.store.path) != self._identity:
-            raise StoreReplaced(f"database file {self.store.path} was replaced or removed")
-        if await self.store.audit_at(self._high_water) != self._anchor:
-            raise StoreReplaced(f"database {self.store.path} was replaced or rolled back: "
-                                f"audit row {self._high_water} is gone or different")
-        changed, high_water = await self.store.changed_customers(self._high_water)
-        if high_water == self._high_water:
-            return False
-        anchor = await self.store.audit_at(high_water)
-        fresh = await self.store.load_customers(changed)
-        fresh_endpoints = await self.store.load_endpoints(changed)
-        old = self.snapshot
-        gone_numbers = [number for cid in changed if (customer := old.customers.get(cid))
-                        for number in customer.numbers if old.number_owners.get(number) == cid]
-        gone_endpoints = [name for cid in changed for name in self._endpoints_of.get(cid, ())
-                          if (e := old.endpoints.get(name)) and e.customer_id == cid]
-        owners = {number: cid for cid, customer in fresh.items() for number in customer.numbers}
-        self.snapshot = Snapshot(
-            self.config,
-            _updated(old.customers, fresh, changed),
-            _updated(old.endpoints, {e.name: e for e in fresh_endpoints}, gone_endpoints),
-            _updated(old.number_owners, owners, gone_numbers))
-        for cid in changed:
-            self._endpoints_of.pop(cid, None)
-        self._endpoints_of.update(_endpoint_index(fresh_endpoints))
-        self._high_water, self._anchor = high_water, anchor
-        return True
-
-    @property
-    def high_water(self) -> int:
-        """The last audit row the snapshot reflects."""
-        return self._high_water
-
-    def set_config(self, config: PolicyConfig) -> None:
-        self.config = config
-        self.snapshot = Snapshot(config, self.snapshot.customers, self.snapshot.endpoints,
-                                 self.snapshot.number_owners)
 
 
-def _updated(old: Mapping[str, Any], put: Mapping[str, Any], remove: Iterable[str]
-             ) -> SharedMap[str, Any]:
-    if not isinstance(old, SharedMap):  # a snapshot built elsewhere: converted once
-        old = SharedMap(old)
-    return old.updated(put, remove)
 
 
-def _endpoint_index(endpoints: Iterable[Endpoint]) -> dict[str, tuple[str, ...]]:
-    names: dict[str, list[str]] = defaultdict(list)
-    for endpoint in endpoints:
-        names[endpoint.customer_id].append(endpoint.name)
-    return {cid: tuple(n) for cid, n in names.items()}
 
 
-def _build(config: PolicyConfig, customers: dict[str, Customer], endpoints: list[Endpoint]
-           ) -> tuple[Snapshot, dict[str, tuple[str, ...]]]:
-    """The snapshot and its customer -> endpoint names index (O(customers): off the loop)."""
-    owners = {n: c.id for c in customers.values() for n in c.numbers}
-    snapshot = Snapshot(config, SharedMap(customers), SharedMap((e.name, e) for e in endpoints),
-                        SharedMap(owners))
-    return snapshot, _endpoint_index(endpoints)

@@ -28,9 +28,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .fastagi import BAD_PEER, BAD_PEER_REASONS, EVICTED, REFUSED, SOURCE_ERROR
+from ..asterisk.fastagi import BAD_PEER, BAD_PEER_REASONS, EVICTED, REFUSED, SOURCE_ERROR
+from ..policy import Category, Decision, Reason
 from .http_server import HttpServer
-from .policy import Category, Decision, Reason
 
 #: seconds: from a few µs (an in-memory decision) to half a second (a daemon in trouble)
 DECISION_BUCKETS = (

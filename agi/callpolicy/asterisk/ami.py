@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from panoramisk import Manager
 
-from .config import AmiSettings
-from .logging import RateLimitedLog
+from ..service.config import AmiSettings
+from ..service.logging import RateLimitedLog
 
 log = structlog.get_logger("callpolicy.ami")
 logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions
@@ -129,7 +129,7 @@ class AmiLink:
             try:
                 handler(fields)
             except Exception as exc:  # one bad handler must not stop the others
-                self._limited("error", "ami_handler_failed", event=fields.get("Event"),
+                self._limited("error", "ami_handler_failed", ami_event=fields.get("Event"),
                               error=f"{type(exc).__name__}: {exc}")
 
     async def action(self, action: dict[str, str], *, as_list: bool = False,

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .control import DEGRADED_REASONS
-from .text import clip, escaped
+from ..cli.text import clip, escaped
+from ..live.control import DEGRADED_REASONS
 
 if TYPE_CHECKING:
     from .daemon import PolicyService
@@ -57,7 +57,7 @@ def _ami_state(service: PolicyService) -> str:
 def _live_calls(service: PolicyService, now: float) -> dict[str, Any]:
     control = service.control
     known = control.concurrency_enforced
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for customer in control.live.customers(now):
         counts = control.live.counts(customer, now, concurrency_known=known)
         rows[customer] = {"concurrent": counts.concurrent, "last_minute": counts.last_minute,

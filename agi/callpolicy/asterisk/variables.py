@@ -25,10 +25,28 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .policy import Decision, Presentation
+from ..policy import Decision, Presentation
 
 AGI_SCRIPT = "decide"
 KINDS = ("outbound", "forward", "transfer")
+ARGUMENT_COUNT = 7
+
+# The AGI environment block: `agi_<name>: value` lines, then the arguments as agi_arg_1..7.
+ENV_PREFIX = "agi_"
+ENV_REQUEST = "agi_request"
+ENV_CHANNEL = "agi_channel"
+ENV_UNIQUEID = "agi_uniqueid"
+ENV_LINKEDID = "agi_linkedid"
+
+# The dialplan context that runs the AGI and enforces its decision (dialplan/policy.conf). Its
+# channels are the ones the daemon re-decides after an AMI reconnect.
+ENFORCE_CONTEXT = "callpolicy-enforce"
+# Set by the dialplan before the AGI: the 7 arguments, comma-separated, so that a call can be
+# re-decided from AMI (GetVar) after a reconnect.
+REQUEST = "CP_REQUEST"
+# UserEvents the dialplan raises when the fallback AGI, or its last resort, decided a call.
+FALLBACK_EVENT = "CallpolicyFallback"
+LAST_RESORT_EVENT = "CallpolicyLastResort"
 
 ACTION = "CP_ACTION"  # allow | block
 REASON = "CP_REASON"  # Reason value, or fail_safe
@@ -67,6 +85,11 @@ def agi_quote(text: str) -> str:
         .replace("\r", " ") + '"'
 
 
+def call_arguments(env: Mapping[str, str]) -> list[str]:
+    """The call's AGI arguments (agi_arg_1..7) from an environment block; missing ones ""."""
+    return [env.get(f"{ENV_PREFIX}arg_{i}", "") for i in range(1, ARGUMENT_COUNT + 1)]
+
+
 def decode_arg(raw: str | None) -> str:
     """A base64 AGI argument back to text. Garbage decodes to "" (then: invalid number)."""
     if not raw:
@@ -95,7 +118,7 @@ class AgiCall:
 
     @classmethod
     def from_args(cls, args: Sequence[str]) -> AgiCall:
-        padded = list(args) + [""] * (7 - len(args))
+        padded = list(args) + [""] * (ARGUMENT_COUNT - len(args))
         kind = padded[0] if padded[0] in KINDS else "outbound"
         return cls(
             kind=kind,

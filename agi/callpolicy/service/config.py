@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .policy import FraudLimits, PolicyConfig, build_policy_config
-from .policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
-from .policy.zones import ZoneTable
+from ..policy import FraudLimits, PolicyConfig, build_policy_config
+from ..policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
+from ..policy.zones import ZoneTable
 
 SYSTEM_CONFIG = Path("/etc/callpolicy/callpolicy.toml")
 #: The zone table shipped with the package (art. 3.8); `[policy] zones_file` replaces it.
@@ -46,7 +46,7 @@ DEPRECATED = {
 #: What the fallback AGI needs: a bad line elsewhere ([metrics], [ami]) must not stop it.
 FALLBACK_SECTIONS = ("store", "policy")
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "callpolicy.toml"
+REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "callpolicy.toml"
 
 
 class ConfigError(Exception):

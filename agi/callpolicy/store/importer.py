@@ -25,9 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .policy import Address, normalise_number
-from .policy.zones import ZoneTable, check_installation
-from .store import CustomerRecord, EndpointRecord
+from ..policy import Address, normalise_number
+from ..policy.zones import ZoneTable, check_installation
+from .model import CustomerRecord, EndpointRecord
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CUSTOMER_KEYS = {"id", "name", "status", "main_number", "numbers", "site_networks",
@@ -263,15 +263,15 @@ def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: 
             endpoint_errors.append(
                 f"name {endpoint_name!r} must be 1-64 letters, digits, '.', '_' or '-'")
         number_raw = _string(item, "number", endpoint_errors, required=False)
-        number = _belgian(number_raw, "number", endpoint_errors) if number_raw else None
-        if number and number not in numbers:
+        endpoint_number = _belgian(number_raw, "number", endpoint_errors) if number_raw else None
+        if endpoint_number and endpoint_number not in numbers:
             endpoint_errors.append(f"number {number_raw!r} is not one of the customer's numbers")
         label = endpoint_name or f"#{position}"
         errors.extend(f"endpoint {label}: {e}" for e in endpoint_errors)
         if endpoint_name and not endpoint_errors:
             if endpoint_name in endpoints:
                 errors.append(f"endpoint {endpoint_name!r} listed twice")
-            endpoints[endpoint_name] = EndpointRecord(endpoint_name, number)
+            endpoints[endpoint_name] = EndpointRecord(endpoint_name, endpoint_number)
 
     if address is not None:
         check = check_installation(address, numbers, zones)

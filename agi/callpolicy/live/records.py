@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from .policy import Decision, free_call
+from ..policy import Decision, free_call
 
 #: the columns of `callpolicy calls --csv`, in order (also the keys of `to_dict`)
 CSV_COLUMNS = (

@@ -6,7 +6,7 @@
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
 - SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
-- Call records: written every 0.5 s by `RecordWriter` (records_writer.py), which spools them
+- Call records: written every 0.5 s by `RecordWriter` (live/records_writer.py), which spools them
   next to the database when it cannot take them and replays the spool first.
 - SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records (to the
   database, else the spool), exit 0.
@@ -25,16 +25,16 @@ from pathlib import Path
 
 import structlog
 
-from .ami import AmiLink
+from ..asterisk.ami import AmiLink
+from ..asterisk.fastagi import FastAgiServer
+from ..live.control import CallControl
+from ..live.records_spool import CallSpool, spool_path
+from ..live.records_writer import RecordWriter
+from ..policy import CallRequest, Decision, Engine, Snapshot
+from ..store import Actor, SnapshotSource, Store, StoreError, file_identity
 from .config import ConfigError, Settings, load_settings
-from .control import CallControl
-from .fastagi import FastAgiServer
 from .metrics import Metrics
-from .policy import CallRequest, Decision, Engine, Snapshot
-from .records_spool import CallSpool, spool_path
-from .records_writer import RecordWriter
 from .status import publish_forever
-from .store import Actor, SnapshotSource, Store, StoreError, file_identity
 from .watchdog import notify, ping_forever
 
 log = structlog.get_logger("callpolicy.daemon")

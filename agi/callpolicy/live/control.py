@@ -27,13 +27,24 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .ami import AmiError, AmiLink
+from ..asterisk.ami import AmiError, AmiLink
+from ..asterisk.variables import (
+    ACTION,
+    ENFORCE_CONTEXT,
+    ENV_CHANNEL,
+    ENV_LINKEDID,
+    ENV_UNIQUEID,
+    FALLBACK_EVENT,
+    LAST_RESORT_EVENT,
+    REQUEST,
+    AgiCall,
+    safe_value,
+)
+from ..policy import CallRequest, Decision, Engine
+from ..service.logging import RateLimitedLog
+from ..service.metrics import Metrics
 from .livecalls import LiveCall, LiveCalls
-from .logging import RateLimitedLog
-from .metrics import Metrics
-from .policy import CallRequest, Decision, Engine
 from .records import CallRecord
-from .variables import AgiCall, safe_value
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +53,6 @@ log = structlog.get_logger("callpolicy.control")
 
 REVOKE_INTERVAL = 0.25
 UP = "6"  # AST_STATE_UP
-OUR_CONTEXT = "callpolicy-enforce"
 MAX_OPEN_RECORDS = 100_000  # calls whose record still waits for answer/hang-up
 # A degraded fraud guard is logged once it lasts this long (the AMI login at start-up takes
 # well under this); not configured at all is logged at once.
@@ -136,7 +146,7 @@ class CallControl:
 
     def decided(self, request: CallRequest, decision: Decision, env: dict[str, str],
                 source: str = "daemon") -> None:
-        uniqueid = env.get("agi_uniqueid", "")
+        uniqueid = env.get(ENV_UNIQUEID, "")
         for event in decision.events:
             if event.kind == "fraud_limit":
                 self.metrics.fraud_limit_hit(str(event.detail.get("limit")))
@@ -144,12 +154,12 @@ class CallControl:
             return
         now = _now()
         if self.ami.connected:  # its Hangup will take it out again
-            self.live.add(uniqueid, env.get("agi_channel", ""), request, decision,
+            self.live.add(uniqueid, env.get(ENV_CHANNEL, ""), request, decision,
                           started=now.timestamp())
         else:  # the next login's rebuild finds it if it is still up
             self.live.count_start(uniqueid, decision, started=now.timestamp())
         record = CallRecord.from_decision(
-            uniqueid, decision, started_at=now, linkedid=env.get("agi_linkedid") or None,
+            uniqueid, decision, started_at=now, linkedid=env.get(ENV_LINKEDID) or None,
             endpoint=request.endpoint, source=source)
         if decision.allowed:
             self._open[uniqueid] = None
@@ -175,7 +185,7 @@ class CallControl:
                                            hangup_cause=int(cause) if cause.isdigit() else None))
 
     def _user_event(self, event: dict[str, str]) -> None:
-        if event.get("UserEvent") in ("CallpolicyFallback", "CallpolicyLastResort"):
+        if event.get("UserEvent") in (FALLBACK_EVENT, LAST_RESORT_EVENT):
             self.metrics.count_fallback_decision()
 
     def take_pending(self) -> list[CallRecord]:
@@ -283,12 +293,12 @@ class CallControl:
         now = time.time()
         for channel in channels:
             uniqueid = channel.get("Uniqueid", "")
-            if uniqueid in self.live.calls or channel.get("Context") != OUR_CONTEXT:
+            if uniqueid in self.live.calls or channel.get("Context") != ENFORCE_CONTEXT:
                 continue
             name = channel.get("Channel", "")
-            if await self.ami.getvar(name, "CP_ACTION") != "allow":
+            if await self.ami.getvar(name, ACTION) != "allow":
                 continue
-            args = (await self.ami.getvar(name, "CP_REQUEST")).split(",")
+            args = (await self.ami.getvar(name, REQUEST)).split(",")
             call = AgiCall.from_args(args)
             request = CallRequest(
                 dialled=call.dialled, now=datetime.now(UTC), endpoint=call.endpoint or None,

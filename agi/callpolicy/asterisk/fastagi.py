@@ -14,7 +14,7 @@ Local floods (issue 10): Asterisk writes its whole environment block right after
 so a peer that has not sent its first line within FIRST_LINE_DEADLINE, or the whole block
 within ENV_DEADLINE, is not an Asterisk and is dropped. When all MAX_CONNECTIONS slots are
 taken, a newcomer evicts the oldest connection still sending its environment
-(connection_slots.py); a connection that has sent it is never evicted, and only when all are
+(service/connection_slots.py); a connection that has sent it is never evicted, and only when all are
 answering is the newcomer refused. Refused, evicted and bad peers are counted (`on_drop`:
 the metrics) and logged at most a few lines per second per event, with counts.
 
@@ -36,10 +36,19 @@ from datetime import UTC, datetime
 
 import structlog
 
-from .connection_slots import ConnectionSlots, Slot
-from .logging import RateLimitedLog
-from .policy import CallRequest, Decision
-from .variables import AgiCall, decision_variables, mset_command, safe_value
+from ..policy import CallRequest, Decision
+from ..service.connection_slots import ConnectionSlots, Slot
+from ..service.logging import RateLimitedLog
+from .variables import (
+    ENV_CHANNEL,
+    ENV_PREFIX,
+    ENV_UNIQUEID,
+    AgiCall,
+    call_arguments,
+    decision_variables,
+    mset_command,
+    safe_value,
+)
 
 log = structlog.get_logger("callpolicy.fastagi")
 
@@ -114,14 +123,11 @@ async def read_environment(reader: asyncio.StreamReader,
                 raise BadPeer(NOT_AGI, "empty environment block")
             return env
         key, sep, value = line.partition(":")
-        if not sep or not key.startswith("agi_"):
+        if not sep or not key.startswith(ENV_PREFIX):
             raise BadPeer(NOT_AGI, "not an AGI environment line")
         env[key.strip()] = value.strip()
     raise BadPeer(TOO_LARGE, f"more than {MAX_LINES} environment lines")
 
-
-def call_arguments(env: dict[str, str]) -> list[str]:
-    return [env.get(f"agi_arg_{i}", "") for i in range(1, 8)]
 
 
 class FastAgiServer:
@@ -206,12 +212,12 @@ class FastAgiServer:
             # asyncio.timeout, not wait_for: wait_for wraps each await in a new Task.
             async with asyncio.timeout(min(limits.first_line_deadline,
                                            limits.env_deadline)) as deadline:
-                def started() -> None:
+                def on_first_line() -> None:
                     nonlocal first_line
                     first_line = True
                     deadline.reschedule(accepted + limits.env_deadline)
 
-                env = await read_environment(reader, started)
+                env = await read_environment(reader, on_first_line)
         except (BadPeer, TimeoutError, ConnectionError) as exc:
             if slot.evicted:  # counted and logged when it was evicted
                 return
@@ -242,7 +248,7 @@ class FastAgiServer:
         try:
             decision = self._decide(request)
         except Exception:  # a bug must not leave the call hanging: the fail-safe answer
-            log.exception("decision_failed", uniqueid=safe_value(env.get("agi_uniqueid")),
+            log.exception("decision_failed", uniqueid=safe_value(env.get(ENV_UNIQUEID)),
                           dialled=safe_value(call.dialled))
             source = SOURCE_ERROR
             self.stats["errors"] += 1
@@ -262,11 +268,11 @@ class FastAgiServer:
                 reply = await reader.readline()
         except (TimeoutError, ConnectionError) as exc:
             self._limited("warning", "agi_no_reply",
-                          uniqueid=safe_value(env.get("agi_uniqueid")), reason=type(exc).__name__)
+                          uniqueid=safe_value(env.get(ENV_UNIQUEID)), reason=type(exc).__name__)
             return
         if not reply.startswith(b"200"):
             self._limited("warning", "agi_command_failed",
-                          uniqueid=safe_value(env.get("agi_uniqueid")),
+                          uniqueid=safe_value(env.get(ENV_UNIQUEID)),
                           reply=safe_value(reply[:120].decode("utf-8", "replace").strip()))
 
 
@@ -274,8 +280,8 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
                  elapsed: float) -> None:
     cid = decision.caller_id
     fields = {
-        "uniqueid": safe_value(env.get("agi_uniqueid")),
-        "channel": safe_value(env.get("agi_channel")),
+        "uniqueid": safe_value(env.get(ENV_UNIQUEID)),
+        "channel": safe_value(env.get(ENV_CHANNEL)),
         "kind": call.kind,
         "endpoint": safe_value(call.endpoint),
         "customer": decision.customer_id,

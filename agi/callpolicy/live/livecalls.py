@@ -16,8 +16,8 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from .policy import CallRequest, Category, Decision, LiveCounts
-from .policy.engine import is_risky
+from ..policy import CallRequest, Category, Decision, LiveCounts
+from ..policy.engine import is_risky
 
 MINUTE = 60.0
 EXTERNAL = frozenset({Category.NATIONAL, Category.EU, Category.NON_EU, Category.PREMIUM,

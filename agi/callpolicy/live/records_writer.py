@@ -28,10 +28,10 @@ from pathlib import Path
 
 import structlog
 
-from .metrics import Metrics
+from ..service.metrics import Metrics
+from ..store import Store, StoreError, file_identity
 from .records import CallRecord
 from .records_spool import CallSpool
-from .store import Store, StoreError, file_identity
 
 log = structlog.get_logger("callpolicy.records")
 

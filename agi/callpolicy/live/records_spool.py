@@ -29,7 +29,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .records import CallRecord
 
@@ -177,6 +177,7 @@ class CallSpool:
         temp = self.path.with_name(self.path.name + ".tmp")
         counts = {PENDING: 0, REJECTED: 0, UNREADABLE: 0}
         size, seen, torn = 0, 0, False
+        source: IO[bytes]
         try:
             source = self.path.open("rb")
         except FileNotFoundError:  # gone (by hand): nothing left to replay

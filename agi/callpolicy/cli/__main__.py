@@ -1,0 +1,5 @@
+"""`python -m callpolicy.cli`."""
+
+from .commands import main
+
+raise SystemExit(main())

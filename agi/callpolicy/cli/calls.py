@@ -1,0 +1,103 @@
+"""`callpolicy calls list|purge`: call records (art. 4.3)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..live.records import CSV_COLUMNS, CallRecord
+from ..service.config import Settings
+from ..store import Actor
+from .args import PROG, OperationalError, UsageError, parse_duration, parse_moment
+from .output import open_store, print_json, render_table
+
+TABLE_LIMIT = 100
+
+
+_CALL_TABLE = ("started_at", "customer_id", "endpoint", "dialled", "destination", "action",
+               "reason", "free", "billable_seconds", "hangup_cause")
+
+
+_PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
+
+
+def _csv_cell(value: object) -> object:
+    """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
+    it is just a number, like +3292101234). A flag (free) is true/false, as in --json."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
+            and not _PHONE_TEXT.fullmatch(value)):
+        return "'" + value
+    return value
+
+
+def _table_row(record: CallRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _CALL_TABLE}
+    row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
+                         if record.started_at else "?")
+    row["free"] = "free" if record.free else ""
+    row["billable_seconds"] = str(record.billable_seconds)
+    return row
+
+
+async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    since = parse_moment(args.since, "--since", now) if args.since else None
+    until = parse_moment(args.until, "--until", now) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since must be before --until")
+    async with await open_store(settings, readonly=True) as store:
+        if args.id is not None and await store.customer(args.id) is None:
+            raise OperationalError(f"unknown customer {args.id!r}")
+        if args.json or args.csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
+            if writer is not None:
+                writer.writerow(CSV_COLUMNS)
+
+            def emit(record: CallRecord) -> None:
+                if writer is not None:
+                    writer.writerow([_csv_cell(v) for v in record.to_dict().values()])
+                else:
+                    print_json(record.to_dict())
+
+            if args.limit is not None:
+                for record in await store.calls(args.id, since, until, args.limit):
+                    emit(record)
+            else:  # streamed: an export of months of calls does not sit in memory
+                async with contextlib.aclosing(store.iter_calls(args.id, since, until)) as stream:
+                    async for record in stream:
+                        emit(record)
+            return 0
+        limit = args.limit or TABLE_LIMIT
+        rows = await store.calls(args.id, since, until, limit + 1)
+    truncated = len(rows) > limit
+    rows = rows[1:] if truncated else rows
+    if not rows:
+        sys.stdout.write("no calls\n")
+        return 0
+    sys.stdout.write(render_table([_table_row(r) for r in rows], _CALL_TABLE))
+    if truncated:
+        sys.stdout.write(f"(the last {limit} calls; --limit N, --since or --csv for more)\n")
+    return 0
+
+
+async def cmd_calls_purge(args: argparse.Namespace, settings: Settings) -> int:
+    retention = settings.calls_retention_days
+    text = args.older_than or f"{retention}d"
+    age = parse_duration(text, "--older-than")
+    if age < timedelta(days=retention):
+        sys.stderr.write(f"{PROG}: warning: --older-than {text} is shorter than the retention "
+                         f"(calls.retention_days = {retention}): deleting records within it\n")
+    cutoff = datetime.now(UTC) - age
+    actor = Actor(args.by, args.ticket, args.reason)
+    async with await open_store(settings) as store:
+        count = await store.purge_calls(cutoff, actor)
+    sys.stdout.write(f"deleted {count} call record(s) that started before "
+                     f"{cutoff.isoformat(timespec='seconds')} (ticket {args.ticket})\n")
+    return 0

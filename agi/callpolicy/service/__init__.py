@@ -1,0 +1,1 @@
+"""The daemon's wiring: serve, watchdog, metrics and status, config, logging set-up."""

@@ -1,0 +1,50 @@
+"""The store: schema and migrations, customers, unblocks, limits, calls, snapshot loading.
+
+Code outside this package imports from here, not from the modules inside: this is the interface
+a second backend implements. `sqlite` is the one backend today (`Store`); `schema` its
+migrations; `model` the records, errors and time helpers a backend shares; `snapshot` keeps the
+daemons' Snapshot up to date through the Store's methods; `importer` reads import files into
+records.
+"""
+
+from .model import (
+    LIMIT_FIELDS,
+    REMINDER_GRACE_DAYS,
+    Actor,
+    CustomerRecord,
+    EndpointRecord,
+    ImportIncomplete,
+    StoreError,
+    StoreReplaced,
+    contract_today,
+    contract_zone,
+    iso,
+    limits_dict,
+    parse_iso,
+    suspension_due,
+)
+from .schema import MIGRATIONS, SCHEMA_VERSION
+from .snapshot import SnapshotSource
+from .sqlite import Store, file_identity
+
+__all__ = [
+    "LIMIT_FIELDS",
+    "MIGRATIONS",
+    "REMINDER_GRACE_DAYS",
+    "SCHEMA_VERSION",
+    "Actor",
+    "CustomerRecord",
+    "EndpointRecord",
+    "ImportIncomplete",
+    "SnapshotSource",
+    "Store",
+    "StoreError",
+    "StoreReplaced",
+    "contract_today",
+    "contract_zone",
+    "file_identity",
+    "iso",
+    "limits_dict",
+    "parse_iso",
+    "suspension_due",
+]

@@ -1,0 +1,159 @@
+"""The package's layout rules (README "Layout"), checked on the source so the build fails when
+they break:
+
+- `policy` imports nothing else from the package;
+- `asterisk`, `store` and `live` import `policy`, and of each other (and of `service`) only the
+  imports listed in CORE_CROSS_IMPORTS, each with the reason it is needed;
+- each CP_* variable, AGI environment key and the enforce context name is written in one Python
+  module only: the Asterisk contract (`asterisk/variables.py`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+AGI = Path(__file__).resolve().parents[2] / "agi"
+PACKAGE = AGI / "callpolicy"
+CONTRACT = "callpolicy.asterisk.variables"
+CORE = ("asterisk", "store", "live")
+
+# Utilities that know nothing of callpolicy (checked below): any layer may use them.
+LEAF_UTILITIES = {"callpolicy.service.logging", "callpolicy.service.connection_slots"}
+
+# (importing module, imported module) between the core sub-packages, or from the core up to
+# `service`, that exist and are needed. A new one fails the test: put it where it belongs, or
+# add it here with its reason. A stale one fails too, so that the list stays true.
+CORE_CROSS_IMPORTS = {
+    # AmiLink is configured by the [ami] section's settings record.
+    ("callpolicy.asterisk.ami", "callpolicy.service.config"),
+    # Revocation hangs up through AMI and re-reads the CP_* variables of live channels.
+    ("callpolicy.live.control", "callpolicy.asterisk.ami"),
+    ("callpolicy.live.control", "callpolicy.asterisk.variables"),
+    # Live calls and record writing are counted in the daemon's metrics.
+    ("callpolicy.live.control", "callpolicy.service.metrics"),
+    ("callpolicy.live.records_writer", "callpolicy.service.metrics"),
+    # The writer stores the records (through the store's package interface).
+    ("callpolicy.live.records_writer", "callpolicy.store"),
+    # A call record is the row of the calls table: its fields and timestamp format.
+    ("callpolicy.store.sqlite", "callpolicy.live.records"),
+}
+
+CP_NAME = re.compile(r"\bCP_[A-Z][A-Z_]*\b")
+# The keys of res_agi's environment block (Asterisk 22, res_agi.c setup_env).
+AGI_KEY = re.compile(
+    r"\bagi_(request|channel|language|type|uniqueid|version|callerid|calleridname|callingpres"
+    r"|callingani2|callington|callingtns|dnid|rdnis|context|extension|priority|enhanced"
+    r"|accountcode|threadid|linkedid|network|network_script|arg_\d*)\b")
+CONTEXT = re.compile(r"\bcallpolicy-enforce\b")
+
+
+def module_name(path: Path) -> str:
+    if path == AGI / "fallback-agi":
+        return "fallback-agi"
+    parts = list(path.relative_to(AGI).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources() -> dict[str, ast.Module]:
+    paths = [*sorted(PACKAGE.rglob("*.py")), AGI / "fallback-agi"]
+    assert len(paths) > 30
+    return {module_name(path): ast.parse(path.read_text(), str(path)) for path in paths}
+
+
+def imports(name: str, tree: ast.Module) -> set[str]:
+    """The callpolicy modules `name` imports (relative imports resolved)."""
+    package = name.split(".") if name in PACKAGE_NAMES else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+    return {module for module in found if module.split(".")[0] == "callpolicy"}
+
+
+PACKAGE_NAMES = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_policy_imports_nothing_else_from_the_package() -> None:
+    outside = {(name, target) for name, tree in sources().items() if layer(name) == "policy"
+               for target in imports(name, tree) if layer(target) != "policy"}
+    assert outside == set()
+
+
+def test_leaf_utilities_import_nothing_from_the_package() -> None:
+    trees = sources()
+    assert {name: imports(name, trees[name]) for name in LEAF_UTILITIES} \
+        == {name: set() for name in LEAF_UTILITIES}
+
+
+def test_core_layers_import_policy_and_only_the_listed_others() -> None:
+    crossing = {(name, target) for name, tree in sources().items() if layer(name) in CORE
+                for target in imports(name, tree)
+                if layer(target) not in (layer(name), "policy")
+                and target not in LEAF_UTILITIES}
+    assert crossing - CORE_CROSS_IMPORTS == set(), "new cross-import: see CORE_CROSS_IMPORTS"
+    assert CORE_CROSS_IMPORTS - crossing == set(), "stale entry in CORE_CROSS_IMPORTS"
+
+
+def test_the_store_is_used_through_its_package_by_the_other_core_layers() -> None:
+    inside = {(name, target) for name, tree in sources().items()
+              if layer(name) in CORE and layer(name) != "store"
+              for target in imports(name, tree) if target.startswith("callpolicy.store.")}
+    assert inside == set()
+
+
+def docstrings(tree: ast.Module) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def literal_homes(pattern: re.Pattern[str]) -> dict[str, set[str]]:
+    """Each match of `pattern` in a string literal (docstrings aside) -> the modules writing it."""
+    homes: dict[str, set[str]] = {}
+    for name, tree in sources().items():
+        skip = docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in skip:
+                for match in pattern.finditer(node.value):
+                    homes.setdefault(match.group(0), set()).add(name)
+    return homes
+
+
+def test_each_cp_variable_is_named_in_the_contract_only() -> None:
+    homes = literal_homes(CP_NAME)
+    assert {"CP_ACTION", "CP_REQUEST", "CP_SOURCE"} <= homes.keys()
+    assert {name: where for name, where in homes.items() if where != {CONTRACT}} == {}
+
+
+def test_each_agi_environment_key_is_named_in_the_contract_only() -> None:
+    homes = literal_homes(AGI_KEY)
+    assert {"agi_request", "agi_uniqueid", "agi_channel", "agi_linkedid"} <= homes.keys()
+    assert {key: where for key, where in homes.items() if where != {CONTRACT}} == {}
+
+
+def test_the_enforce_context_is_named_in_the_contract_only() -> None:
+    assert literal_homes(CONTEXT) == {"callpolicy-enforce": {CONTRACT}}
+
+
+def test_the_user_event_names_are_named_in_the_contract_only() -> None:
+    homes = literal_homes(re.compile(r"\bCallpolicy(Fallback|LastResort)\b"))
+    assert homes == {"CallpolicyFallback": {CONTRACT}, "CallpolicyLastResort": {CONTRACT}}
