@@ -2,7 +2,7 @@
 
 One connection = one decision:
   Asterisk -> environment block (agi_* lines, the call's 7 arguments, blank line)
-  daemon   -> EXEC MSet "CP_ACTION=…,CP_REASON=…,…"   (one round trip)
+  daemon   -> EXEC MSet with every CP_* variable of the decision   (one round trip)
   Asterisk -> 200 result=0
   daemon closes; the dialplan enforces the variables.
 
