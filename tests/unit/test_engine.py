@@ -26,6 +26,7 @@ from callpolicy.policy import (
     Unblock,
     UnblockKind,
     build_policy_config,
+    unblock_state,
 )
 
 EMERGENCY = ["112", "100", "101"]
@@ -629,3 +630,11 @@ def test_fraud_guard_never_refuses_on_an_unknown_count(
         field = {"max_concurrent": "concurrent", "max_per_minute": "last_minute",
                  "max_concurrent_risky": "risky"}[decision.events[-1].detail["limit"]]
         assert counts[field] is not None
+
+
+def test_unblock_state_is_the_one_rule_for_active_expired_reblocked():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert unblock_state(False, None, now) == "active"
+    assert unblock_state(False, now + timedelta(seconds=1), now) == "active"
+    assert unblock_state(False, now, now) == "expired"
+    assert unblock_state(True, now + timedelta(days=1), now) == "reblocked"

@@ -22,6 +22,8 @@ from .model import (
     Snapshot,
     Unblock,
     UnblockKind,
+    UnblockState,
+    unblock_state,
 )
 from .numbers import geographic_zone, national_form, normalise, normalise_number, normalise_prefix
 
@@ -29,6 +31,8 @@ __all__ = [
     "Action", "Address", "CallRequest", "CallerId", "Category", "Classifier", "Customer",
     "Decision", "Endpoint", "Engine", "Event", "FraudLimits", "LiveCounts",
     "Location", "PolicyConfig", "Presentation",
-    "Reason", "Snapshot", "Unblock", "UnblockKind", "build_policy_config", "free_call",
+    "Reason", "Snapshot", "Unblock", "UnblockKind", "UnblockState", "build_policy_config",
+    "free_call",
     "geographic_zone", "national_form", "normalise", "normalise_number", "normalise_prefix",
+    "unblock_state",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -83,6 +84,19 @@ class Endpoint:
     number: str | None = None
 
 
+UnblockState = Literal["active", "expired", "reblocked"]
+
+
+def unblock_state(revoked: bool, expires_at: datetime | None, now: datetime) -> UnblockState:
+    """The one rule for whether an unblock is in force: not reblocked and not yet expired
+    (an unblock stops at `expires_at` itself)."""
+    if revoked:
+        return "reblocked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"
+
+
 @dataclass(frozen=True, slots=True)
 class Unblock:
     """A customer's exception to a default block (art. 3.10: "op eenvoudig verzoek").
@@ -98,7 +112,7 @@ class Unblock:
     expires_at: datetime | None = None  # timezone-aware UTC; None = until reblocked
 
     def active(self, now: datetime) -> bool:
-        return self.expires_at is None or now < self.expires_at
+        return unblock_state(False, self.expires_at, now) == "active"
 
     def describe(self) -> str:
         until = f", until {self.expires_at.isoformat()}" if self.expires_at else ""

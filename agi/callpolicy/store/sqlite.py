@@ -30,7 +30,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiosqlite
 
@@ -42,6 +42,7 @@ from ..policy import (
     FraudLimits,
     Unblock,
     UnblockKind,
+    unblock_state,
 )
 from .model import (
     LIMIT_FIELDS,
@@ -342,13 +343,8 @@ class Store:
         result = []
         for row in await self._rows(sql, params):
             item = dict(row)
-            expires = parse_iso(row["expires_at"])
-            if row["revoked_at"]:
-                item["state"] = "reblocked"
-            elif expires is not None and expires <= now:
-                item["state"] = "expired"
-            else:
-                item["state"] = "active"
+            item["state"] = unblock_state(
+                bool(row["revoked_at"]), parse_iso(row["expires_at"]), now)
             if include_inactive or item["state"] == "active":
                 result.append(item)
         return result
@@ -854,8 +850,9 @@ class Store:
                 "SELECT id, expires_at FROM unblocks WHERE customer_id = ? AND kind = ?"
                 " AND value = ? AND revoked_at IS NULL",
                 (customer_id, kind.value, value))
+            # `revoked_at IS NULL` pre-filters; policy.unblock_state is the rule.
             ids = [r["id"] for r in rows
-                   if r["expires_at"] is None or cast(datetime, parse_iso(r["expires_at"])) > now]
+                   if unblock_state(False, parse_iso(r["expires_at"]), now) == "active"]
             if not ids:
                 raise StoreError(
                     f"customer {customer_id!r} has no active unblock for {kind.value} {value}")
@@ -998,6 +995,8 @@ class Store:
                 f"SELECT customer_id, cidr FROM site_networks{where}", params),
             targets=await self._rows(
                 f"SELECT customer_id, number FROM forward_targets{where}", params),
+            # The same rule as policy.unblock_state, in SQL so that revoked and expired rows
+            # are not loaded; the engine applies Unblock.active again at decision time.
             unblocks=await self._rows(
                 "SELECT id, customer_id, kind, value, ticket, expires_at FROM unblocks"
                 f"{where}{also} revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
