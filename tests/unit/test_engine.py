@@ -28,6 +28,8 @@ from callpolicy.policy import (
     build_policy_config,
     unblock_state,
 )
+from callpolicy.policy.destinations import in_eu
+from callpolicy.policy.engine import opens_premium, prefix_unblock_effect
 
 EMERGENCY = ["112", "100", "101"]
 OTHER_MUST_REACH = [
@@ -638,3 +640,18 @@ def test_unblock_state_is_the_one_rule_for_active_expired_reblocked():
     assert unblock_state(False, now + timedelta(seconds=1), now) == "active"
     assert unblock_state(False, now, now) == "expired"
     assert unblock_state(True, now + timedelta(days=1), now) == "reblocked"
+
+
+def test_prefix_unblock_effect_follows_the_longest_prefix_rule():
+    premium = ["+32900", "+32905", "+3270"]
+    assert prefix_unblock_effect("+3290", premium) == "too_short"
+    assert prefix_unblock_effect("+32905", premium) == "opens"
+    assert prefix_unblock_effect("+329051", premium) == "opens"
+    assert prefix_unblock_effect("+3202", premium) == "not_blocked"
+    assert opens_premium("+32905", "+32905123456", "+32905")
+    assert not opens_premium("+3290", "+32905123456", "+32905")
+
+
+def test_the_eu_test_takes_an_unresolved_region_as_eu_only_if_every_candidate_is():
+    assert in_eu("FR") and in_eu("RE") and not in_eu("CH") and not in_eu(None)
+    assert in_eu(None, ("FI", "AX")) and not in_eu(None, ("GB", "IE"))

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import phonenumbers
 
 from ..policy import UnblockKind, national_form, normalise_prefix
-from ..policy.destinations import EU_REGIONS, country_code
+from ..policy.destinations import country_code, in_eu
+from ..policy.engine import prefix_unblock_effect
 from ..policy.model import UNBLOCKABLE_CATEGORIES
 from ..service.config import Settings
 from ..store import Actor
@@ -29,13 +30,13 @@ def _unblock_target(args: argparse.Namespace, settings: Settings) -> tuple[Unblo
         if country_code(prefix[1:]) is None:
             raise UsageError(f"--prefix {args.prefix!r} does not start with a country code")
         if prefix.startswith("+32"):
-            premium = settings.policy.premium_prefixes
-            if any(p.startswith(prefix) and p != prefix for p in premium):
+            effect = prefix_unblock_effect(prefix, settings.policy.premium_prefixes)
+            if effect == "too_short":
                 warnings.append(
                     f"prefix {national_form(prefix)} is shorter than the blocked premium "
                     "prefixes it covers; it opens none of them (longest prefix wins): "
                     "give the full prefix (e.g. 0905) or use --category premium")
-            elif not any(prefix.startswith(p) for p in premium):
+            elif effect == "not_blocked":
                 warnings.append(f"prefix {national_form(prefix)} is not blocked by default; "
                                 "this unblock changes nothing")
         return UnblockKind.PREFIX, prefix, warnings
@@ -43,7 +44,7 @@ def _unblock_target(args: argparse.Namespace, settings: Settings) -> tuple[Unblo
         region = args.country.strip().upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise UsageError(f"--country {args.country!r} is not an ISO 3166 country code")
-        if region in EU_REGIONS:
+        if in_eu(region):
             raise UsageError(f"--country {region} is in the EU: calls there are not blocked")
         return UnblockKind.COUNTRY, region, warnings
     category = args.category.strip().lower()

@@ -44,6 +44,12 @@ def free_call(category: str | None, destination: str | None) -> bool:
         destination is not None and destination.startswith(FREEPHONE_PREFIX))
 
 
+def in_eu(region: str | None, candidates: tuple[str, ...] = ()) -> bool:
+    """The EU test: the region is in the EU, or, when the number's region is not resolved,
+    every region it could be is."""
+    return region in EU_REGIONS or bool(candidates and EU_REGIONS.issuperset(candidates))
+
+
 def country_code(digits: str) -> int | None:
     for length in (1, 2, 3):
         code = int(digits[:length]) if len(digits) >= length else -1
@@ -137,7 +143,7 @@ class Classifier:
         if destination.startswith("+32"):
             return Destination(Category.NATIONAL, "BE", "Belgian number")
         region, candidates, why = region_of(destination)
-        if region in EU_REGIONS or (candidates and EU_REGIONS.issuperset(candidates)):
+        if in_eu(region, candidates):
             return Destination(Category.EU, region, f"{why}: in the EU", None, candidates)
         # Not EU, including unknown country codes and regions libphonenumber cannot name.
         return Destination(Category.NON_EU, region, f"{why}: outside the EU", None, candidates)

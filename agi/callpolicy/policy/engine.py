@@ -12,7 +12,9 @@ An invalid dial string is blocked before any of these: it cannot be a must-reach
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Literal
 
 from .callerid import decide_caller_id
 from .destinations import Classifier, Destination, region_from_metadata
@@ -38,15 +40,31 @@ from .model import (
 )
 from .numbers import national_form, normalise, normalise_number
 
+PrefixUnblockEffect = Literal["opens", "too_short", "not_blocked"]
+
+
+def opens_premium(unblock_prefix: str, destination: str, blocked_prefix: str) -> bool:
+    """The longest-prefix rule: a prefix unblock opens a premium destination only if it is at
+    least as long as the blocked prefix that matched: an unblock of `09` does not open `0905`."""
+    return destination.startswith(unblock_prefix) and len(unblock_prefix) >= len(blocked_prefix)
+
+
+def prefix_unblock_effect(prefix: str, premium_prefixes: Iterable[str]) -> PrefixUnblockEffect:
+    """What a prefix unblock of a Belgian number does to the blocked premium ranges: it
+    opens them ("opens"), covers longer blocked prefixes that it does not open
+    ("too_short"), or matches no blocked prefix and so changes nothing ("not_blocked")."""
+    premium = tuple(premium_prefixes)
+    if any(not opens_premium(prefix, p, p) for p in premium if p.startswith(prefix)):
+        return "too_short"
+    if not any(prefix.startswith(p) for p in premium):
+        return "not_blocked"
+    return "opens"
+
 
 def _premium_unblock(
     customer: Customer, destination: str, blocked_prefix: str, now: datetime
 ) -> Unblock | None:
-    """An active unblock that opens this premium destination.
-
-    A prefix unblock opens it only if it is at least as long as the blocked prefix that
-    matched (longest prefix wins): an unblock of `09` does not open `0905`.
-    """
+    """An active unblock that opens this premium destination (see opens_premium)."""
     best: Unblock | None = None
     for unblock in customer.unblocks:
         if not unblock.active(now):
@@ -55,8 +73,7 @@ def _premium_unblock(
             best = best or unblock
         elif (
             unblock.kind is UnblockKind.PREFIX
-            and destination.startswith(unblock.value)
-            and len(unblock.value) >= len(blocked_prefix)
+            and opens_premium(unblock.value, destination, blocked_prefix)
             and (best is None or best.kind is UnblockKind.CATEGORY
                  or len(unblock.value) > len(best.value))
         ):
