@@ -655,3 +655,16 @@ def test_prefix_unblock_effect_follows_the_longest_prefix_rule():
 def test_the_eu_test_takes_an_unresolved_region_as_eu_only_if_every_candidate_is():
     assert in_eu("FR") and in_eu("RE") and not in_eu("CH") and not in_eu(None)
     assert in_eu(None, ("FI", "AX")) and not in_eu(None, ("GB", "IE"))
+
+
+def test_only_allowed_calls_to_external_destinations_count_toward_the_fraud_limits():
+    from callpolicy.policy.destinations import Classifier
+    from callpolicy.policy.engine import counts_toward_limits, fail_safe_decision
+
+    classifier = Classifier(build_policy_config())
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    emergency = fail_safe_decision(classifier, CallRequest(dialled="112", now=now), "test")
+    national = fail_safe_decision(classifier, CallRequest(dialled="025551234", now=now), "t")
+    assert emergency.allowed and not counts_toward_limits(emergency)
+    assert not national.allowed and not counts_toward_limits(national)
+    assert counts_toward_limits(replace(national, action=Action.ALLOW))

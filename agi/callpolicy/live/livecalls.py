@@ -17,11 +17,9 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from ..policy import CallRequest, Category, Decision, LiveCounts
-from ..policy.engine import is_risky
+from ..policy.engine import counts_toward_limits, is_risky
 
 MINUTE = 60.0
-EXTERNAL = frozenset({Category.NATIONAL, Category.EU, Category.NON_EU, Category.PREMIUM,
-                      Category.SHORT})
 
 
 @dataclass(slots=True)
@@ -49,16 +47,11 @@ class LiveCalls:
     _started_ids: set[str] = field(default_factory=set)
     _last_minute: dict[str, int] = field(default_factory=dict)
 
-    @staticmethod
-    def counts_against_limits(decision: Decision) -> bool:
-        """Allowed external calls count; must-reach numbers never do."""
-        return decision.allowed and decision.category in EXTERNAL
-
     def count_start(self, uniqueid: str, decision: Decision,
                     started: float | None = None) -> bool:
         """Count a call start for the per-minute limit (once per uniqueid), without putting
         the call in the table. False if the call does not count against the limits."""
-        if not self.counts_against_limits(decision) or decision.customer_id is None:
+        if not counts_toward_limits(decision) or decision.customer_id is None:
             return False
         now = time.time()
         started = now if started is None else started

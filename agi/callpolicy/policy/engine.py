@@ -139,8 +139,7 @@ class Engine:
 
     def decide(self, request: CallRequest) -> Decision:
         decision = self._decide(request)
-        if request.live is None or not decision.allowed or decision.reason not in (
-                Reason.ALLOWED, Reason.UNBLOCKED):
+        if request.live is None or not counts_toward_limits(decision):
             return decision  # must-reach numbers are never limited
         customer = self.snapshot.customers.get(decision.customer_id or "")
         if customer is None:
@@ -284,6 +283,19 @@ def fail_safe_decision(classifier: Classifier, request: CallRequest, why: str) -
         location=Location.UNKNOWN if emergency else None,
         restriction_requested=dialled.restriction_requested,
     )
+
+
+#: destinations whose allowed calls count toward the fraud limits: everything but the
+#: must-reach numbers (and invalid numbers, which are never allowed)
+LIMITED_CATEGORIES = frozenset({Category.NATIONAL, Category.EU, Category.NON_EU,
+                                Category.PREMIUM, Category.SHORT})
+
+
+def counts_toward_limits(decision: Decision) -> bool:
+    """The one rule for which calls the fraud guard limits and counts: allowed calls to
+    external destinations; must-reach numbers never (nor a fail-safe decision, which only
+    ever allows them)."""
+    return decision.allowed and decision.category in LIMITED_CATEGORIES
 
 
 def is_risky(decision: Decision) -> bool:
