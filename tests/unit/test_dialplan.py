@@ -30,3 +30,16 @@ def test_emergency_numbers_are_flagged() -> None:
     assert "exten => 112,1,Return(112/1)" in text
     assert "exten => #31#112,1,Return(112/1)" in text
     assert "exten => 1813,1,Return(1813/0)" in text
+
+
+def test_the_last_resort_sets_only_contract_variables() -> None:
+    import re
+
+    from callpolicy.asterisk import variables
+
+    text = must_reach_context(load_settings(str(REPO / "config" / "callpolicy.toml")).policy)
+    assert "[callpolicy-last-resort]" in text
+    msets = re.findall(r"MSet\(([^)]*)\)", text)
+    assert len(msets) == 2
+    for mset in msets:
+        assert {pair.split("=")[0] for pair in mset.split(",")} <= set(variables.ALL)

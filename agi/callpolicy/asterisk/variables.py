@@ -44,6 +44,9 @@ ENFORCE_CONTEXT = "callpolicy-enforce"
 # Set by the dialplan before the AGI: the 7 arguments, comma-separated, so that a call can be
 # re-decided from AMI (GetVar) after a reconnect.
 REQUEST = "CP_REQUEST"
+# Set by the dialplan: the number as dialled (before the AGI), and the last resort's digits.
+DIALLED = "CP_DIALLED"
+LAST_RESORT_DIALLED = "CP_LR"
 # UserEvents the dialplan raises when the fallback AGI, or its last resort, decided a call.
 FALLBACK_EVENT = "CallpolicyFallback"
 LAST_RESORT_EVENT = "CallpolicyLastResort"
