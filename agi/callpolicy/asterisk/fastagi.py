@@ -235,15 +235,7 @@ class FastAgiServer:
         self._slots.settle(slot)
         started = time.perf_counter()
         call = AgiCall.from_args(call_arguments(env))
-        request = CallRequest(
-            dialled=call.dialled,
-            now=datetime.now(UTC),
-            endpoint=call.endpoint or None,
-            source_ip=call.remote_addr or None,
-            caller_id=call.caller_id or None,
-            privacy=call.privacy,
-            forwarded_from=call.forwarded_from or None,
-        )
+        request = call.request(datetime.now(UTC))
         source = SOURCE_DAEMON
         try:
             decision = self._decide(request)

@@ -24,8 +24,9 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from ..policy import Decision, Presentation
+from ..policy import CallRequest, Decision, Presentation
 
 AGI_SCRIPT = "decide"
 KINDS = ("outbound", "forward", "transfer")
@@ -131,6 +132,18 @@ class AgiCall:
             privacy=padded[4] == "1",
             remote_addr=padded[5][:64],
             forwarded_from=decode_arg(padded[6])[:128],
+        )
+
+    def request(self, now: datetime) -> CallRequest:
+        """The call as the policy sees it (empty arguments: not given)."""
+        return CallRequest(
+            dialled=self.dialled,
+            now=now,
+            endpoint=self.endpoint or None,
+            source_ip=self.remote_addr or None,
+            caller_id=self.caller_id or None,
+            privacy=self.privacy,
+            forwarded_from=self.forwarded_from or None,
         )
 
 

@@ -300,10 +300,7 @@ class CallControl:
                 continue
             args = (await self.ami.getvar(name, REQUEST)).split(",")
             call = AgiCall.from_args(args)
-            request = CallRequest(
-                dialled=call.dialled, now=datetime.now(UTC), endpoint=call.endpoint or None,
-                source_ip=call.remote_addr or None, caller_id=call.caller_id or None,
-                privacy=call.privacy, forwarded_from=call.forwarded_from or None)
+            request = call.request(datetime.now(UTC))
             decision = engine.decide(request)
             started = now - _seconds(channel.get("Duration", ""))
             live = self.live.add(uniqueid, name, request, decision, started=started)
