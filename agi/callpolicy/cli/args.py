@@ -22,7 +22,12 @@ class UsageError(Exception):
 
 
 class OperationalError(Exception):
-    """Exit 1 with this message."""
+    """Exit 1 with this message (the CLI's own; an operation raises ops.OpsError)."""
+
+
+def option_name(field: str) -> str:
+    """The option that gives an operation's input (`older_than` -> `--older-than`)."""
+    return "--" + field.replace("_", "-")
 
 
 # options that take a value (to find a command's first positional word)

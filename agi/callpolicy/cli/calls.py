@@ -7,14 +7,17 @@ import contextlib
 import csv
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from .. import ops
 from ..live.records import CSV_COLUMNS, CallRecord
+from ..ops.calls import Period, calls, iter_calls, plan_purge, purge_calls
 from ..service.config import Settings
 from ..store import Actor
-from .args import PROG, OperationalError, UsageError, parse_duration, parse_moment
-from .output import open_store, print_json, render_table
+from .args import parse_duration, parse_moment
+from .output import print_json, render_table, warn
 
 TABLE_LIMIT = 100
 
@@ -46,36 +49,36 @@ def _table_row(record: CallRecord) -> dict[str, Any]:
     return row
 
 
+def _exporter(*, csv_format: bool) -> Callable[[CallRecord], None]:
+    """Writes one record as a CSV row (the header row first) or a JSON line."""
+    if not csv_format:
+        return lambda record: print_json(record.to_dict())
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    return lambda record: writer.writerow([_csv_cell(v) for v in record.to_dict().values()])
+
+
 async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     since = parse_moment(args.since, "--since", now) if args.since else None
     until = parse_moment(args.until, "--until", now) if args.until else None
-    if since is not None and until is not None and since >= until:
-        raise UsageError("--since must be before --until")
-    async with await open_store(settings, readonly=True) as store:
-        if args.id is not None and await store.customer(args.id) is None:
-            raise OperationalError(f"unknown customer {args.id!r}")
-        if args.json or args.csv:
-            writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
-            if writer is not None:
-                writer.writerow(CSV_COLUMNS)
-
-            def emit(record: CallRecord) -> None:
-                if writer is not None:
-                    writer.writerow([_csv_cell(v) for v in record.to_dict().values()])
-                else:
-                    print_json(record.to_dict())
-
+    period = Period(since, until)
+    async with await ops.open_store(settings, readonly=True) as store:
+        if args.json or args.csv:  # the customer is checked before the first line
             if args.limit is not None:
-                for record in await store.calls(args.id, since, until, args.limit):
+                records = await calls(store, args.id, period, args.limit)
+                emit = _exporter(csv_format=args.csv)
+                for record in records:
                     emit(record)
             else:  # streamed: an export of months of calls does not sit in memory
-                async with contextlib.aclosing(store.iter_calls(args.id, since, until)) as stream:
+                stream = await iter_calls(store, args.id, period)
+                emit = _exporter(csv_format=args.csv)
+                async with contextlib.aclosing(stream):
                     async for record in stream:
                         emit(record)
             return 0
         limit = args.limit or TABLE_LIMIT
-        rows = await store.calls(args.id, since, until, limit + 1)
+        rows = await calls(store, args.id, period, limit + 1)
     truncated = len(rows) > limit
     rows = rows[1:] if truncated else rows
     if not rows:
@@ -90,14 +93,13 @@ async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_calls_purge(args: argparse.Namespace, settings: Settings) -> int:
     retention = settings.calls_retention_days
     text = args.older_than or f"{retention}d"
-    age = parse_duration(text, "--older-than")
-    if age < timedelta(days=retention):
-        sys.stderr.write(f"{PROG}: warning: --older-than {text} is shorter than the retention "
-                         f"(calls.retention_days = {retention}): deleting records within it\n")
-    cutoff = datetime.now(UTC) - age
+    plan = plan_purge(parse_duration(text, "--older-than"), retention)
+    if plan.within_retention:
+        warn(f"--older-than {text} is shorter than the retention "
+             f"(calls.retention_days = {retention}): deleting records within it")
     actor = Actor(args.by, args.ticket, args.reason)
-    async with await open_store(settings) as store:
-        count = await store.purge_calls(cutoff, actor)
+    async with await ops.open_store(settings) as store:
+        count = await purge_calls(store, plan, actor)
     sys.stdout.write(f"deleted {count} call record(s) that started before "
-                     f"{cutoff.isoformat(timespec='seconds')} (ticket {args.ticket})\n")
+                     f"{plan.cutoff.isoformat(timespec='seconds')} (ticket {args.ticket})\n")
     return 0

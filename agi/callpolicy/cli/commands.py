@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..ops import ImportRejected, InvalidRequest, OpsError
 from ..service.config import ConfigError, Settings, load_settings
 from ..service.logging import configure_logging
 from ..store import StoreError
 from ..store.sqlite_errors import explain
-from .args import PROG, OperationalError, UsageError
+from .args import PROG, OperationalError, UsageError, option_name
 from .parser import build_parser
 
 
@@ -39,14 +40,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not asyncio.iscoroutinefunction(func):
             return func(args, settings)
         return asyncio.run(func(args, settings))
-    except UsageError as exc:
+    except (UsageError, InvalidRequest) as exc:
         command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))
-        sys.stderr.write(f"{command}: error: {exc} (see {command} --help)\n")
+        text = exc.render(option_name) if isinstance(exc, InvalidRequest) else str(exc)
+        sys.stderr.write(f"{command}: error: {text} (see {command} --help)\n")
         return 2
     except ConfigError as exc:  # a bad value in the config is bad usage; a missing file not
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2 if exc.bad_value else 1
-    except (OperationalError, StoreError) as exc:
+    except ImportRejected as exc:  # each problem on its line, then the verdict
+        for problem in exc.problems:
+            sys.stderr.write(f"{PROG}: error: {problem}\n")
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except (OpsError, OperationalError, StoreError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
     except sqlite3.Error as exc:  # a read that failed after opening: say why, in one line

@@ -9,38 +9,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import ops
+from ..ops import customers as customer_ops
 from ..policy import national_form
 from ..service.config import Settings
-from ..store import REMINDER_GRACE_DAYS, Actor, StoreError, iso
-from ..store.importer import paused_gc, read_import_file
-from .args import PROG, OperationalError, parse_future, parse_sent_date
-from .output import SHOW_TEXT_WIDTH, default_actor, local_time, open_store, print_json, render_table
+from ..store import REMINDER_GRACE_DAYS, Actor, iso
+from .args import parse_future, parse_sent_date
+from .output import SHOW_TEXT_WIDTH, default_actor, local_time, print_json, render_table, warn
 from .text import escaped
 
 
 async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> int:
-    with paused_gc():
-        return await _customer_import(args, settings)
-
-
-async def _customer_import(args: argparse.Namespace, settings: Settings) -> int:
-    plan = read_import_file(Path(args.file), settings.zones,
-                            accept_zone_violations=args.accept_zone_violations)
+    plan = customer_ops.plan_import(Path(args.file), settings.zones,
+                                    accept_zone_violations=args.accept_zone_violations)
     for warning in plan.warnings:
-        sys.stderr.write(f"{PROG}: warning: {warning}\n")
-    if plan.errors:
-        for error in plan.errors:
-            sys.stderr.write(f"{PROG}: error: {error}\n")
-        sys.stderr.write(f"{PROG}: error: nothing imported ({len(plan.errors)} problem(s))\n")
-        return 1
+        warn(warning)
+    customer_ops.check_import(plan)
     if args.dry_run:
         sys.stdout.write(f"{len(plan.records)} customer(s) valid; nothing written (--dry-run)\n")
         return 0
     actor = Actor(args.by or default_actor(), args.ticket, f"import {args.file}")
-    async with await open_store(settings, create=True) as store:
-        result = await store.import_customers(plan.records, actor)
+    async with await ops.open_store(settings, create=True) as store:
+        result = await customer_ops.import_customers(store, plan, actor)
     for warning in result.warnings:
-        sys.stderr.write(f"{PROG}: warning: {warning}\n")
+        warn(warning)
     sys.stdout.write(
         f"imported {args.file} into {settings.db_path}: {len(result.created)} created, "
         f"{len(result.updated)} updated, {len(result.unchanged)} unchanged\n")
@@ -48,14 +40,8 @@ async def _customer_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_customer_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with await open_store(settings, readonly=True) as store:
-        customer = await store.customer(args.id)
-        if customer is None:
-            raise OperationalError(f"unknown customer {args.id!r}")
-        customer["unblocks"] = await store.unblocks(args.id)
-        customer["suspension"] = await store.suspension(args.id)
-        customer["scheduled_suspension"] = await store.scheduled_suspension(args.id)
-        customer["payment_reminders"] = await store.open_reminders(args.id)
+    async with await ops.open_store(settings, readonly=True) as store:
+        customer = await customer_ops.show(store, args.id)
     if args.json:
         print_json(customer)
         return 0
@@ -102,8 +88,8 @@ def _schedule_text(schedule: dict[str, Any]) -> str:
 
 
 async def cmd_customer_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with await open_store(settings, readonly=True) as store:
-        rows = await store.customers()
+    async with await ops.open_store(settings, readonly=True) as store:
+        rows = await customer_ops.customers(store)
     if args.json:
         for row in rows:
             print_json(row)
@@ -121,15 +107,15 @@ async def cmd_customer_suspend(args: argparse.Namespace, settings: Settings) -> 
     actor = Actor(args.by, args.ticket, args.reason)
     if args.at is not None:
         at = parse_future(args.at, "--at", datetime.now(UTC))
-        async with await open_store(settings) as store:
-            schedule = await store.schedule_suspension(args.id, at, actor)
+        async with await ops.open_store(settings) as store:
+            schedule = await customer_ops.schedule_suspension(store, args.id, at, actor)
         sys.stdout.write(f"customer {args.id}: suspension scheduled at "
                          f"{local_time(schedule['due_at'])} (ticket {args.ticket}); from then on "
                          "only must-reach numbers pass and live calls are hung up; "
                          "`customer reactivate` cancels it\n")
         return 0
-    async with await open_store(settings) as store:
-        await store.suspend(args.id, actor)
+    async with await ops.open_store(settings) as store:
+        await customer_ops.suspend(store, args.id, actor)
     sys.stdout.write(f"customer {args.id} suspended (ticket {args.ticket}); "
                      "only must-reach numbers pass\n")
     return 0
@@ -139,17 +125,12 @@ async def cmd_customer_remind(args: argparse.Namespace, settings: Settings) -> i
     now = datetime.now(UTC)
     sent = parse_sent_date(args.sent, now)
     actor = Actor(args.by, args.ticket, args.reason)
-    async with await open_store(settings) as store:
-        result = await store.record_reminder(args.id, sent, actor)
-        schedule = result.schedule
-        due_now = result.created and schedule is not None and schedule["due_at"] <= iso(
-            datetime.now(UTC))
-        if due_now:  # write it now, as the daemon would within a second
-            try:
-                await store.apply_due_suspensions(datetime.now(UTC), args.id)
-            except StoreError as exc:  # the reminder is recorded; calls are refused anyway
-                sys.stderr.write(f"{PROG}: warning: suspension not written yet ({exc}); "
-                                 "calls are refused already, the daemon writes it\n")
+    async with await ops.open_store(settings) as store:
+        reminder = await customer_ops.record_reminder(store, args.id, sent, actor)
+    result, schedule, due_now = reminder.result, reminder.result.schedule, reminder.due_now
+    if reminder.not_applied is not None:
+        warn(f"suspension not written yet ({reminder.not_applied}); "
+             "calls are refused already, the daemon writes it")
     out = [f"payment reminder of {sent} recorded for {args.id} (ticket {args.ticket})"]
     if due_now:
         assert schedule is not None
@@ -181,8 +162,8 @@ def _cancelled_text(schedule: dict[str, Any]) -> str:
 
 async def cmd_customer_paid(args: argparse.Namespace, settings: Settings) -> int:
     actor = Actor(args.by, args.ticket, args.reason)
-    async with await open_store(settings) as store:
-        done = await store.record_payment(args.id, actor)
+    async with await ops.open_store(settings) as store:
+        done = await customer_ops.record_payment(store, args.id, actor)
     parts = [f"closed {done.closed_reminders} payment reminder(s)"]
     if done.cancelled is not None:
         parts.append(_cancelled_text(done.cancelled))
@@ -195,8 +176,8 @@ async def cmd_customer_paid(args: argparse.Namespace, settings: Settings) -> int
 
 async def cmd_customer_reactivate(args: argparse.Namespace, settings: Settings) -> int:
     actor = Actor(args.by, args.ticket, args.reason)
-    async with await open_store(settings) as store:
-        done = await store.reactivate(args.id, actor)
+    async with await ops.open_store(settings) as store:
+        done = await customer_ops.reactivate(store, args.id, actor)
     cancelled = f"; {_cancelled_text(done.cancelled)}" if done.cancelled else ""
     if done.reactivated:
         sys.stdout.write(f"customer {args.id} reactivated (ticket {args.ticket}){cancelled}\n")

@@ -6,22 +6,18 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-import structlog
-
-from ..policy import CallRequest, Decision, Engine, Snapshot
+from .. import ops
+from ..ops.audit import audit_log
+from ..ops.check import Caller, prepare_check
+from ..policy import Decision
 from ..service.config import Settings
-from .args import OperationalError, UsageError
-from .output import open_store, print_json, render_table, warn
+from .output import print_json, render_table, warn
 from .text import printable
-
-log = structlog.get_logger("callpolicy.cli")
 
 
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    async with await open_store(settings, readonly=True) as store:
-        if args.id is not None and await store.customer(args.id) is None:
-            raise OperationalError(f"unknown customer {args.id!r}")
-        rows = await store.audit_log(args.id, args.limit)
+    async with await ops.open_store(settings, readonly=True) as store:
+        rows = await audit_log(store, args.id, args.limit)
     if args.json:
         for row in rows:
             print_json(row)
@@ -52,38 +48,16 @@ def _describe(decision: Decision) -> str:
 
 
 async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Decide as a live call would: an unknown customer or endpoint is not an error (a live
-    call from it gets a decision too: blocked, but must-reach numbers pass)."""
-    if args.customer is None and args.endpoint is None:
-        raise UsageError("give --customer ID or --endpoint NAME (whose call to decide)")
-    async with await open_store(settings, readonly=True) as store:
-        customer_id = args.customer
-        if customer_id is None:  # as a live call: the endpoint names the customer
-            owners = {e.name: e.customer_id for e in await store.load_endpoints_named(
-                [args.endpoint])}
-            customer_id = owners.get(args.endpoint)
-        customers = await store.load_customers([customer_id]) if customer_id else {}
-        endpoints = ({e.name: e for e in await store.load_endpoints([customer_id])}
-                     if customer_id else {})
-    customer = customers.get(customer_id) if customer_id else None
-    if customer is None:
-        who = (f"customer {customer_id!r}" if customer_id
-               else f"endpoint {args.endpoint!r} (no customer has it)")
-        warn(f"{who} is unknown: decided as a live call from it would be "
-             "(refused; must-reach numbers pass)")
-    elif args.endpoint is not None and args.endpoint not in endpoints:
-        warn(f"customer {customer_id!r} has no endpoint {args.endpoint!r}: deciding "
-             "without it, as a live call would (caller ID from the main number)")
-    owners = {n: customer.id for n in customer.numbers} if customer else {}
-    engine = Engine(Snapshot(settings.policy, customers, endpoints, owners))
+    """Decide as a live call would (see ops.check)."""
+    caller = Caller(args.customer, args.endpoint)
+    async with await ops.open_store(settings, readonly=True) as store:
+        check = await prepare_check(store, caller, settings.policy)
+    for warning in check.warnings:
+        warn(warning)
     now = datetime.now(UTC)
     for number in args.numbers:
-        decision = engine.decide(CallRequest(
-            dialled=number, now=now, customer_id=customer_id, endpoint=args.endpoint,
-            source_ip=args.source_ip, caller_id=args.caller_id, privacy=args.privacy,
-            forwarded_from=args.forwarded_from))
-        for event in decision.events:
-            log.warning(event.kind, customer=customer_id, number=number, **event.detail)
+        decision = check.decide(number, now, source_ip=args.source_ip, caller_id=args.caller_id,
+                                privacy=args.privacy, forwarded_from=args.forwarded_from)
         if args.json:
             print_json(decision.to_dict())
         else:

@@ -1,4 +1,4 @@
-"""What the CLI commands share: opening the store, tables, JSON lines, local times, warnings."""
+"""What the CLI commands share: tables, JSON lines, local times, warnings."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..service.config import Settings
-from ..store import Store, contract_zone, parse_iso
+from ..store import contract_zone, parse_iso
 from .args import PROG
 from .text import clip
 
@@ -55,12 +54,6 @@ def render_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
               for line in cells]
     return "\n".join(line.rstrip() for line in lines) + "\n"
-
-
-async def open_store(settings: Settings, *, create: bool = False, readonly: bool = False) -> Store:
-    """Read commands open the database read-only: they work on a full disk and for a user
-    who may only read, and never migrate or set anything up."""
-    return await Store.open(settings.db_path, create=create, readonly=readonly)
 
 
 def warn(message: str) -> None:
