@@ -4,6 +4,9 @@ they break:
 - `policy` imports nothing else from the package;
 - `asterisk`, `store` and `live` import `policy`, and of each other (and of `service`) only the
   imports listed in CORE_CROSS_IMPORTS, each with the reason it is needed;
+- `cli` runs the operations through `ops` (and uses policy/service/store values to parse and
+  render) but never opens or drives the store itself: no `callpolicy.store.sqlite`, no `Store`;
+  `ops` never imports `cli` (the HTTP API will use it the same way);
 - each CP_* variable, AGI environment key and the enforce context name is written in one Python
   module only: the Asterisk contract (`asterisk/variables.py`).
 """
@@ -113,6 +116,43 @@ def test_the_store_is_used_through_its_package_by_the_other_core_layers() -> Non
               if layer(name) in CORE and layer(name) != "store"
               for target in imports(name, tree) if target.startswith("callpolicy.store.")}
     assert inside == set()
+
+
+# The CLI modules that run operations (the others parse, render, or run the daemon).
+CLI_COMMANDS = {"customers", "exceptions", "limits", "calls", "inspect"}
+
+
+def test_the_cli_runs_operations_through_ops_and_never_drives_the_store() -> None:
+    trees = sources()
+    cli = {name: tree for name, tree in trees.items() if layer(name) == "cli"}
+    assert {f"callpolicy.cli.{m}" for m in CLI_COMMANDS} <= cli.keys()
+    assert {name for name, tree in cli.items() if name.split(".")[-1] in CLI_COMMANDS
+            and not any(layer(target) == "ops" for target in imports(name, tree))} == set()
+    assert {(name, target) for name, tree in cli.items() for target in imports(name, tree)
+            if target == "callpolicy.store.sqlite"
+            or target.startswith("callpolicy.store.sqlite.")} == set()
+    assert {name for name, tree in cli.items() if "Store" in identifiers(tree)} == set()
+
+
+def test_ops_never_imports_the_cli_nor_the_sqlite_backend() -> None:
+    ops = {name: tree for name, tree in sources().items() if layer(name) == "ops"}
+    assert "callpolicy.ops.customers" in ops
+    assert {(name, target) for name, tree in ops.items() for target in imports(name, tree)
+            if layer(target) == "cli" or target == "callpolicy.store.sqlite"
+            or target.startswith("callpolicy.store.sqlite.")} == set()
+
+
+def identifiers(tree: ast.Module) -> set[str]:
+    """Every name a module uses, imports or reaches as an attribute."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name.split(".")[-1])
+    return found
 
 
 def docstrings(tree: ast.Module) -> set[int]:
