@@ -8,14 +8,23 @@ they break:
   render) but never opens or drives the store itself: no `callpolicy.store.sqlite`, no `Store`;
   `ops` never imports `cli` (the HTTP API will use it the same way);
 - each CP_* variable, AGI environment key and the enforce context name is written in one Python
-  module only: the Asterisk contract (`asterisk/variables.py`).
+  module only: the Asterisk contract (`asterisk/variables.py`);
+- every store backend implements the store's interface (`StoreBackend`) with the same
+  signatures, and offers callers nothing outside it.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpolicy.store import Store, StoreBackend
 
 AGI = Path(__file__).resolve().parents[2] / "agi"
 PACKAGE = AGI / "callpolicy"
@@ -39,8 +48,10 @@ CORE_CROSS_IMPORTS = {
     ("callpolicy.live.records_writer", "callpolicy.service.metrics"),
     # The writer stores the records (through the store's package interface).
     ("callpolicy.live.records_writer", "callpolicy.store"),
-    # A call record is the row of the calls table: its fields and timestamp format.
-    ("callpolicy.store.sqlite", "callpolicy.live.records"),
+    # A call record is the row of the calls table: its fields and timestamp format; the
+    # store's interface takes and gives CallRecords.
+    ("callpolicy.store.interface", "callpolicy.live.records"),
+    ("callpolicy.store.sqlite.calls", "callpolicy.live.records"),
 }
 
 CP_NAME = re.compile(r"\bCP_[A-Z][A-Z_]*\b")
@@ -197,3 +208,57 @@ def test_the_enforce_context_is_named_in_the_contract_only() -> None:
 def test_the_user_event_names_are_named_in_the_contract_only() -> None:
     homes = literal_homes(re.compile(r"\bCallpolicy(Fallback|LastResort)\b"))
     assert homes == {"CallpolicyFallback": {CONTRACT}, "CallpolicyLastResort": {CONTRACT}}
+
+
+# Every store backend; a second one (PostgreSQL) is added here.
+BACKENDS = [Store]
+# What a backend may have outside the interface: opening is its own (a path, a URL).
+BACKEND_OWN = {"open"}
+
+
+def interface_methods() -> dict[str, Callable[..., Any]]:
+    return {name: member for name, member in vars(StoreBackend).items()
+            if inspect.isfunction(member) and member.__qualname__.startswith("StoreBackend.")}
+
+
+def annotations(cls: type) -> dict[str, Any]:
+    return {name: kind for klass in reversed(cls.__mro__)
+            for name, kind in vars(klass).get("__annotations__", {}).items()}
+
+
+def test_the_interface_names_the_operations_callers_use() -> None:
+    assert {"customer", "import_customers", "suspend", "add_unblock", "set_limits",
+            "record_calls", "load_customers", "audit_high_water", "close"} \
+        <= interface_methods().keys()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: f"{b.__module__}.{b.__name__}")
+def test_a_backend_has_every_method_of_the_interface_with_its_signature(backend: type) -> None:
+    problems = []
+    for name, wanted in interface_methods().items():
+        method = getattr(backend, name, None)
+        if method is None:
+            problems.append(f"{name}: missing")
+            continue
+        if inspect.iscoroutinefunction(method) != inspect.iscoroutinefunction(wanted):
+            problems.append(f"{name}: async def in one, not in the other")
+        want, got = inspect.signature(wanted), inspect.signature(method)
+        # A default of `...` in the interface leaves the value to the backend.
+        got = got.replace(parameters=[
+            p.replace(default=...) if want.parameters.get(p.name, p).default is ... else p
+            for p in got.parameters.values()])
+        if got != want:
+            problems.append(f"{name}: {got}, the interface says {want}")
+    attributes = annotations(StoreBackend)
+    problems += [f"attribute {name}: missing or not {kind}" for name, kind in attributes.items()
+                 if annotations(backend).get(name) != kind]
+    assert problems == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: f"{b.__module__}.{b.__name__}")
+def test_a_backend_offers_nothing_outside_the_interface(backend: type) -> None:
+    """A caller using a method of one backend only would break on the others: put it in the
+    interface (and in every backend)."""
+    public = {name for name in dir(backend) if not name.startswith("_")}
+    assert public - interface_methods().keys() - annotations(StoreBackend).keys() \
+        - BACKEND_OWN == set()

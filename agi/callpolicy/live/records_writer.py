@@ -29,7 +29,7 @@ from pathlib import Path
 import structlog
 
 from ..service.metrics import Metrics
-from ..store import Store, StoreError, file_identity
+from ..store import Store, StoreBackend, StoreError, file_identity
 from .records import CallRecord
 from .records_spool import CallSpool
 
@@ -67,7 +67,7 @@ class RecordWriter:
         self.metrics = metrics
         self.max_pending = max_pending
         self.backlog: list[CallRecord] = []  # in neither the database nor the spool, in order
-        self._store: Store | None = None
+        self._store: StoreBackend | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._scanned = False
         self._db_down = False  # episode flags: log once, then once when it ends
@@ -121,7 +121,7 @@ class RecordWriter:
 
     # -- the database ------------------------------------------------------------------------
 
-    async def _connection(self) -> Store | None:
+    async def _connection(self) -> StoreBackend | None:
         """The writer's own connection, (re)opened as needed; None if the database is not
         there or not usable."""
         if self._store is not None and self._identity != self._file_identity():
@@ -151,7 +151,7 @@ class RecordWriter:
                       spool=str(self.spool.path))
         self._db_down = True
 
-    async def _write(self, store: Store, records: list[CallRecord]
+    async def _write(self, store: StoreBackend, records: list[CallRecord]
                      ) -> tuple[int, list[tuple[CallRecord, str]]]:
         """Write `records` in order, isolating the ones the database refuses. Returns how many
         were handled (written or refused: all of them unless the database became unavailable,
@@ -167,7 +167,7 @@ class RecordWriter:
         self._db_down = False
         return len(records), rejected
 
-    async def _put(self, store: Store, records: list[CallRecord], lo: int, hi: int,
+    async def _put(self, store: StoreBackend, records: list[CallRecord], lo: int, hi: int,
                    rejected: list[tuple[CallRecord, str]]) -> None:
         """records[lo:hi] in one transaction, else by halves (raises _Unavailable(lo))."""
         try:
@@ -188,7 +188,7 @@ class RecordWriter:
         await self._put(store, records, middle, hi, rejected)
 
     @staticmethod
-    async def _alive(store: Store) -> bool:
+    async def _alive(store: StoreBackend) -> bool:
         try:
             await store.ping()
         except Exception:
@@ -210,7 +210,7 @@ class RecordWriter:
             log.error("call_spool_unreadable_lines", count=self.spool.unreadable,
                       spool=str(self.spool.path), detail="kept in the file, not replayed")
 
-    async def _replay(self, store: Store) -> None:
+    async def _replay(self, store: StoreBackend) -> None:
         """The spool's pending records into the database, oldest first, until done or the
         database fails; then the spool is rewritten without what was committed."""
         offset, consumed, before = 0, 0, self.spool.pending

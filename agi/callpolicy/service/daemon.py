@@ -31,7 +31,7 @@ from ..live.control import CallControl
 from ..live.records_spool import CallSpool, spool_path
 from ..live.records_writer import RecordWriter
 from ..policy import CallRequest, Decision, Engine, Snapshot
-from ..store import Actor, SnapshotSource, Store, StoreError, file_identity
+from ..store import Actor, SnapshotSource, Store, StoreBackend, StoreError, file_identity
 from .config import ConfigError, Settings, load_settings
 from .metrics import Metrics
 from .status import publish_forever
@@ -53,7 +53,7 @@ class PolicyService:
         self._config_arg = config_arg
         self._db_arg = db_arg
         self.engine: Engine | None = None
-        self.store: Store | None = None
+        self.store: StoreBackend | None = None
         self.source: SnapshotSource | None = None
         self.server: FastAgiServer | None = None
         # Answers fail-safe decisions from the config alone, before any snapshot exists.
@@ -122,7 +122,7 @@ class PolicyService:
         time on anyway: the snapshot's Customer.suspend_at decides. Its own connection,
         reopened after a failure."""
         failing = False
-        store: Store | None = None
+        store: StoreBackend | None = None
         identity = None
         try:
             while True:

@@ -1,12 +1,13 @@
 """The store: schema and migrations, customers, unblocks, limits, calls, snapshot loading.
 
-Code outside this package imports from here, not from the modules inside: this is the interface
-a second backend implements. `sqlite` is the one backend today (`Store`); `schema` its
-migrations; `model` the records, errors and time helpers a backend shares; `snapshot` keeps the
-daemons' Snapshot up to date through the Store's methods; `importer` reads import files into
-records.
+Code outside this package imports from here, not from the modules inside. `interface`
+(`StoreBackend`) is what every backend provides and the contract it keeps; `sqlite/` is the one
+backend today (`Store`, one module per concern); `schema` its migrations; `model` the records,
+errors and time helpers a backend shares; `snapshot` keeps the daemons' Snapshot up to date
+through the interface's methods; `importer` reads import files into records.
 """
 
+from .interface import StoreBackend
 from .model import (
     LIMIT_FIELDS,
     REMINDER_GRACE_DAYS,
@@ -38,6 +39,7 @@ __all__ = [
     "ImportIncomplete",
     "SnapshotSource",
     "Store",
+    "StoreBackend",
     "StoreError",
     "StoreReplaced",
     "contract_today",

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..policy import Customer, Endpoint, PolicyConfig, Snapshot
+from .interface import StoreBackend
 from .model import StoreReplaced
 from .shared_map import SharedMap
-from .sqlite import Store, file_identity
+from .sqlite import file_identity
 
 
 class SnapshotSource:
@@ -24,7 +25,7 @@ class SnapshotSource:
     entries and shares the rest with the previous snapshot, so a change costs the same on the
     event loop with 10 or 100 000 customers. A full load builds everything off the loop."""
 
-    def __init__(self, store: Store, config: PolicyConfig) -> None:
+    def __init__(self, store: StoreBackend, config: PolicyConfig) -> None:
         self.store = store
         self.config = config
         self.snapshot = Snapshot(config, SharedMap(), SharedMap(), SharedMap())
