@@ -4,13 +4,14 @@ still hold, and counts are exact again once AMI is back and the table is rebuilt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from structlog.testing import capture_logs
 
-from callpolicy.asterisk.ami import AmiError, AmiLink
+from callpolicy.asterisk.ami import AmiError, AmiLink, ChannelStatus
 from callpolicy.asterisk.variables import ENFORCE_CONTEXT, encode_arg
 from callpolicy.live.control import RESYNC_RETRY, CallControl
 from callpolicy.policy import (
@@ -43,7 +44,7 @@ class AsteriskChannels(AmiLink):
         super().__init__(AmiSettings(username="callpolicy", secret="test"))
         self.up: dict[str, str] = {}  # uniqueid -> dialled
         self.hung_up: list[str] = []
-        self.failures = 0  # CoreShowChannels calls that time out
+        self.failures = 0  # Status actions that time out
 
 
     def login(self) -> None:
@@ -53,17 +54,15 @@ class AsteriskChannels(AmiLink):
     def drop(self) -> None:
         self._set_connected(False)
 
-    async def channels(self) -> list[dict[str, str]]:
+    async def channels(self, variables: Sequence[str] = ()) -> list[ChannelStatus]:
         if self.failures:
             self.failures -= 1
-            raise AmiError("AMI CoreShowChannels timed out after 2.0s")
-        return [{"Uniqueid": uid, "Channel": f"PJSIP/acme-101-{uid}", "Context": ENFORCE_CONTEXT,
-                 "ChannelState": "6", "Duration": "00:00:05"} for uid in self.up]
+            raise AmiError("AMI Status timed out after 10.0s")
+        return [ChannelStatus(uid, f"PJSIP/acme-101-{uid}", ENFORCE_CONTEXT, "6", 5.0,
+                              {"CP_ACTION": "allow", "CP_REQUEST": self.request(uid)})
+                for uid in self.up]
 
-    async def getvar(self, channel: str, variable: str) -> str:
-        uid = channel.rsplit("-", 1)[1]
-        if variable == "CP_ACTION":
-            return "allow"
+    def request(self, uid: str) -> str:
         return ",".join(("outbound", "acme-101", encode_arg(self.up[uid]), "", "0",
                          "192.0.2.10", ""))
 

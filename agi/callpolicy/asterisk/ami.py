@@ -2,9 +2,11 @@
 
 panoramisk 1.4's actions have no timeout and it reconnects at a fixed delay: every action here
 is wrapped in a timeout, and the reconnect delay backs off (0.5 s doubling to 5 s, back to
-0.5 s once logged in). On every login the owner's `on_login` rebuilds its view from
-CoreShowChannels, so nothing is lost or counted twice across an Asterisk or daemon restart.
-Never logs the secret.
+0.5 s once logged in). Actions are pipelined on the one session, at most MAX_IN_FLIGHT
+awaiting their response at once (a revocation sends hundreds of Hangups in one go). On every
+login the owner's `on_login` rebuilds its view from one `Status` action (every channel with
+the variables it names), so nothing is lost or counted twice across an Asterisk or daemon
+restart. Never logs the secret.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -25,6 +28,14 @@ log = structlog.get_logger("callpolicy.ami")
 logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions
 
 ACTION_TIMEOUT = 2.0
+LIST_TIMEOUT = 10.0  # Status: one response for every channel (500 channels: ~0.7 MB)
+# Actions awaiting their response at once. Asterisk runs one session's actions one after
+# another; pipelining them saves a round trip each, the bound keeps a burst from queueing
+# thousands of actions (and their timeouts) at once.
+MAX_IN_FLIGHT = 64
+# Status reads each requested variable into a 512-byte buffer (main/manager.c
+# generate_status): a value this long may have been cut, read it again with Getvar.
+STATUS_VALUE_MAX = 511
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 5.0
 # Asterisk sends every event of the classes a session asks for: a Newexten per dialplan step,
 # a VarSet per Set()… dozens per call, each parsed in Python. Ask for two classes only, and
@@ -38,6 +49,21 @@ EventHandler = Callable[[dict[str, str]], None]
 
 class AmiError(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """One live channel, as the Status action reports it."""
+
+    uniqueid: str
+    name: str
+    context: str  # the dialplan context it is in now
+    state: str  # ChannelState: "6" is up
+    seconds: float  # since the channel was created
+    variables: Mapping[str, str]  # the variables asked for ("" when not set)
+
+    def possibly_cut(self, variable: str) -> bool:
+        return len(self.variables.get(variable, "")) >= STATUS_VALUE_MAX
 
 
 class AmiLink:
@@ -55,6 +81,7 @@ class AmiLink:
         self._backoff = MIN_BACKOFF
         self._tasks: set[asyncio.Task[None]] = set()
         self._limited = RateLimitedLog(log)  # a handler bug would log once per event
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @property
     def configured(self) -> bool:
@@ -134,19 +161,31 @@ class AmiLink:
 
     async def action(self, action: dict[str, str], *, as_list: bool = False,
                      timeout: float = ACTION_TIMEOUT) -> Any:
-        if self._manager is None or not self.connected:
-            raise AmiError("AMI not connected")
-        try:
-            return await asyncio.wait_for(
-                self._manager.send_action(action, as_list=as_list), timeout)
-        except TimeoutError as exc:
-            raise AmiError(f"AMI {action.get('Action')} timed out after {timeout}s") from exc
+        """Send one action, await its response: AmiError if the link is down or no response
+        came within `timeout` s of sending it (waiting for a free MAX_IN_FLIGHT slot is not
+        counted)."""
+        async with self._in_flight:
+            if self._manager is None or not self.connected:
+                raise AmiError("AMI not connected")
+            try:
+                return await asyncio.wait_for(
+                    self._manager.send_action(action, as_list=as_list), timeout)
+            except TimeoutError as exc:
+                raise AmiError(f"AMI {action.get('Action')} timed out after {timeout}s") from exc
 
-    async def channels(self) -> list[dict[str, str]]:
-        """CoreShowChannels: one dict per live channel (Uniqueid, Channel, ChannelState…)."""
-        messages = await self.action({"Action": "CoreShowChannels"}, as_list=True)
-        return [{str(k): str(v) for k, v in dict(m).items()} for m in messages
-                if dict(m).get("Event") == "CoreShowChannel"]
+    async def channels(self, variables: Sequence[str] = ()) -> list[ChannelStatus]:
+        """Every live channel with the channel `variables` asked for: ONE Status action,
+        whatever the number of channels (no round trip per channel)."""
+        request = {"Action": "Status"}
+        if variables:
+            request["Variables"] = ",".join(variables)
+        messages = await self.action(request, as_list=True, timeout=LIST_TIMEOUT)
+        found: list[ChannelStatus] = []
+        for message in messages:
+            fields = dict(message)
+            if fields.get("Event") == "Status":
+                found.append(_channel_status(fields, variables))
+        return found
 
     async def getvar(self, channel: str, variable: str) -> str:
         reply = await self.action({"Action": "Getvar", "Channel": channel,
@@ -157,3 +196,21 @@ class AmiLink:
         reply = await self.action({"Action": "Hangup", "Channel": channel,
                                    "Cause": str(cause)})
         return str(dict(reply).get("Response", "")).lower() == "success"
+
+
+def _channel_status(fields: dict[str, Any], variables: Sequence[str]) -> ChannelStatus:
+    raw = fields.get("Variable") or []
+    values: dict[str, str] = dict.fromkeys(variables, "")
+    for item in [raw] if isinstance(raw, str) else raw:
+        name, _, value = str(item).partition("=")
+        if name in values:  # an unset variable comes as "(null)" (printf of NULL)
+            values[name] = "" if value == "(null)" else value
+    try:
+        seconds = float(fields.get("Seconds", 0))
+    except ValueError:
+        seconds = 0.0
+    return ChannelStatus(uniqueid=str(fields.get("Uniqueid", "")),
+                         name=str(fields.get("Channel", "")),
+                         context=str(fields.get("Context", "")),
+                         state=str(fields.get("ChannelState", "")), seconds=seconds,
+                         variables=values)

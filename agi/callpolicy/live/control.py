@@ -6,7 +6,12 @@
 - Every 250 ms, and right after each policy change, every live call is decided again under the
   current policy; one the policy now refuses is hung up over AMI, with a log line naming the
   call, the customer and the rule. Must-reach calls are never hung up (the policy allows them).
-- On each AMI login the table is rebuilt from CoreShowChannels (daemon or Asterisk restart).
+  A round's hang-ups go out together (pipelined, AmiLink bounds how many wait at once): 200
+  calls of a suspended customer end within the round, not one 2 s timeout after another.
+- On each AMI login the table is rebuilt from ONE Status action listing every channel with
+  its CP_ACTION and CP_REQUEST (daemon or Asterisk restart). Events that arrive while it runs
+  are taken into account: a call that hangs up meanwhile is not put back, one decided
+  meanwhile is not dropped.
 - The fraud guard's concurrency limits (max_concurrent, max_concurrent_risky) are enforced
   only while the table can be trusted: AMI logged in and the table rebuilt since that login.
   Otherwise the engine gets "not known" counts and those limits do not refuse anyone (a
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..asterisk.ami import AmiError, AmiLink
+from ..asterisk.ami import AmiError, AmiLink, ChannelStatus
 from ..asterisk.variables import (
     ACTION,
     ENFORCE_CONTEXT,
@@ -89,6 +94,7 @@ class CallControl:
         self._resyncs_running = 0
         self._revocation_pending: set[str] = set()  # logged once each, until AMI is back
         self._limited = RateLimitedLog(log)  # AMI answering but timing out: not a loop
+        self._rebuilds: list[_SeenDuringRebuild] = []  # rebuilds running now
         reason = self.guard_degraded_reason()
         self.degraded_since: float | None = time.time() if reason else None
         self._degraded_logged = False
@@ -96,6 +102,8 @@ class CallControl:
         ami.on("Newstate", self._newstate)
         ami.on("Hangup", self._hangup)
         ami.on("UserEvent", self._user_event)
+        ami.on("Hangup", self._note_during_rebuild)
+        ami.on("Newstate", self._note_during_rebuild)
 
     # -- the fraud guard's state ---------------------------------------------------------
     def guard_degraded_reason(self) -> str | None:
@@ -221,7 +229,7 @@ class CallControl:
     async def revoke_once(self) -> int:
         engine = self._engine()
         now = datetime.now(UTC)
-        hung_up = 0
+        refused: list[tuple[LiveCall, Decision]] = []
         self._revocation_pending.intersection_update(self.live.calls)
         for call in list(self.live.calls.values()):
             if call.hung_up:
@@ -243,16 +251,24 @@ class CallControl:
                         customer=call.customer_id, destination=call.destination,
                         reason=decision.reason.value, rule=decision.rule,
                         up_for_s=round(time.time() - call.started, 1))
-            try:
-                await self.ami.hangup(call.channel)
-                hung_up += 1
-                self.revoked += 1
-                self.metrics.call_hung_up(decision.reason.value)
-            except AmiError as exc:
-                call.hung_up = False  # try again on the next round
-                self._limited("error", "revocation_hangup_failed", uniqueid=call.uniqueid,
-                              error=str(exc))
-        return hung_up
+            refused.append((call, decision))
+        if not refused:
+            return 0
+        done = await asyncio.gather(*(self._hang_up(call, decision)
+                                      for call, decision in refused))
+        return sum(done)
+
+    async def _hang_up(self, call: LiveCall, decision: Decision) -> bool:
+        try:
+            await self.ami.hangup(call.channel)
+        except AmiError as exc:
+            call.hung_up = False  # try again on the next round
+            self._limited("error", "revocation_hangup_failed", uniqueid=call.uniqueid,
+                          error=str(exc))
+            return False
+        self.revoked += 1
+        self.metrics.call_hung_up(decision.reason.value)
+        return True
 
     # -- (re)connect ---------------------------------------------------------------------
     def _retry_resync(self) -> None:
@@ -281,45 +297,79 @@ class CallControl:
             self._resyncs_running -= 1
         self._synced_login = login
 
+    def _note_during_rebuild(self, event: dict[str, str]) -> None:
+        for seen in self._rebuilds:
+            seen.note(event)
+
     async def _rebuild(self) -> None:
-        channels = await self.ami.channels()
-        alive = {c.get("Uniqueid", "") for c in channels}
+        began = time.monotonic()
+        seen = _SeenDuringRebuild(set(self.live.calls), set(self._open))
+        self._rebuilds.append(seen)
+        try:
+            channels = await self.ami.channels((ACTION, REQUEST))
+            found = [c for c in channels if c.context == ENFORCE_CONTEXT
+                     and c.variables[ACTION] == "allow"]
+            requests = await self._requests_of(found)
+        finally:
+            self._rebuilds.remove(seen)
+        # Calls decided while Status ran are not in its list: they are alive all the same.
+        alive = {c.uniqueid for c in channels} | (set(self.live.calls) - seen.in_table)
         gone = self.live.reconcile(alive)
-        for uniqueid in [u for u in self._open if u not in alive]:  # ended while we were away
-            del self._open[uniqueid]
+        for uniqueid in [u for u in self._open if u not in alive and u in seen.open]:
+            del self._open[uniqueid]  # ended while we were away
             self.pending.append(CallRecord(uniqueid, ended_at=_now()))
         added = 0
         engine = self._engine()
         now = time.time()
-        for channel in channels:
-            uniqueid = channel.get("Uniqueid", "")
-            if uniqueid in self.live.calls or channel.get("Context") != ENFORCE_CONTEXT:
+        for channel in found:
+            uniqueid = channel.uniqueid
+            if uniqueid in self.live.calls or uniqueid in seen.ended:
                 continue
-            name = channel.get("Channel", "")
-            if await self.ami.getvar(name, ACTION) != "allow":
-                continue
-            args = (await self.ami.getvar(name, REQUEST)).split(",")
-            call = AgiCall.from_args(args)
-            request = call.request(datetime.now(UTC))
+            request = AgiCall.from_args(requests[uniqueid].split(",")).request(
+                datetime.now(UTC))
             decision = engine.decide(request)
-            started = now - _seconds(channel.get("Duration", ""))
-            live = self.live.add(uniqueid, name, request, decision, started=started)
-            if live is not None:
-                added += 1
-                self._open[uniqueid] = None
-                if channel.get("ChannelState") == UP:
-                    live.answered = started  # approximate: the exact time is in the record
+            started = now - channel.seconds
+            live = self.live.add(uniqueid, channel.name, request, decision, started=started)
+            if live is None:
+                continue
+            added += 1
+            self._open[uniqueid] = None
+            if channel.state == UP:
+                live.answered = started  # approximate: the exact time is in the record
+            elif uniqueid in seen.answered:  # its Newstate came while Status ran
+                live.answered = seen.answered[uniqueid].timestamp()
+                self.pending.append(CallRecord(uniqueid, answered_at=seen.answered[uniqueid]))
         log.info("live_table_rebuilt", channels=len(channels), added=added,
-                 dropped=[safe_value(c.uniqueid) for c in gone], live=len(self.live.calls))
+                 dropped=[safe_value(c.uniqueid) for c in gone], live=len(self.live.calls),
+                 seconds=round(time.monotonic() - began, 3))
+
+    async def _requests_of(self, channels: list[ChannelStatus]) -> dict[str, str]:
+        """Each channel's CP_REQUEST; the few that Status may have cut are read again with
+        Getvar (all at once)."""
+        requests = {c.uniqueid: c.variables[REQUEST] for c in channels}
+        cut = [c for c in channels if c.possibly_cut(REQUEST)]
+        if cut:
+            again = await asyncio.gather(*(self.ami.getvar(c.name, REQUEST) for c in cut))
+            requests.update(zip((c.uniqueid for c in cut), again, strict=True))
+        return requests
 
 
-def _seconds(duration: str) -> float:
-    """CoreShowChannel's Duration 'HH:MM:SS' -> seconds (0 if unparseable)."""
-    try:
-        hours, minutes, seconds = (int(p) for p in duration.split(":"))
-    except ValueError:
-        return 0.0
-    return hours * 3600 + minutes * 60 + seconds
+class _SeenDuringRebuild:
+    """What AMI events said while a rebuild awaited Asterisk: the Status list is a snapshot
+    taken before them. (in_table, open: the table's calls and open records before it.)"""
+
+    def __init__(self, in_table: set[str], open_records: set[str]) -> None:
+        self.in_table = in_table
+        self.open = open_records
+        self.ended: set[str] = set()
+        self.answered: dict[str, datetime] = {}
+
+    def note(self, event: dict[str, str]) -> None:
+        uniqueid = event.get("Uniqueid", "")
+        if event.get("Event") == "Hangup":
+            self.ended.add(uniqueid)
+        elif event.get("ChannelState") == UP:
+            self.answered.setdefault(uniqueid, _now())
 
 
 __all__ = ["CallControl", "LiveCall"]
