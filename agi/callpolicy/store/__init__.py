@@ -1,8 +1,9 @@
 """The store: schema and migrations, customers, unblocks, limits, calls, snapshot loading.
 
 Code outside this package imports from here, not from the modules inside: this is the interface
-a second backend implements. `sqlite` is the one backend today (`Store`); `schema` its
-migrations; `model` the records, errors and time helpers a backend shares; `snapshot` keeps the
+a second backend implements. `sqlite` is the SQLite backend (`Store`), `postgres` the
+PostgreSQL one (the same Store over asyncpg); `open_store` opens either by its location (a
+path, `sqlite:///…` or `postgresql://…`, see `url`); `schema` the migrations; `model` the records, errors and time helpers a backend shares; `snapshot` keeps the
 daemons' Snapshot up to date through the Store's methods; `importer` reads import files into
 records.
 """
@@ -26,6 +27,7 @@ from .model import (
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .snapshot import SnapshotSource
 from .sqlite import Store, file_identity
+from .url import StoreLocation, StoreURLError, open_store, parse_location
 
 __all__ = [
     "LIMIT_FIELDS",
@@ -39,12 +41,16 @@ __all__ = [
     "SnapshotSource",
     "Store",
     "StoreError",
+    "StoreLocation",
     "StoreReplaced",
+    "StoreURLError",
     "contract_today",
     "contract_zone",
     "file_identity",
     "iso",
     "limits_dict",
+    "open_store",
+    "parse_location",
     "parse_iso",
     "suspension_due",
 ]

@@ -1,0 +1,115 @@
+"""A throw-away PostgreSQL server for the tests (session-scoped), one database per test.
+
+The server refuses to run as root: its data directory (in /tmp, owned by the `postgres`
+user) is made with `initdb` and run with `pg_ctl` through `runuser -u postgres`. It listens
+on 127.0.0.1 at a free port, its unix socket in that directory; fsync is off (test data).
+Missing binaries or user: the fixture FAILS with what to install (never a skip)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_BIN = Path(os.environ.get("CALLPOLICY_PG_BIN", "/usr/lib/postgresql/15/bin"))
+USER = "postgres"
+START_TIMEOUT = 60  # seconds: initdb + start on a loaded 2-core machine
+COMMAND_TIMEOUT = 30
+
+
+@dataclass
+class PgServer:
+    port: int
+    directory: Path
+    _names: Iterator[int] = itertools.count(1)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one statement with psql (as the superuser); its output, unaligned."""
+        done = subprocess.run(
+            [str(PG_BIN / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database,
+             "-c", statement],
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+        if done.returncode:
+            raise RuntimeError(f"psql {statement!r}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        name = f"t{os.getpid()}_{next(self._names)}"
+        self.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+        return self.url(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(*command: str) -> None:
+    done = subprocess.run(["runuser", "-u", USER, "--", *command], capture_output=True,
+                          text=True, timeout=START_TIMEOUT, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command[:2])}: {done.stdout}{done.stderr}".strip())
+
+
+def _missing() -> str | None:
+    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "psql").exists():
+        return (f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install "
+                "postgresql, or set CALLPOLICY_PG_BIN)")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        return f"no user {USER!r} to run PostgreSQL as (apt-get install postgresql)"
+    if shutil.which("runuser") is None:
+        return "runuser not found (util-linux)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    problem = _missing()
+    if problem:
+        pytest.fail(f"the PostgreSQL tests need a server: {problem}", pytrace=False)
+    directory = Path(tempfile.mkdtemp(prefix="callpolicy-pg-"))
+    account = pwd.getpwnam(USER)
+    os.chown(directory, account.pw_uid, account.pw_gid)
+    data, port = directory / "data", _free_port()
+    _run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
+         "--locale=C", "--no-sync")
+    options = (f"-p {port} -k {directory} -h 127.0.0.1 -F -c max_connections=200 "
+               "-c shared_buffers=32MB")
+    try:
+        _run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
+             "-o", options, "-w", "-t", str(START_TIMEOUT), "start")
+    except RuntimeError as exc:
+        log = directory / "server.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start: {exc}\n{tail}", pytrace=False)
+    try:
+        yield PgServer(port, directory)
+    finally:
+        subprocess.run(["runuser", "-u", USER, "--", str(PG_BIN / "pg_ctl"), "-D", str(data),
+                        "-m", "immediate", "-w", "-t", "30", "stop"],
+                       capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a fresh, empty database on the test server."""
+    return pg_server.new_database()
