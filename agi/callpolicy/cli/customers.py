@@ -42,7 +42,7 @@ async def _customer_import(args: argparse.Namespace, settings: Settings) -> int:
     for warning in result.warnings:
         sys.stderr.write(f"{PROG}: warning: {warning}\n")
     sys.stdout.write(
-        f"imported {args.file} into {settings.db_path}: {len(result.created)} created, "
+        f"imported {args.file} into {settings.db}: {len(result.created)} created, "
         f"{len(result.updated)} updated, {len(result.unchanged)} unchanged\n")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..service.config import Settings
 from ..store import Store, contract_zone, parse_iso
+from ..store import open_store as open_backend
 from .args import PROG
 from .text import clip
 
@@ -60,7 +61,7 @@ def render_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 async def open_store(settings: Settings, *, create: bool = False, readonly: bool = False) -> Store:
     """Read commands open the database read-only: they work on a full disk and for a user
     who may only read, and never migrate or set anything up."""
-    return await Store.open(settings.db_path, create=create, readonly=readonly)
+    return await open_backend(settings.db, create=create, readonly=readonly)
 
 
 def warn(message: str) -> None:

@@ -3,7 +3,8 @@
 Code outside this package imports from here, not from the modules inside: this is the interface
 a second backend implements. `sqlite` is the SQLite backend (`Store`), `postgres` the
 PostgreSQL one (the same Store over asyncpg); `open_store` opens either by its location (a
-path, `sqlite:///…` or `postgresql://…`, see `url`); `schema` the migrations; `model` the records, errors and time helpers a backend shares; `snapshot` keeps the
+path, `sqlite:///…` or `postgresql://…`, see `url`); `schema` the migrations; `model` the
+records, errors and time helpers a backend shares; `snapshot` keeps the
 daemons' Snapshot up to date through the Store's methods; `importer` reads import files into
 records.
 """
@@ -50,7 +51,7 @@ __all__ = [
     "iso",
     "limits_dict",
     "open_store",
-    "parse_location",
     "parse_iso",
+    "parse_location",
     "suspension_due",
 ]

@@ -7,7 +7,7 @@ the backend it names. A relative SQLite path is relative to the config file's di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import unquote, urlsplit
 
 from .model import StoreError
@@ -34,11 +34,12 @@ class StoreLocation:
         return redacted(self.url) if self.url else str(self.path)
 
 
-def parse_location(text: str | Path, base: Path | None = None) -> StoreLocation:
-    """A path, `sqlite:///abs/path` / `sqlite:rel/path`, or `postgresql://…`."""
+def parse_location(text: str | PurePath, base: Path | None = None) -> StoreLocation:
+    """A path, `sqlite:///abs/path` / `sqlite:rel/path`, or `postgresql://…` (also a
+    PostgreSQL store's `path`, which prints as its URL)."""
     if isinstance(text, Path):
         return StoreLocation(text if base is None else base / text)
-    value = text.strip()
+    value = str(text).strip()
     if not value:
         raise StoreURLError("the database location is empty (a path, sqlite:///PATH or "
                             "postgresql://USER@HOST/DB)")
@@ -74,7 +75,7 @@ def _shown(value: str) -> str:
     return redacted(value)
 
 
-async def open_store(location: str | Path | StoreLocation, *, create: bool = False,
+async def open_store(location: str | PurePath | StoreLocation, *, create: bool = False,
                      readonly: bool = False) -> Store:
     """Open the store at `location` with the backend it names (see parse_location)."""
     try:

@@ -7,7 +7,6 @@ schema (under the write lock: two daemons starting together migrate once) and a 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,7 +49,7 @@ async def connect(url: str, *, readonly: bool = False) -> asyncpg.Connection:
     """A connection, or StoreError with the reason in one line."""
     try:
         return await asyncpg.connect(url, **connect_kwargs(readonly))
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise StoreError(f"cannot open database {redacted(url)}: no answer within "
                          f"{CONNECT_TIMEOUT:g} s") from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
