@@ -31,3 +31,12 @@ async def query(location: object, sql: str, params: Sequence[Any] = ()) -> list[
         raise sqlite_error(exc) from exc
     finally:
         await conn.close()
+
+
+async def script(url: str, sql: str) -> None:
+    """Several statements on PostgreSQL (a migration by hand), in one implicit transaction."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .model import StoreError
-from .postgres import PostgresStore, redacted
 from .sqlite import Store
 
 
@@ -75,14 +74,27 @@ def _shown(value: str) -> str:
     return redacted(value)
 
 
+def redacted(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 async def open_store(location: str | PurePath | StoreLocation, *, create: bool = False,
                      readonly: bool = False) -> Store:
-    """Open the store at `location` with the backend it names (see parse_location)."""
+    """Open the store at `location` with the backend it names (see parse_location).
+
+    asyncpg is imported only to open a PostgreSQL URL: the fallback AGI inside Asterisk
+    imports this package and has no asyncpg (its image takes pure-Python wheels only)."""
     try:
         where = location if isinstance(location, StoreLocation) else parse_location(location)
     except StoreURLError as exc:
         raise StoreError(str(exc)) from exc
     if where.url:
+        from .postgres import PostgresStore
         return await PostgresStore.open(where.url, create=create, readonly=readonly)
     assert where.path is not None
     return await Store.open(where.path, create=create, readonly=readonly)

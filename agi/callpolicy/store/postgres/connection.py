@@ -90,15 +90,17 @@ def _rowcount(status: str) -> int:
 
 def sqlite_error(exc: BaseException) -> sqlite3.Error:
     """asyncpg's error as the sqlite3 class the Store handles, with a one-line message."""
+    if isinstance(exc, asyncpg.DataError):  # a value it cannot send (sqlite3: binding)
+        return sqlite3.ProgrammingError(str(exc).splitlines()[0])
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.RaiseError):
         return sqlite3.IntegrityError(str(exc).splitlines()[0])
     if isinstance(exc, asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError):
         busy = sqlite3.OperationalError(str(exc).splitlines()[0])
-        busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+        busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
         return busy
     if isinstance(exc, _CONNECTION_LOST):
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return sqlite3.OperationalError(f"connection to PostgreSQL lost ({detail})")
+        return sqlite3.OperationalError(f"connection to PostgreSQL failed ({detail})")
     return sqlite3.OperationalError(str(exc).splitlines()[0] or type(exc).__name__)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from ..model import StoreError
 from ..schema import SCHEMA_VERSION, TABLES
 from ..sqlite import Store
+from ..url import redacted
 from .connection import WRITE_LOCK_KEY, DatabaseName, PgConnection
 from .schema import MIGRATIONS, VERSION_TABLE
 
@@ -25,15 +25,6 @@ LOCK_TIMEOUT_MS = 5_000  # as SQLite's busy_timeout: a writer waits this long fo
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by any test run
     raise ImportError("store/postgres/schema.py and store/schema.py disagree on the version")
-
-
-def redacted(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
 
 
 def connect_kwargs(readonly: bool) -> dict[str, Any]:
@@ -125,8 +116,10 @@ class PostgresStore(Store):
         except BaseException:
             conn.terminate()
             raise
+        # The Store is typed for aiosqlite and a file: these stand in for both (see
+        # connection.py).
         return cls(PgConnection(conn, url, connect_kwargs(readonly)),  # type: ignore[arg-type]
-                   DatabaseName(name))
+                   DatabaseName(name))  # type: ignore[arg-type]
 
 
 async def _prepare(conn: asyncpg.Connection, name: str, *, create: bool,
