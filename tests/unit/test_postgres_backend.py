@@ -1,0 +1,191 @@
+"""The PostgreSQL backend end to end: the location rules, `callpolicy --db postgresql://…`
+(customer import, check, unblock, audit, db status/migrate) and `serve --db postgresql://…`
+deciding FastAGI calls. The store's own tests run on both backends (db_location)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agi_peer import env_block, parse_mset
+from backends import query
+from cli_runner import one_error_line, run
+from test_daemon import free_port, wait_port
+
+from callpolicy.service.config import ConfigError, load_settings
+from callpolicy.store import SCHEMA_VERSION, StoreLocation, StoreURLError, parse_location
+from callpolicy.store.url import redacted
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "config" / "demo-customers.toml")
+
+
+# -- where the database is ----------------------------------------------------------------
+
+def test_a_location_is_a_path_a_sqlite_url_or_a_postgresql_url(tmp_path: Path) -> None:
+    assert parse_location("cp.db") == StoreLocation(Path("cp.db"))
+    assert parse_location("cp.db", tmp_path) == StoreLocation(tmp_path / "cp.db")
+    assert parse_location("/var/lib/cp.db", tmp_path) == StoreLocation(Path("/var/lib/cp.db"))
+    assert parse_location("sqlite:///var/lib/cp.db") == StoreLocation(Path("/var/lib/cp.db"))
+    assert parse_location("sqlite:////var/lib/cp.db") == StoreLocation(Path("/var/lib/cp.db"))
+    assert parse_location("sqlite:cp.db", tmp_path) == StoreLocation(tmp_path / "cp.db")
+    url = "postgresql://cp:s3cret@db.example:5433/callpolicy"
+    where = parse_location(url, tmp_path)
+    assert (where.backend, where.url, where.path) == ("postgresql", url, None)
+    assert str(where) == "postgresql://cp:***@db.example:5433/callpolicy"
+    assert redacted("postgresql://cp@db/x") == "postgresql://cp@db/x"
+    for bad, says in (("mysql://h/db", "unknown database scheme 'mysql'"),
+                      ("sqlite://host/x", "not a file"), ("sqlite:", "no file"),
+                      ("postgresql:///db", "no host"), ("postgresql://h:99999/db", "bad port"),
+                      ("  ", "empty")):
+        with pytest.raises(StoreURLError, match=says):
+            parse_location(bad)
+
+
+def test_store_url_in_the_config_and_the_environment(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CALLPOLICY_DB", raising=False)
+    config = tmp_path / "callpolicy.toml"
+    url = "postgresql://cp:pw@127.0.0.1/cp"
+    config.write_text(f'[store]\nurl = "{url}"\npath = "local.db"\n')
+    settings = load_settings(str(config))
+    assert (settings.db.url, settings.db_path) == (url, tmp_path / "local.db")
+    config.write_text('[store]\nurl = "sqlite:data/cp.db"\n')
+    settings = load_settings(str(config))
+    assert (settings.db.url, settings.db.path) == (None, tmp_path / "data" / "cp.db")
+    config.write_text('[store]\nurl = "sqlite:///x.db"\npath = "y.db"\n')
+    with pytest.raises(ConfigError, match="store.path and a SQLite store.url"):
+        load_settings(str(config))
+    config.write_text('[store]\nurl = "oracle://h/db"\n')
+    with pytest.raises(ConfigError, match="store.url: .*unknown database scheme"):
+        load_settings(str(config))
+    config.write_text('[store]\nurl = "sqlite:///x.db"\nuri = "typo"\n')
+    with pytest.raises(ConfigError, match="uri"):
+        load_settings(str(config))
+    config.write_text('[store]\npath = "local.db"\n')
+    monkeypatch.setenv("CALLPOLICY_DB", url)
+    assert load_settings(str(config)).db.url == url
+    monkeypatch.setenv("CALLPOLICY_DB", "other.db")
+    settings = load_settings(str(config))
+    assert (settings.db.url, settings.db.path) == (None, Path("other.db"))
+
+
+def test_the_fallback_agi_imports_no_asyncpg() -> None:
+    """The fallback runs inside Asterisk's image, which has no asyncpg."""
+    code = ("import sys, callpolicy.store, callpolicy.service.config, callpolicy.policy; "
+            "sys.exit('asyncpg' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "agi")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+def test_cli_on_postgresql(pg_url: str) -> None:
+    status = run("db", "status", db=pg_url)
+    assert status.returncode == 1 and "schema: none" in status.stdout, status
+    migrated = run("db", "migrate", db=pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"migrated from nothing to schema {SCHEMA_VERSION}" in migrated.stdout
+    assert "already up to date" in run("db", "migrate", db=pg_url).stdout
+    status = run("db", "status", "--json", db=pg_url)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == {
+        "backend": "postgresql", "database": pg_url, "schema_version": SCHEMA_VERSION,
+        "latest": SCHEMA_VERSION, "state": "current"}
+
+    imported = run("customer", "import", DEMO, db=pg_url)
+    assert imported.returncode == 0, imported.stderr
+    assert f"into {pg_url}: 2 created" in imported.stdout
+    checked = run("check", "--customer", "acme", "--json", "0905123456", db=pg_url)
+    assert json.loads(checked.stdout)["reason"] == "premium", checked
+    unblocked = run("unblock", "acme", "--prefix", "0905", "--by", "alice", "--ticket", "T-9",
+                    db=pg_url)
+    assert unblocked.returncode == 0, unblocked.stderr
+    checked = run("check", "--customer", "acme", "--json", "0905123456", db=pg_url)
+    assert json.loads(checked.stdout)["reason"] == "unblocked", checked
+    audit = run("audit", "acme", "--json", db=pg_url)
+    entries = [json.loads(line) for line in audit.stdout.splitlines()]
+    assert [e["action"] for e in entries] == ["customer.create", "unblock.add"]
+    assert (entries[-1]["actor"], entries[-1]["ticket"]) == ("alice", "T-9")
+    assert run("customer", "suspend", "acme", "--by", "a", "--ticket", "T", db=pg_url
+               ).returncode == 0
+    one_error_line(run("customer", "suspend", "acme", "--by", "a", "--ticket", "T",
+                       db=pg_url), 1, "already suspended")
+
+
+def test_cli_database_errors_are_one_line(pg_server, pg_url: str) -> None:
+    one_error_line(run("customer", "list", db="mysql://h/db"), 2, "unknown database scheme")
+    one_error_line(run("customer", "list", db=pg_url), 1, "has no callpolicy schema")
+    one_error_line(run("db", "status", db=pg_server.url("absent")), 1, "does not exist")
+    refused = run("customer", "list", db="postgresql://cp:s3cret@127.0.0.1:1/cp")
+    one_error_line(refused, 1, "cannot open database postgresql://cp:***@127.0.0.1:1/cp")
+    assert "s3cret" not in refused.stderr
+    assert run("db", "migrate", db=pg_url).returncode == 0
+    asyncio.run(query(pg_url, "UPDATE schema_version SET version = 99"))
+    one_error_line(run("db", "migrate", db=pg_url), 1, "newer than this callpolicy")
+    assert run("db", "status", db=pg_url).returncode == 1
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+def ask(port: int, dialled: str, uniqueid: str) -> dict[str, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(env_block(dialled).replace(b"agi_uniqueid: 1.1",
+                                                f"agi_uniqueid: {uniqueid}".encode()))
+        line = sock.makefile("rb").readline().decode()
+        sock.sendall(b"200 result=0\n")
+    return parse_mset(line)
+
+
+def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_path: Path
+                                                            ) -> None:
+    assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+    port = free_port()
+    config = tmp_path / "callpolicy.toml"
+    text = (REPO / "config" / "callpolicy.toml").read_text()
+    text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
+                        f'path = "{tmp_path / "local.db"}"')
+    text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{port}"')
+    text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLPOLICY_", "NOTIFY_"))}
+    log = tmp_path / "serve.log"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "callpolicy.cli", "--config", str(config), "serve", "--db",
+         pg_url], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port)
+        assert ask(port, "0905123456", "pg.1")["CP_REASON"] == "premium"
+        assert ask(port, "092101299", "pg.2")["CP_ACTION"] == "allow"
+        assert run("unblock", "acme", "--prefix", "0905", "--by", "t", "--ticket", "T",
+                   db=pg_url).returncode == 0
+        changed = time.monotonic()
+        while ask(port, "0905123456", "pg.3")["CP_REASON"] != "unblocked":
+            assert time.monotonic() - changed < 1.0, "change not live within 1 s"
+            time.sleep(0.05)
+        print(f"postgresql: CLI change live in the daemon after "
+              f"{(time.monotonic() - changed) * 1000:.0f} ms")
+        deadline = time.monotonic() + 10  # the daemon's call records land in PostgreSQL
+        while True:
+            listed = run("calls", "--json", db=pg_url)
+            ids = {json.loads(line)["uniqueid"] for line in listed.stdout.splitlines()}
+            if {"pg.1", "pg.2"} <= ids:
+                break
+            assert time.monotonic() < deadline, (ids, listed.stderr)
+            time.sleep(0.3)
+        daemon.terminate()
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    output = log.read_text()
+    assert '"snapshot_loaded"' in output and "postgresql://" in output, output[-2000:]
+    assert not (tmp_path / "local.db").exists()  # the store is PostgreSQL, not the local file
