@@ -61,10 +61,10 @@ def test_store_url_in_the_config_and_the_environment(tmp_path: Path,
     settings = load_settings(str(config))
     assert (settings.db.url, settings.db.path) == (None, tmp_path / "data" / "cp.db")
     config.write_text('[store]\nurl = "sqlite:///x.db"\npath = "y.db"\n')
-    with pytest.raises(ConfigError, match="store.path and a SQLite store.url"):
+    with pytest.raises(ConfigError, match=r"store\.path and a SQLite store\.url"):
         load_settings(str(config))
     config.write_text('[store]\nurl = "oracle://h/db"\n')
-    with pytest.raises(ConfigError, match="store.url: .*unknown database scheme"):
+    with pytest.raises(ConfigError, match=r"store\.url: .*unknown database scheme"):
         load_settings(str(config))
     config.write_text('[store]\nurl = "sqlite:///x.db"\nuri = "typo"\n')
     with pytest.raises(ConfigError, match="uri"):
