@@ -20,7 +20,18 @@ from pathlib import Path
 
 import pytest
 
-PG_BIN = Path(os.environ.get("CALLPOLICY_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """$CALLPOLICY_PG_BIN, else the newest Debian server (/usr/lib/postgresql/N/bin)."""
+    if os.environ.get("CALLPOLICY_PG_BIN"):
+        return Path(os.environ["CALLPOLICY_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 USER = "postgres"
 START_TIMEOUT = 60  # seconds: initdb + start on a loaded 2-core machine
 COMMAND_TIMEOUT = 30

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from callpolicy.store.postgres.connection import sqlite_error, translate
+from callpolicy.store.postgres.connection import folded, plan, sqlite_error
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -26,7 +26,8 @@ async def query(location: object, sql: str, params: Sequence[Any] = ()) -> list[
             return [tuple(r) for r in db.execute(sql, params).fetchall()]
     conn = await asyncpg.connect(str(location), timeout=10)
     try:
-        return [tuple(r) for r in await conn.fetch(translate(sql), *params)]
+        statement, slices = plan(sql)
+        return [tuple(r) for r in await conn.fetch(statement, *folded(params, slices))]
     except asyncpg.PostgresError as exc:
         raise sqlite_error(exc) from exc
     finally:

@@ -21,6 +21,7 @@ from test_daemon import free_port, wait_port
 
 from callpolicy.service.config import ConfigError, load_settings
 from callpolicy.store import SCHEMA_VERSION, StoreLocation, StoreURLError, parse_location
+from callpolicy.store.postgres.connection import folded, plan
 from callpolicy.store.url import redacted
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,3 +190,13 @@ def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_pat
     output = log.read_text()
     assert '"snapshot_loaded"' in output and "postgresql://" in output, output[-2000:]
     assert not (tmp_path / "local.db").exists()  # the store is PostgreSQL, not the local file
+
+
+def test_the_store_sql_in_postgresql_dialect() -> None:
+    assert plan("SELECT a FROM t WHERE b = ? AND c IN (?, ?,?) AND d > ? LIMIT ?") == (
+        "SELECT a FROM t WHERE b = $1 AND c = ANY($2) AND d > $3 LIMIT $4", ((1, 4),))
+    assert folded(("b", "c1", "c2", "c3", "d", 5), ((1, 4),)) == (
+        "b", ["c1", "c2", "c3"], "d", 5)
+    assert plan("DELETE FROM n WHERE customer_id IN (SELECT value FROM json_each(?))")[0] == (
+        "DELETE FROM n WHERE customer_id IN (SELECT json_array_elements_text($1::json))")
+    assert plan("SELECT '?' FROM t WHERE x = ?")[0] == "SELECT '?' FROM t WHERE x = $1"

@@ -119,6 +119,14 @@ async def test_postgresql_empty_newer_or_missing_database_is_a_clear_error(
         await open_store("postgresql://nobody@127.0.0.1:1/x")
 
 
+async def test_a_snapshot_refresh_after_a_big_import_asks_for_every_customer_at_once(
+        store: Store) -> None:
+    """PostgreSQL takes at most 32 767 parameters a statement: IN lists go as one array."""
+    ids = ["acme", *(f"nobody-{n}" for n in range(40_000))]
+    assert list(await store.load_customers(ids)) == ["acme"]
+    assert [e.name for e in await store.load_endpoints(ids)] == ["acme-101", "acme-102"]
+
+
 async def test_import_is_audited_with_after_image(store: Store) -> None:
     entries = await store.audit_log("acme")
     assert entries[0]["action"] == "customer.create"

@@ -4,7 +4,9 @@ The PostgreSQL backend runs the very Store of store/sqlite.py (its operations, a
 messages and transactions) over this connection, so the two backends cannot drift. What
 differs is here, in one small translation:
 - `?` placeholders become `$1, $2, …`; `json_each(?)` (a JSON array parameter) becomes
-  `json_array_elements_text($n::json)`;
+  `json_array_elements_text($n::json)`; `IN (?, ?, …)` becomes `= ANY($n)` with the values
+  as one array (PostgreSQL takes at most 32 767 parameters; SQLite here 250 000, and a
+  snapshot refresh after a big import asks for that many customers);
 - `BEGIN IMMEDIATE` (SQLite: one writer at a time) becomes `BEGIN` plus a transaction-scoped
   advisory lock, held until COMMIT/ROLLBACK: writers from every process queue as on SQLite,
   so audit row ids commit in increasing order and a reader polling the audit high-water
@@ -36,6 +38,7 @@ ID_TABLES = frozenset({"unblocks", "suspensions", "audit", "payment_reminders",
                        "scheduled_suspensions"})
 STREAM_PREFETCH = 1000  # rows per round trip of a streamed SELECT (iter_calls)
 _JSON_EACH = re.compile(r"\(SELECT value FROM json_each\(\?\)\)")
+_IN_LIST = re.compile(r"IN \((\?(?:\s*,\s*\?)*)\)")
 _INSERT_INTO = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
 _CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
                     asyncio.TimeoutError)
@@ -61,10 +64,38 @@ class DatabaseName(PurePosixPath):
         return f"DatabaseName({self._display!r})"
 
 
-@functools.lru_cache(maxsize=512)
 def translate(sql: str) -> str:
-    """SQLite's dialect, as the Store writes it, in PostgreSQL's."""
+    """SQLite's dialect, as the Store writes it, in PostgreSQL's (no IN lists: see plan)."""
+    return plan(sql)[0]
+
+
+@functools.lru_cache(maxsize=512)
+def plan(sql: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The statement in PostgreSQL's dialect, and the parameter slices (start, stop) that
+    its `= ANY($n)` take as one array each, in order."""
     sql = _JSON_EACH.sub("(SELECT json_array_elements_text(?::json))", sql)
+    slices, parts, last = [], [], 0
+    for match in _IN_LIST.finditer(sql):
+        start = sql.count("?", 0, match.start())
+        slices.append((start, start + match.group(1).count("?")))
+        parts += [sql[last:match.start()], "= ANY(?)"]
+        last = match.end()
+    return _numbered("".join([*parts, sql[last:]])), tuple(slices)
+
+
+def folded(params: Sequence[Any], slices: tuple[tuple[int, int], ...]) -> tuple[Any, ...]:
+    """`params` with each slice of an IN list made one list (see plan)."""
+    if not slices:
+        return tuple(params)
+    out: list[Any] = []
+    last = 0
+    for start, stop in slices:
+        out += [*params[last:start], list(params[start:stop])]
+        last = stop
+    return (*out, *params[last:])
+
+
+def _numbered(sql: str) -> str:
     out, number, quoted = [], 0, False
     for char in sql:
         if char == "'":
@@ -98,7 +129,8 @@ def sqlite_error(exc: BaseException) -> sqlite3.Error:
         busy = sqlite3.OperationalError(str(exc).splitlines()[0])
         busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
         return busy
-    if isinstance(exc, _CONNECTION_LOST):
+    if isinstance(exc, _CONNECTION_LOST) and not (
+            isinstance(exc, asyncpg.InterfaceError) and "connection" not in str(exc).lower()):
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return sqlite3.OperationalError(f"connection to PostgreSQL failed ({detail})")
     return sqlite3.OperationalError(str(exc).splitlines()[0] or type(exc).__name__)
@@ -169,14 +201,16 @@ class PgConnection:
         return self._conn.is_in_transaction()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return Cursor(self, translate(sql), params)
+        statement, slices = plan(sql)
+        return Cursor(self, statement, folded(params, slices))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        rows = [tuple(r) for r in rows]
-        if rows:
+        statement, slices = plan(sql)
+        args = [folded(r, slices) for r in rows]
+        if args:
             async with self._busy:
                 with sqlite_errors():
-                    await self._conn.executemany(translate(sql), rows)
+                    await self._conn.executemany(statement, args)
 
     async def call(self, method: str, sql: str, params: Sequence[Any]) -> Any:
         async with self._busy:

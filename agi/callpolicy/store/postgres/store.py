@@ -20,7 +20,7 @@ from .connection import WRITE_LOCK_KEY, DatabaseName, PgConnection
 from .schema import MIGRATIONS, VERSION_TABLE
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server and log in
-STATEMENT_TIMEOUT_MS = 60_000  # no statement of the store runs longer (a stuck server)
+STATEMENT_TIMEOUT_MS = 300_000  # no statement of the store runs longer (a stuck server)
 LOCK_TIMEOUT_MS = 5_000  # as SQLite's busy_timeout: a writer waits this long for another
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by any test run
