@@ -11,21 +11,33 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from agi_peer import env_block, parse_mset
-from backends import query
+from backends import query, script
 from cli_runner import one_error_line, run
 from test_daemon import free_port, wait_port
 
+from callpolicy.live.records import CallRecord
+from callpolicy.live.records_spool import CallSpool
+from callpolicy.live.records_writer import RecordWriter
 from callpolicy.service.config import ConfigError, load_settings
-from callpolicy.store import SCHEMA_VERSION, StoreLocation, StoreURLError, parse_location
+from callpolicy.service.metrics import Metrics
+from callpolicy.store import (
+    SCHEMA_VERSION,
+    StoreLocation,
+    StoreURLError,
+    open_store,
+    parse_location,
+)
 from callpolicy.store.postgres.connection import folded, plan
 from callpolicy.store.url import redacted
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "config" / "demo-customers.toml")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 # -- where the database is ----------------------------------------------------------------
@@ -200,3 +212,27 @@ def test_the_store_sql_in_postgresql_dialect() -> None:
     assert plan("DELETE FROM n WHERE customer_id IN (SELECT value FROM json_each(?))")[0] == (
         "DELETE FROM n WHERE customer_id IN (SELECT json_array_elements_text($1::json))")
     assert plan("SELECT '?' FROM t WHERE x = ?")[0] == "SELECT '?' FROM t WHERE x = $1"
+
+
+async def test_call_records_the_database_refuses_are_rejected_not_spooled_forever(
+        pg_url: str, tmp_path: Path) -> None:
+    """The record writer tells the record's fault (rejected, kept aside) from the database's
+    (spooled, replayed) by the error's class: PostgreSQL's errors must sort the same way."""
+    await (await open_store(pg_url, create=True)).close()
+    await script(pg_url, """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.uniqueid = 'bad' THEN RAISE EXCEPTION 'refused by a constraint'; END IF;
+            RETURN NEW; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON calls FOR EACH ROW EXECUTE FUNCTION refuse();
+        """)
+    huge = CallRecord("huge", started_at=T0, ended_at=T0, hangup_cause=1 << 40)  # > INTEGER
+    unsendable = CallRecord("odd", started_at=T0)
+    unsendable.endpoint = object()  # type: ignore[assignment]
+    writer = RecordWriter(StoreLocation(None, pg_url), CallSpool(tmp_path / "spool.jsonl"),
+                          Metrics())
+    await writer.flush([CallRecord("ok1", started_at=T0), CallRecord("bad", started_at=T0),
+                        huge, unsendable, CallRecord("ok2", started_at=T0)])
+    assert await query(pg_url, "SELECT uniqueid FROM calls ORDER BY uniqueid") == [
+        ("ok1",), ("ok2",)]
+    assert (writer.spool.pending, writer.spool.rejected) == (0, 3)
+    await writer.close([])

@@ -13,9 +13,11 @@ differs is here, in one small translation:
   mark (store/snapshot.py) never skips a change;
 - an INSERT into a table with an `id` identity returns it (`cursor.lastrowid`); the command
   status gives `cursor.rowcount`;
-- asyncpg's errors become the sqlite3 exception classes the Store already handles (a
-  constraint -> IntegrityError, the rest -> OperationalError; a lock wait past the timeout
-  carries SQLITE_BUSY), with PostgreSQL's one-line message.
+- asyncpg's errors become the sqlite3 exception classes the Store (and the call-record
+  writer) already handle: the data's fault (a constraint -> IntegrityError, a value out of
+  range -> DataError, one that cannot be sent -> ProgrammingError) apart from the database's
+  (the rest -> OperationalError; a lock wait past the timeout carries SQLITE_BUSY), with
+  PostgreSQL's one-line message.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as ClientDataError
 
 #: The advisory lock key of the store's write transactions ("callpolicy" in ASCII, truncated)
 WRITE_LOCK_KEY = 0x63616C6C706F6C
@@ -121,8 +124,10 @@ def _rowcount(status: str) -> int:
 
 def sqlite_error(exc: BaseException) -> sqlite3.Error:
     """asyncpg's error as the sqlite3 class the Store handles, with a one-line message."""
-    if isinstance(exc, asyncpg.DataError):  # a value it cannot send (sqlite3: binding)
+    if isinstance(exc, ClientDataError):  # a value it cannot send (sqlite3: binding)
         return sqlite3.ProgrammingError(str(exc).splitlines()[0])
+    if isinstance(exc, asyncpg.DataError):  # a value the server refuses (out of range…)
+        return sqlite3.DataError(str(exc).splitlines()[0])
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.RaiseError):
         return sqlite3.IntegrityError(str(exc).splitlines()[0])
     if isinstance(exc, asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError):
