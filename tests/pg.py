@@ -1,8 +1,10 @@
 """A throw-away PostgreSQL server for the tests (session-scoped), one database per test.
 
-The server refuses to run as root: its data directory (in /tmp, owned by the `postgres`
-user) is made with `initdb` and run with `pg_ctl` through `runuser -u postgres`. It listens
-on 127.0.0.1 at a free port, its unix socket in that directory; fsync is off (test data).
+The server refuses to run as root: as root, its data directory (in /tmp, owned by the
+`postgres` user) is made with `initdb` and run with `pg_ctl` through `runuser -u postgres`
+(as another user, directly). It listens on 127.0.0.1 at a free port, its unix socket in that
+directory; fsync is off (test data). Stopped and removed at the end of the session; a run
+killed outright leaves it running: `pg_ctl -D /tmp/callpolicy-pg-*/data stop`.
 Missing binaries or user: the fixture FAILS with what to install (never a skip)."""
 
 from __future__ import annotations
@@ -70,8 +72,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _as_server() -> list[str]:
+    """The server refuses to run as root: as root, run its commands as `postgres`."""
+    return ["runuser", "-u", USER, "--"] if os.geteuid() == 0 else []
+
+
 def _run(*command: str) -> None:
-    done = subprocess.run(["runuser", "-u", USER, "--", *command], capture_output=True,
+    done = subprocess.run([*_as_server(), *command], capture_output=True,
                           text=True, timeout=START_TIMEOUT, check=False)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command[:2])}: {done.stdout}{done.stderr}".strip())
@@ -81,6 +88,8 @@ def _missing() -> str | None:
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "psql").exists():
         return (f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install "
                 "postgresql, or set CALLPOLICY_PG_BIN)")
+    if os.geteuid() != 0:
+        return None
     try:
         pwd.getpwnam(USER)
     except KeyError:
@@ -96,28 +105,35 @@ def pg_server() -> Iterator[PgServer]:
     if problem:
         pytest.fail(f"the PostgreSQL tests need a server: {problem}", pytrace=False)
     directory = Path(tempfile.mkdtemp(prefix="callpolicy-pg-"))
-    account = pwd.getpwnam(USER)
-    os.chown(directory, account.pw_uid, account.pw_gid)
+    if os.geteuid() == 0:  # the server's own user must own its directory
+        account = pwd.getpwnam(USER)
+        os.chown(directory, account.pw_uid, account.pw_gid)
     data, port = directory / "data", _free_port()
-    _run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
-         "--locale=C", "--no-sync")
     options = (f"-p {port} -k {directory} -h 127.0.0.1 -F -c max_connections=200 "
                "-c shared_buffers=32MB")
     try:
+        _run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
+             "--locale=C", "--no-sync")
         _run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
              "-o", options, "-w", "-t", str(START_TIMEOUT), "start")
-    except RuntimeError as exc:
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
         log = directory / "server.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
+        _stop(data)
         shutil.rmtree(directory, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start: {exc}\n{tail}", pytrace=False)
     try:
         yield PgServer(port, directory)
     finally:
-        subprocess.run(["runuser", "-u", USER, "--", str(PG_BIN / "pg_ctl"), "-D", str(data),
-                        "-m", "immediate", "-w", "-t", "30", "stop"],
-                       capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+        _stop(data)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop(data: Path) -> None:
+    if (data / "postmaster.pid").exists():
+        subprocess.run([*_as_server(), str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+                        "immediate", "-w", "-t", "30", "stop"],
+                       capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
 
 
 @pytest.fixture

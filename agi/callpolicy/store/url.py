@@ -42,8 +42,8 @@ def parse_location(text: str | PurePath, base: Path | None = None) -> StoreLocat
     if not value:
         raise StoreURLError("the database location is empty (a path, sqlite:///PATH or "
                             "postgresql://USER@HOST/DB)")
-    scheme = value.split(":", 1)[0].lower() if "://" in value or value.startswith(
-        "sqlite:") else ""
+    is_url = "://" in value or value.lower().startswith("sqlite:")
+    scheme = value.split(":", 1)[0].lower() if is_url else ""
     if not scheme:
         path = Path(value)
         return StoreLocation(path if base is None or path.is_absolute() else base / path)
@@ -60,18 +60,14 @@ def parse_location(text: str | PurePath, base: Path | None = None) -> StoreLocat
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(value)
         if not parts.hostname and "host=" not in (parts.query or ""):
-            raise StoreURLError(f"{_shown(value)}: no host (postgresql://USER@HOST[:PORT]/DB)")
+            raise StoreURLError(f"{redacted(value)}: no host (postgresql://USER@HOST[:PORT]/DB)")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError as exc:
-            raise StoreURLError(f"{_shown(value)}: bad port ({exc})") from exc
+            raise StoreURLError(f"{redacted(value)}: bad port ({exc})") from exc
         return StoreLocation(None, value)
-    raise StoreURLError(f"{_shown(value)}: unknown database scheme {scheme!r} (allowed: a "
+    raise StoreURLError(f"{redacted(value)}: unknown database scheme {scheme!r} (allowed: a "
                         "path, sqlite:///PATH, postgresql://USER@HOST[:PORT]/DB)")
-
-
-def _shown(value: str) -> str:
-    return redacted(value)
 
 
 def redacted(url: str) -> str:
