@@ -23,12 +23,15 @@ from test_daemon import free_port, wait_port
 from callpolicy.live.records import CallRecord
 from callpolicy.live.records_spool import CallSpool
 from callpolicy.live.records_writer import RecordWriter
+from callpolicy.policy import FraudLimits, UnblockKind
 from callpolicy.service.config import ConfigError, load_settings
 from callpolicy.service.metrics import Metrics
 from callpolicy.store import (
     SCHEMA_VERSION,
+    Actor,
     StoreLocation,
     StoreURLError,
+    contract_today,
     open_store,
     parse_location,
 )
@@ -236,3 +239,39 @@ async def test_call_records_the_database_refuses_are_rejected_not_spooled_foreve
         ("ok1",), ("ok2",)]
     assert (writer.spool.pending, writer.spool.rejected) == (0, 3)
     await writer.close([])
+
+
+# -- the move from SQLite ------------------------------------------------------------------
+
+async def test_db_copy_moves_everything_with_its_ids_and_the_daemons_see_the_same(
+        pg_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "cp.db"
+    assert run("customer", "import", DEMO, "--by", "alice", "--ticket", "T-1", db=source
+               ).returncode == 0
+    alice = Actor("alice", "T-2", "test")
+    async with await open_store(source) as store:
+        await store.add_unblock("acme", UnblockKind.PREFIX, "+32905", alice, None)
+        await store.reblock("acme", UnblockKind.PREFIX, "+32905", alice)
+        await store.add_unblock("acme", UnblockKind.COUNTRY, "CH", alice, None)
+        await store.set_limits("acme", FraudLimits(max_concurrent=3), alice)
+        await store.record_reminder("acme", contract_today(datetime.now(UTC)), alice)
+        await store.record_calls([CallRecord("c1", customer_id="acme", started_at=T0,
+                                             answered_at=T0, ended_at=T0, hangup_cause=16)])
+    usage = run("db", "copy", "--from", str(source), db=tmp_path / "other.db")
+    one_error_line(usage, 2, "not a postgresql:// URL")
+    copied = run("db", "copy", "--from", str(source), db=pg_url)
+    assert copied.returncode == 0, copied.stderr
+    assert "customers 2" in copied.stdout and "audit 8" in copied.stdout, copied.stdout
+    one_error_line(run("db", "copy", "--from", str(source), db=pg_url), 1,
+                   "already holds callpolicy data")
+
+    async with await open_store(source) as old, await open_store(pg_url) as new:
+        for read in (lambda s: s.customer("acme"), lambda s: s.audit_log(limit=100),
+                     lambda s: s.unblocks(include_inactive=True), lambda s: s.calls(),
+                     lambda s: s.scheduled_suspension("acme"), lambda s: s.load_customers(),
+                     lambda s: s.open_reminders("acme"), lambda s: s.audit_high_water()):
+            assert await read(new) == await read(old)
+        # the ids go on after the copied ones
+        unblock = await new.add_unblock("bakkerij", UnblockKind.COUNTRY, "CH", alice, None)
+        assert unblock == 3
+        assert await new.audit_high_water() == 9

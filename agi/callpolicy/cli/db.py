@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from ..service.config import Settings
+from ..store import StoreURLError, parse_location
+from ..store.copy import copy_to_postgresql
 from ..store.migration import SchemaStatus, migrate, schema_status
+from .args import UsageError
 from .output import print_json
 
 _STATE = {
@@ -41,4 +44,20 @@ async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         start = "nothing" if before.version is None else f"schema {before.version}"
         sys.stdout.write(f"{before.database}: migrated from {start} to schema {after}\n")
+    return 0
+
+
+async def cmd_db_copy(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        source = parse_location(args.source)
+    except StoreURLError as exc:
+        raise UsageError(f"--from: {exc}") from exc
+    if source.path is None:
+        raise UsageError("--from: the source is a SQLite file (PATH or sqlite:///PATH)")
+    if settings.db.url is None:
+        raise UsageError("the target (--db, $CALLPOLICY_DB or [store] url) is not a "
+                         "postgresql:// URL")
+    counts = await copy_to_postgresql(source.path, settings.db.url)
+    sys.stdout.write(f"copied {source.path} into {settings.db}: " + ", ".join(
+        f"{table} {count}" for table, count in counts.items()) + "\n")
     return 0

@@ -27,7 +27,7 @@ from .customers import (
     cmd_customer_suspend,
 )
 from .daemon import cmd_must_reach_dialplan, cmd_serve, cmd_status, cmd_watchdog
-from .db import cmd_db_migrate, cmd_db_status
+from .db import cmd_db_copy, cmd_db_migrate, cmd_db_status
 from .exceptions import cmd_reblock, cmd_unblock, cmd_unblocks
 from .inspect import cmd_audit, cmd_check
 from .limits import cmd_limits_set, cmd_limits_show
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_db(sub: argparse._SubParsersAction, common: Parser, json_flag: Parser) -> None:
     db = sub.add_parser(
-        "db", parents=[common], help="the database's schema: status, migrate",
+        "db", parents=[common], help="the database's schema: status, migrate; copy to "
+        "PostgreSQL",
         description="The database (--db, $CALLPOLICY_DB, [store] url or path) is SQLite (one "
         "node) or PostgreSQL (several nodes); both have the same schema, versioned. A write "
         "command or the daemon starting upgrades an older schema anyway; these commands show "
@@ -342,3 +343,17 @@ def _add_db(sub: argparse._SubParsersAction, common: Parser, json_flag: Parser) 
         epilog="Exit codes: 0 done or already up to date; 1 the database cannot be reached "
         "or is newer than this callpolicy; 2 bad usage.")
     p.set_defaults(func=cmd_db_migrate)
+    p = dsub.add_parser(
+        "copy", parents=[common],
+        help="copy a SQLite database into an empty PostgreSQL one (the move to a cluster)",
+        description="Copy every table of the SQLite database FILE, ids kept, into the "
+        "PostgreSQL database --db (or $CALLPOLICY_DB, [store] url), in one transaction: all "
+        "or nothing. The target must hold no callpolicy data; its schema is created first. "
+        "Stop the daemon and CLI writes to FILE meanwhile (what they write after the copy "
+        "began is not copied); then point [store] url at the PostgreSQL database.",
+        epilog="Exit codes: 0 copied; 1 the source or target cannot be used, the target is "
+        "not empty, or the source's schema is older (run `db migrate` on it first); 2 bad "
+        "usage (the source is not a file, the target not postgresql://).")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="the SQLite database to copy (PATH or sqlite:///PATH)")
+    p.set_defaults(func=cmd_db_copy)
