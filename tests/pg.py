@@ -59,6 +59,25 @@ class PgServer:
             raise RuntimeError(f"psql {statement!r}: {done.stderr.strip()}")
         return done.stdout.strip()
 
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    def start(self) -> None:
+        """Start the server (bounded wait); RuntimeError if it does not come up."""
+        options = (f"-p {self.port} -k {self.directory} -h 127.0.0.1 -F "
+                   "-c max_connections=200 -c shared_buffers=32MB")
+        _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+             str(self.directory / "server.log"), "-o", options, "-w", "-t",
+             str(START_TIMEOUT), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (a test of an outage: start() brings it back)."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run([*_as_server(), str(PG_BIN / "pg_ctl"), "-D", str(self.data),
+                            "-m", mode, "-w", "-t", "30", "stop"],
+                           capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""
         name = f"t{os.getpid()}_{next(self._names)}"
@@ -108,32 +127,22 @@ def pg_server() -> Iterator[PgServer]:
     if os.geteuid() == 0:  # the server's own user must own its directory
         account = pwd.getpwnam(USER)
         os.chown(directory, account.pw_uid, account.pw_gid)
-    data, port = directory / "data", _free_port()
-    options = (f"-p {port} -k {directory} -h 127.0.0.1 -F -c max_connections=200 "
-               "-c shared_buffers=32MB")
+    server = PgServer(_free_port(), directory)
     try:
-        _run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
-             "--locale=C", "--no-sync")
-        _run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(directory / "server.log"),
-             "-o", options, "-w", "-t", str(START_TIMEOUT), "start")
+        _run(str(PG_BIN / "initdb"), "-D", str(server.data), "-A", "trust", "-U", USER,
+             "-E", "UTF8", "--locale=C", "--no-sync")
+        server.start()
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         log = directory / "server.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
-        _stop(data)
+        server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start: {exc}\n{tail}", pytrace=False)
     try:
-        yield PgServer(port, directory)
+        yield server
     finally:
-        _stop(data)
+        server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _stop(data: Path) -> None:
-    if (data / "postmaster.pid").exists():
-        subprocess.run([*_as_server(), str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
-                        "immediate", "-w", "-t", "30", "stop"],
-                       capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
 
 
 @pytest.fixture

@@ -160,9 +160,8 @@ def ask(port: int, dialled: str, uniqueid: str) -> dict[str, str]:
     return parse_mset(line)
 
 
-def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_path: Path
-                                                            ) -> None:
-    assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+def serve(url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`callpolicy serve --db URL` on a free port (its log in tmp_path/serve.log)."""
     port = free_port()
     config = tmp_path / "callpolicy.toml"
     text = (REPO / "config" / "callpolicy.toml").read_text()
@@ -175,7 +174,20 @@ def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_pat
     log = tmp_path / "serve.log"
     daemon = subprocess.Popen(
         [sys.executable, "-m", "callpolicy.cli", "--config", str(config), "serve", "--db",
-         pg_url], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+         url], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    return daemon, port, log
+
+
+def stop(daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        daemon.kill()
+        daemon.wait(timeout=10)
+
+
+def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_path: Path
+                                                            ) -> None:
+    assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+    daemon, port, log = serve(pg_url, tmp_path)
     try:
         wait_port(port)
         assert ask(port, "0905123456", "pg.1")["CP_REASON"] == "premium"
@@ -199,9 +211,7 @@ def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_pat
         daemon.terminate()
         assert daemon.wait(timeout=10) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        stop(daemon)
     output = log.read_text()
     assert '"snapshot_loaded"' in output and "postgresql://" in output, output[-2000:]
     assert not (tmp_path / "local.db").exists()  # the store is PostgreSQL, not the local file
@@ -239,6 +249,39 @@ async def test_call_records_the_database_refuses_are_rejected_not_spooled_foreve
         ("ok1",), ("ok2",)]
     assert (writer.spool.pending, writer.spool.rejected) == (0, 3)
     await writer.close([])
+
+
+def test_serve_keeps_deciding_while_postgresql_is_down_and_recovers(
+        pg_server, pg_url: str, tmp_path: Path) -> None:
+    """Decisions never query the database: with the server stopped the daemon decides from
+    its snapshot, says so once (store_unusable), and reloads once the server is back."""
+    assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+    daemon, port, log = serve(pg_url, tmp_path)
+    try:
+        wait_port(port)
+        pg_server.stop()
+        try:
+            time.sleep(1.0)  # several refresh rounds fail meanwhile
+            assert ask(port, "0905123456", "down.1")["CP_REASON"] == "premium"
+            assert ask(port, "092101299", "down.2")["CP_ACTION"] == "allow"
+            one_error_line(run("customer", "list", db=pg_url), 1, "cannot open database")
+        finally:
+            pg_server.start()
+        deadline = time.monotonic() + 15
+        while '"store_recovered"' not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert run("unblock", "acme", "--prefix", "0905", "--by", "t", "--ticket", "T",
+                   db=pg_url).returncode == 0
+        deadline = time.monotonic() + 2
+        while ask(port, "0905123456", "up.1")["CP_REASON"] != "unblocked":
+            assert time.monotonic() < deadline, "no change seen after the outage"
+            time.sleep(0.05)
+    finally:
+        stop(daemon)
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()
+              if line.startswith("{")]
+    assert events.count("store_unusable") == 1, events
 
 
 # -- the move from SQLite ------------------------------------------------------------------
