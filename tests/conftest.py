@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from pg import pg_server, pg_url  # noqa: F401 - fixtures for every test directory
+
 REPO = Path(__file__).resolve().parents[1]
 
 

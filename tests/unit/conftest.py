@@ -206,3 +206,12 @@ def decide(engine: Engine) -> Decide:
         return engine.decide(CallRequest(dialled, now, customer_id=customer_id, **fields))
 
     return _decide
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_location(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Where a store test keeps its database: a SQLite file, or a fresh PostgreSQL database
+    on the session's test server (tests/pg.py). The store's tests take this to run on both."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "cp.db")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from backends import query, script
 from cli_runner import one_error_line, run
 
 from callpolicy.live.records import CSV_COLUMNS, CallRecord
@@ -33,8 +34,10 @@ from callpolicy.store import (
     SnapshotSource,
     Store,
     StoreError,
+    open_store,
 )
 from callpolicy.store.importer import read_import_file
+from callpolicy.store.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from callpolicy.store.schema import statements as _statements
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,13 +47,13 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(tmp_path: Path, demo_customers: Path, repo: Path) -> Store:
+async def store(db_location: str, demo_customers: Path, repo: Path) -> Store:
     from callpolicy.service.config import load_zones
 
     zones = load_zones(repo / "agi" / "callpolicy" / "data" / "telephone-zones.toml")
     plan = read_import_file(demo_customers, zones)
     assert not plan.errors
-    store = await Store.open(tmp_path / "cp.db", create=True)
+    store = await open_store(db_location, create=True)
     await store.import_customers(plan.records, ALICE)
     yield store
     await store.close()
@@ -147,9 +150,9 @@ async def test_free_calls_are_stored_with_their_duration_and_no_billable_seconds
         *(CallRecord(u, answered_at=answer) for u in ("sos", "green", "paid")),
         *(CallRecord(u, ended_at=end, hangup_cause=16) for u in ("sos", "green", "paid")),
     ])
-    stored = sqlite3.connect(store.path).execute(
-        "SELECT uniqueid, free, duration_seconds, billable_seconds FROM calls ORDER BY uniqueid"
-    ).fetchall()
+    stored = await query(
+        store.path,
+        "SELECT uniqueid, free, duration_seconds, billable_seconds FROM calls ORDER BY uniqueid")
     assert stored == [("green", 1, 41, 0), ("paid", 0, 41, 41), ("sos", 1, 41, 0)]
     by_id = {c.uniqueid: c for c in await store.calls()}
     assert (by_id["sos"].free, by_id["sos"].billable_seconds) == (True, 0)
@@ -212,6 +215,27 @@ async def test_version_2_database_migrates_its_calls_to_free_and_duration(
         db.execute("UPDATE calls SET free = 2")
 
 
+async def test_version_2_postgresql_database_migrates_its_calls_and_keeps_them(
+        pg_url: str) -> None:
+    for migration in PG_MIGRATIONS[:2]:
+        await script(pg_url, migration)
+    await query(pg_url, "CREATE TABLE schema_version (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE,"
+                " version INTEGER NOT NULL)")
+    await query(pg_url, "INSERT INTO schema_version (version) VALUES (2)")
+    await query(pg_url, "INSERT INTO calls (uniqueid, category, destination, billable_seconds,"
+                " started_at) VALUES ('sos', 'emergency', '112', 30, ?),"
+                " ('national', 'national', '+3292101299', 61, ?)",
+                ("2026-03-02T09:00:00.000000+00:00", "2026-03-02T09:01:00.000000+00:00"))
+    with pytest.raises(StoreError, match="older than this callpolicy"):
+        await open_store(pg_url, readonly=True)  # a reader upgrades nothing
+    async with await open_store(pg_url) as store:
+        assert [c.uniqueid for c in await store.calls()] == ["sos", "national"]
+    assert await query(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert await query(pg_url, "SELECT uniqueid, free, duration_seconds, billable_seconds"
+                       " FROM calls ORDER BY uniqueid") == [("national", 0, 61, 61),
+                                                          ("sos", 1, 30, 0)]
+
+
 # -- fraud limits -------------------------------------------------------------------------
 
 async def test_set_limits_is_audited_and_reaches_the_snapshot(store: Store) -> None:
@@ -237,8 +261,7 @@ async def test_set_limits_is_audited_and_reaches_the_snapshot(store: Store) -> N
     # back to all defaults: the row goes
     assert await store.set_limits("acme", FraudLimits(), ALICE)
     assert await store.limits("acme") == FraudLimits()
-    assert sqlite3.connect(store.path).execute("SELECT count(*) FROM fraud_limits"
-                                               ).fetchone()[0] == 0
+    assert await query(store.path, "SELECT count(*) FROM fraud_limits") == [(0,)]
 
 
 async def test_limits_of_unknown_customer_and_bad_values_are_refused(store: Store) -> None:
@@ -276,8 +299,8 @@ async def test_record_calls_upserts_without_erasing_earlier_fields(store: Store)
     assert a.billable_seconds == 61  # 60.5 s answered -> 61
     assert (b.action, b.reason, b.billable_seconds, b.hangup_cause) == ("block", "premium", 0,
                                                                         21)
-    stored = sqlite3.connect(store.path).execute(
-        "SELECT uniqueid, billable_seconds FROM calls ORDER BY uniqueid").fetchall()
+    stored = await query(store.path,
+                         "SELECT uniqueid, billable_seconds FROM calls ORDER BY uniqueid")
     assert stored == [("a", 61), ("b", 0)]
 
 

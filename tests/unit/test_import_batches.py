@@ -4,10 +4,10 @@ later batch fails."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
+from backends import is_postgresql, query, script
 from cli_runner import run
 from test_import_bounds import customers_file
 
@@ -20,6 +20,7 @@ from callpolicy.store import (
     ImportIncomplete,
     Store,
     StoreError,
+    open_store,
 )
 from callpolicy.store.importer import read_import_file
 
@@ -33,23 +34,34 @@ def customer(cid: str, *numbers: str, endpoint: str | None = None) -> CustomerRe
                           endpoints=endpoints)
 
 
-def refuse_customer(db: Path, cid: str) -> None:
+async def refuse_customer(db: object, cid: str) -> None:
     """The database refuses one customer (as a full disk would refuse a transaction)."""
-    with sqlite3.connect(db) as conn:
-        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.id = '{cid}' "
-                     "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    if not is_postgresql(db):
+        await query(db, f"CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.id = '{cid}' "
+                    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        return
+    await script(str(db), f"""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.id = '{cid}' THEN RAISE EXCEPTION 'database or disk is full'; END IF;
+            RETURN NEW; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION refuse();
+        """)
+
+
+async def allow_all(db: object) -> None:
+    await query(db, "DROP TRIGGER refuse" + (" ON customers" if is_postgresql(db) else ""))
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    store = await Store.open(tmp_path / "cp.db", create=True)
+async def store(db_location: str) -> Store:
+    store = await open_store(db_location, create=True)
     yield store
     await store.close()
 
 
 async def test_a_failing_later_batch_names_what_is_written(store: Store) -> None:
     records = [customer(f"c{n}", f"+329210{n:04d}") for n in range(10)]
-    refuse_customer(store.path, "c6")
+    await refuse_customer(store.path, "c6")
     with pytest.raises(ImportIncomplete) as caught:
         await store.import_customers(records, ALICE, batch_rows=6)  # 3 customers a batch
     assert caught.value.written == ["c0", "c1", "c2", "c3", "c4", "c5"]
@@ -62,8 +74,7 @@ async def test_a_failing_later_batch_names_what_is_written(store: Store) -> None
     audited = [e["customer_id"] for e in await store.audit_log(limit=100)]
     assert audited == caught.value.written
 
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("DROP TRIGGER refuse")
+    await allow_all(store.path)
     result = await store.import_customers(records, ALICE, batch_rows=6)
     assert result.unchanged == caught.value.written
     assert result.created == caught.value.not_written
@@ -71,7 +82,7 @@ async def test_a_failing_later_batch_names_what_is_written(store: Store) -> None
 
 async def test_a_failing_first_batch_writes_nothing(store: Store) -> None:
     records = [customer(f"c{n}", f"+329210{n:04d}") for n in range(4)]
-    refuse_customer(store.path, "c3")
+    await refuse_customer(store.path, "c3")
     with pytest.raises(StoreError, match=r"^nothing imported: database or disk is full$"):
         await store.import_customers(records, ALICE)
     assert await store.customers() == []
@@ -122,7 +133,7 @@ def test_cli_exits_1_naming_written_and_unwritten_customers(tmp_path: Path) -> N
     db = tmp_path / "cp.db"
     assert run("customer", "import", str(customers_file(tmp_path / "one.toml", 1)),
                db=db).returncode == 0
-    refuse_customer(db, "c-9000")
+    asyncio.run(refuse_customer(db, "c-9000"))
     result = run("customer", "import", str(customers_file(tmp_path / "many.toml", 10_000)),
                  db=db)
     assert result.returncode == 1
@@ -137,7 +148,7 @@ async def test_a_number_taken_meanwhile_stops_the_import_where_it_is(store: Stor
     """Another writer gives a number of the file to its own customer while the import pauses
     between batches: the batch with that number is refused, the earlier ones stay."""
     records = [customer(f"c{n}", f"+329210{n:04d}") for n in range(10)]
-    other = await Store.open(store.path)
+    other = await open_store(store.path)
     try:
         importing = asyncio.create_task(store.import_customers(records, ALICE, batch_rows=2))
         deadline = asyncio.get_running_loop().time() + 10

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from backends import query
 
 from callpolicy.policy import (
     Action,
@@ -25,10 +26,12 @@ from callpolicy.store import (
     SnapshotSource,
     Store,
     StoreError,
+    open_store,
     parse_iso,
     suspension_due,
 )
 from callpolicy.store.importer import read_import_file
+from callpolicy.store.postgres import PostgresStore
 
 CONFIG = build_policy_config()
 ALICE = Actor("alice", "T-1", "test")
@@ -40,10 +43,10 @@ def zones(repo: Path):
 
 
 @pytest.fixture
-async def store(tmp_path: Path, demo_customers: Path, zones) -> Store:
+async def store(db_location: str, demo_customers: Path, zones) -> Store:
     plan = read_import_file(demo_customers, zones)
     assert not plan.errors
-    store = await Store.open(tmp_path / "cp.db", create=True)
+    store = await open_store(db_location, create=True)
     await store.import_customers(plan.records, ALICE)
     yield store
     await store.close()
@@ -61,8 +64,9 @@ async def test_missing_database_is_an_error_and_not_created(tmp_path: Path) -> N
     assert not path.exists()
 
 
-async def test_schema_is_versioned_wal_and_foreign_keys(store: Store) -> None:
-    db = sqlite3.connect(store.path)
+async def test_schema_is_versioned_wal_and_foreign_keys(tmp_path: Path) -> None:
+    await (await Store.open(tmp_path / "cp.db", create=True)).close()
+    db = sqlite3.connect(tmp_path / "cp.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(sqlite3.IntegrityError):
@@ -85,11 +89,42 @@ async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_audit_log_is_append_only(store: Store) -> None:
-    db = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        db.execute("UPDATE audit SET actor = 'mallory'")
+        await query(store.path, "UPDATE audit SET actor = 'mallory'")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        db.execute("DELETE FROM audit")
+        await query(store.path, "DELETE FROM audit")
+
+
+async def test_postgresql_schema_is_versioned_with_foreign_keys(pg_url: str) -> None:
+    async with await open_store(pg_url, create=True) as store:
+        assert isinstance(store, PostgresStore)
+    assert await query(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    with pytest.raises(sqlite3.IntegrityError):
+        await query(pg_url, "INSERT INTO numbers (number, customer_id) VALUES ('+3220', 'ghost')")
+
+
+async def test_postgresql_empty_newer_or_missing_database_is_a_clear_error(
+        pg_server, pg_url: str) -> None:
+    with pytest.raises(StoreError, match="has no callpolicy schema"):
+        await open_store(pg_url)
+    with pytest.raises(StoreError, match="has no callpolicy schema"):
+        await open_store(pg_url, create=True, readonly=True)
+    await (await open_store(pg_url, create=True)).close()
+    await query(pg_url, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this callpolicy"):
+        await open_store(pg_url)
+    with pytest.raises(StoreError, match=r"cannot open database .*nope.* does not exist"):
+        await open_store(pg_server.url("nope"))
+    with pytest.raises(StoreError, match="cannot open database"):
+        await open_store("postgresql://nobody@127.0.0.1:1/x")
+
+
+async def test_a_snapshot_refresh_after_a_big_import_asks_for_every_customer_at_once(
+        store: Store) -> None:
+    """PostgreSQL takes at most 32 767 parameters a statement: IN lists go as one array."""
+    ids = ["acme", *(f"nobody-{n}" for n in range(40_000))]
+    assert list(await store.load_customers(ids)) == ["acme"]
+    assert [e.name for e in await store.load_endpoints(ids)] == ["acme-101", "acme-102"]
 
 
 async def test_import_is_audited_with_after_image(store: Store) -> None:
@@ -214,7 +249,7 @@ async def test_another_process_change_is_seen_within_a_second(store: Store) -> N
         while not await source.refresh():
             await asyncio.sleep(0.1)
 
-    other = await Store.open(store.path)
+    other = await open_store(store.path)
     try:
         await other.add_unblock("acme", UnblockKind.COUNTRY, "CH", ALICE, None)
     finally:
@@ -228,9 +263,9 @@ async def test_another_process_change_is_seen_within_a_second(store: Store) -> N
 
 async def test_committed_change_survives_a_new_connection(store: Store) -> None:
     await store.suspend("acme", ALICE)
-    db = sqlite3.connect(store.path)  # a fresh reader sees it: it was committed
-    assert db.execute("SELECT status FROM customers WHERE id='acme'").fetchone()[0] == \
-        "suspended"
+    # a fresh reader sees it: it was committed
+    assert await query(store.path, "SELECT status FROM customers WHERE id='acme'") == [
+        ("suspended",)]
 
 
 # -- scheduled suspensions and payment reminders (art. 5.7) ------------------------------------
@@ -287,7 +322,7 @@ async def test_snapshot_sees_a_schedule_and_decides_by_it_before_anything_is_app
     source = SnapshotSource(store, CONFIG)
     await source.load()
     at = datetime.now(UTC) + timedelta(hours=2)
-    other = await Store.open(store.path)  # the CLI: another connection
+    other = await open_store(store.path)  # the CLI: another connection
     try:
         await other.schedule_suspension("acme", at, Actor("alice", "T-AT"))
     finally:
@@ -380,7 +415,7 @@ async def test_apply_due_waits_for_the_time_and_two_processes_apply_it_once(
     assert await store.apply_due_suspensions(at - timedelta(seconds=0.1)) == []
     assert (await store.customer("acme"))["status"] == "active"
     await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.05)
-    other = await Store.open(store.path)
+    other = await open_store(store.path)
     try:
         now = datetime.now(UTC)
         results = await asyncio.gather(store.apply_due_suspensions(now),

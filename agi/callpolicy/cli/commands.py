@@ -14,14 +14,12 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from ..ops import ImportRejected, InvalidRequest, OpsError
 from ..service.config import ConfigError, Settings, load_settings
 from ..service.logging import configure_logging
-from ..store import StoreError
+from ..store import StoreError, StoreURLError
 from ..store.sqlite_errors import explain
 from .args import PROG, OperationalError, UsageError, option_name
 from .parser import build_parser
@@ -57,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
     except sqlite3.Error as exc:  # a read that failed after opening: say why, in one line
-        sys.stderr.write(f"{PROG}: error: database {settings.db_path}: "
+        sys.stderr.write(f"{PROG}: error: database {settings.db}: "
                          f"{explain(exc, settings.db_path)}\n")
         return 1
     except KeyboardInterrupt:
@@ -75,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _with_db(settings: Settings, db: str) -> Settings:
-    return replace(settings, db_path=Path(db))
+    try:
+        return settings.with_db(db)
+    except StoreURLError as exc:
+        raise UsageError(f"--db: {exc}") from exc
 
 

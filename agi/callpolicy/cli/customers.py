@@ -34,7 +34,7 @@ async def cmd_customer_import(args: argparse.Namespace, settings: Settings) -> i
     for warning in result.warnings:
         warn(warning)
     sys.stdout.write(
-        f"imported {args.file} into {settings.db_path}: {len(result.created)} created, "
+        f"imported {args.file} into {settings.db}: {len(result.created)} created, "
         f"{len(result.updated)} updated, {len(result.unchanged)} unchanged\n")
     return 0
 

@@ -27,6 +27,7 @@ from .customers import (
     cmd_customer_suspend,
 )
 from .daemon import cmd_must_reach_dialplan, cmd_serve, cmd_status, cmd_watchdog
+from .db import cmd_db_copy, cmd_db_migrate, cmd_db_status
 from .exceptions import cmd_reblock, cmd_unblock, cmd_unblocks
 from .inspect import cmd_audit, cmd_check
 from .limits import cmd_limits_set, cmd_limits_show
@@ -35,9 +36,10 @@ from .limits import cmd_limits_set, cmd_limits_show
 def build_parser() -> argparse.ArgumentParser:
     # --db/--config are accepted before or after the sub-command.
     common = Parser(add_help=False)  # only a parent: its arguments are copied
-    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                        help="SQLite database (default: $CALLPOLICY_DB, else the config file's "
-                             "[store] path)")
+    common.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS,
+                        help="the database: a SQLite file (PATH or sqlite:///PATH) or "
+                             "postgresql://USER@HOST[:PORT]/DB (default: $CALLPOLICY_DB, "
+                             "else the config file's [store] url or path)")
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                         help="config file (default: $CALLPOLICY_CONFIG, else "
                              "/etc/callpolicy/callpolicy.toml, else the repo's "
@@ -302,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot not refreshed for over 5 s); 1 no daemon answering.")
     p.set_defaults(func=cmd_status)
 
+    _add_db(sub, common, json_flag)
+
     p = sub.add_parser("must-reach-dialplan", parents=[common],
                        help="print the dialplan's last-resort must-reach list (from the config)",
                        description="Print dialplan/must-reach.conf for the config's must-reach "
@@ -310,3 +314,46 @@ def build_parser() -> argparse.ArgumentParser:
                        "callpolicy must-reach-dialplan > dialplan/must-reach.conf")
     p.set_defaults(func=cmd_must_reach_dialplan)
     return parser
+
+
+def _add_db(sub: argparse._SubParsersAction, common: Parser, json_flag: Parser) -> None:
+    db = sub.add_parser(
+        "db", parents=[common], help="the database's schema: status, migrate; copy to "
+        "PostgreSQL",
+        description="The database (--db, $CALLPOLICY_DB, [store] url or path) is SQLite (one "
+        "node) or PostgreSQL (several nodes); both have the same schema, versioned. A write "
+        "command or the daemon starting upgrades an older schema anyway; these commands show "
+        "the version and upgrade it on their own (e.g. before starting a cluster's daemons).")
+    dsub = db.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    dsub.required = True
+    p = dsub.add_parser(
+        "status", parents=[common, json_flag],
+        help="backend, database and schema version; whether it needs `db migrate`",
+        description="Print the backend, the database (a URL without its password) and its "
+        "schema version against this callpolicy's. Reads only: upgrades nothing.",
+        epilog="Exit codes: 0 up to date; 1 older (run `callpolicy db migrate`), newer "
+        "(upgrade callpolicy), no schema yet, or the database cannot be read; 2 bad usage.")
+    p.set_defaults(func=cmd_db_status)
+    p = dsub.add_parser(
+        "migrate", parents=[common],
+        help="create or upgrade the schema to this callpolicy's version",
+        description="Create the schema in a new database (a SQLite file is created; a "
+        "PostgreSQL database must exist: createdb) or apply the missing migrations, one "
+        "transaction each. Safe to run twice or from two nodes at once.",
+        epilog="Exit codes: 0 done or already up to date; 1 the database cannot be reached "
+        "or is newer than this callpolicy; 2 bad usage.")
+    p.set_defaults(func=cmd_db_migrate)
+    p = dsub.add_parser(
+        "copy", parents=[common],
+        help="copy a SQLite database into an empty PostgreSQL one (the move to a cluster)",
+        description="Copy every table of the SQLite database FILE, ids kept, into the "
+        "PostgreSQL database --db (or $CALLPOLICY_DB, [store] url), in one transaction: all "
+        "or nothing. The target must hold no callpolicy data; its schema is created first. "
+        "Stop the daemon and CLI writes to FILE meanwhile (what they write after the copy "
+        "began is not copied); then point [store] url at the PostgreSQL database.",
+        epilog="Exit codes: 0 copied; 1 the source or target cannot be used, the target is "
+        "not empty, or the source's schema is older (run `db migrate` on it first); 2 bad "
+        "usage (the source is not a file, the target not postgresql://).")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="the SQLite database to copy (PATH or sqlite:///PATH)")
+    p.set_defaults(func=cmd_db_copy)

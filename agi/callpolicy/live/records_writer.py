@@ -29,7 +29,7 @@ from pathlib import Path
 import structlog
 
 from ..service.metrics import Metrics
-from ..store import Store, StoreBackend, StoreError, file_identity
+from ..store import StoreBackend, StoreError, StoreLocation, file_identity, open_store
 from .records import CallRecord
 from .records_spool import CallSpool
 
@@ -60,7 +60,7 @@ class _Unavailable(Exception):
 
 
 class RecordWriter:
-    def __init__(self, db_path: Path, spool: CallSpool, metrics: Metrics,
+    def __init__(self, db_path: Path | StoreLocation, spool: CallSpool, metrics: Metrics,
                  max_pending: int = MAX_PENDING) -> None:
         self.db_path = db_path
         self.spool = spool
@@ -129,7 +129,7 @@ class RecordWriter:
             await self._close_store()
         if self._store is None:
             try:
-                self._store = await Store.open(self.db_path)
+                self._store = await open_store(self.db_path)
             except Exception as exc:
                 self._unavailable(exc)
                 return None
@@ -137,7 +137,8 @@ class RecordWriter:
         return self._store
 
     def _file_identity(self) -> tuple[int, int] | None:
-        return file_identity(self.db_path)
+        path = self.db_path.path if isinstance(self.db_path, StoreLocation) else self.db_path
+        return None if path is None else file_identity(path)  # PostgreSQL: no file
 
     async def _close_store(self) -> None:
         store, self._store = self._store, None

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..service.config import Settings
 from ..store import Store
+from ..store import open_store as open_backend
 from .errors import UnknownCustomer, store_problems
 
 __all__ = ["open_store", "require_customer"]
@@ -17,7 +18,7 @@ async def open_store(settings: Settings, *, create: bool = False, readonly: bool
     """The configured database (`async with await open_store(...) as store`). Read commands
     open it read-only: they work on a full disk and for a user who may only read, and never
     migrate or set anything up. `create` makes a missing database (the first import)."""
-    return await Store.open(settings.db_path, create=create, readonly=readonly)
+    return await open_backend(settings.db, create=create, readonly=readonly)
 
 
 async def require_customer(store: Store, customer_id: str) -> dict[str, Any]:

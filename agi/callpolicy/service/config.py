@@ -20,6 +20,7 @@ from typing import Any
 from ..policy import FraudLimits, PolicyConfig, build_policy_config
 from ..policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
 from ..policy.zones import ZoneTable
+from ..store.url import StoreLocation, StoreURLError, parse_location
 
 SYSTEM_CONFIG = Path("/etc/callpolicy/callpolicy.toml")
 #: The zone table shipped with the package (art. 3.8); `[policy] zones_file` replaces it.
@@ -28,7 +29,7 @@ PACKAGED_ZONES = "telephone-zones.toml"
 #: Every key each section may have: anything else is a typo, refused at start-up, so that
 #: `[store] pth = …` cannot silently open a fresh empty database.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "store": ("path",),
+    "store": ("path", "url"),
     "policy": ("premium_prefixes", "must_reach", "emergency_numbers", "restriction_prefix",
                "zones_file"),
     "agi": ("listen", "decision_deadline_ms"),
@@ -69,7 +70,7 @@ class AmiSettings:
 @dataclass(frozen=True)
 class Settings:
     path: Path | None
-    db_path: Path
+    db_path: Path  # the SQLite file; with db_url, the local file the call spool sits beside
     policy: PolicyConfig
     zones: ZoneTable
     agi_host: str = "127.0.0.1"
@@ -82,6 +83,21 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     warnings: tuple[str, ...] = ()  # deprecated keys…: logged by the daemon at start
+    db_url: str | None = None  # [store] url / --db postgresql://…: the shared database
+
+    @property
+    def db(self) -> StoreLocation:
+        """The store to open (store.open_store): PostgreSQL at db_url, else SQLite."""
+        return StoreLocation(None, self.db_url) if self.db_url else StoreLocation(self.db_path)
+
+    def with_db(self, text: str) -> Settings:
+        """These settings on the database `text` (--db, relative to the current directory).
+        Raises StoreURLError (a ValueError) for a location that is neither."""
+        where = parse_location(text)
+        if where.url:
+            return replace(self, db_url=where.url)
+        assert where.path is not None
+        return replace(self, db_path=where.path, db_url=None)
 
 
 def config_path(explicit: str | None = None) -> Path | None:
@@ -106,6 +122,33 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any, where: str) 
         shown = "a " + type(value).__name__ if "secret" in key else repr(value)[:80]
         raise ConfigError(f"{where}.{key} must be a {kind.__name__}, got {shown}")
     return value
+
+
+def _store_location(store: dict[str, Any], base: Path) -> tuple[Path, str | None]:
+    """[store] path and url, overridden by $CALLPOLICY_DB: (SQLite file, PostgreSQL URL).
+
+    `url` is a path, sqlite:///PATH or postgresql://…; a SQLite `url` replaces `path` (both
+    is an error). With a PostgreSQL url, `path` stays the local file (the call spool)."""
+    path = base / _get(store, "path", str, "callpolicy.db", "store")
+    url = None
+    for name, text, relative_to in (
+            ("store.url", _get(store, "url", str, "", "store"), base),
+            ("CALLPOLICY_DB", os.environ.get("CALLPOLICY_DB", ""), None)):
+        if not text:
+            continue
+        try:
+            where = parse_location(text, relative_to)
+        except StoreURLError as exc:
+            raise ConfigError(f"{name}: {exc}") from exc
+        if where.url:
+            url = where.url
+        else:
+            if name == "store.url" and "path" in store:
+                raise ConfigError("store.path and a SQLite store.url both name the database: "
+                                  "keep one")
+            assert where.path is not None
+            path, url = where.path, None
+    return path, url
 
 
 def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -258,8 +301,7 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     calls = data.get("calls", {})
     metrics = data.get("metrics", {})
 
-    db = _get(store, "path", str, "callpolicy.db", "store")
-    db_path = Path(os.environ.get("CALLPOLICY_DB") or (base / db))
+    db_path, db_url = _store_location(store, base)
     try:
         policy_config = build_policy_config(
             premium_prefixes=_get(policy, "premium_prefixes", list, list(PREMIUM_PREFIXES),
@@ -293,6 +335,7 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     return Settings(
         path=path,
         db_path=db_path,
+        db_url=db_url,
         policy=policy_config,
         zones=zones,
         agi_host=host,

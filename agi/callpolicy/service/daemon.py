@@ -21,7 +21,6 @@ import signal
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import structlog
 
@@ -31,7 +30,14 @@ from ..live.control import CallControl
 from ..live.records_spool import CallSpool, spool_path
 from ..live.records_writer import RecordWriter
 from ..policy import CallRequest, Decision, Engine, Snapshot
-from ..store import Actor, SnapshotSource, Store, StoreBackend, StoreError, file_identity
+from ..store import (
+    Actor,
+    SnapshotSource,
+    StoreBackend,
+    StoreError,
+    file_identity,
+    open_store,
+)
 from .config import ConfigError, Settings, load_settings
 from .metrics import Metrics
 from .status import publish_forever
@@ -64,7 +70,7 @@ class PolicyService:
                            on_state=self.metrics.set_ami_connected)
         self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
         # its own connection: record writes never hold up the snapshot refresh
-        self.records = RecordWriter(settings.db_path, CallSpool(spool_path(settings.db_path)),
+        self.records = RecordWriter(settings.db, CallSpool(spool_path(settings.db_path)),
                                     self.metrics)
         self.started_at = time.time()
         self.snapshot_checked_at: float | None = None  # last successful load/refresh (status)
@@ -108,7 +114,7 @@ class PolicyService:
         while True:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.calls_retention_days)
             try:
-                async with await Store.open(self.settings.db_path) as store:
+                async with await open_store(self.settings.db) as store:
                     count = await store.purge_calls(cutoff, Actor("callpolicy", "retention"))
                 if count:
                     log.info("call_records_purged", count=count, older_than=cutoff.isoformat())
@@ -131,8 +137,8 @@ class PolicyService:
                         await store.close()  # replaced: never write to the old, unlinked file
                         store = None
                     if store is None:
-                        identity = file_identity(self.settings.db_path)
-                        store = await Store.open(self.settings.db_path)
+                        identity = self._file_identity()
+                        store = await open_store(self.settings.db)
                     for customer in await store.apply_due_suspensions(datetime.now(UTC)):
                         log.info("scheduled_suspension_applied", customer=customer)
                     if failing:
@@ -153,17 +159,21 @@ class PolicyService:
                 with contextlib.suppress(Exception):
                     await store.close()
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The SQLite file's identity (a replaced file is reopened); PostgreSQL: None."""
+        return None if self.settings.db_url else file_identity(self.settings.db_path)
+
     def fail_safe(self, request: CallRequest, why: str) -> Decision:
         return self._config_only.fail_safe(request, why)
 
     async def load(self) -> None:
-        self.store = await Store.open(self.settings.db_path)
+        self.store = await open_store(self.settings.db)
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
         self.engine = Engine(snapshot)
         self.snapshot_checked_at = time.time()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
-                 endpoints=len(snapshot.endpoints), db=str(self.settings.db_path))
+                 endpoints=len(snapshot.endpoints), db=str(self.settings.db))
 
     async def refresh_forever(self) -> None:
         """Every REFRESH_INTERVAL: bring the snapshot up to date. If the database fails (a
@@ -199,14 +209,14 @@ class PolicyService:
             exc, StoreError) else str(exc)
         self.store_problem_since = time.time()
         self.metrics.set_store_ok(False)
-        log.error("store_unusable", error=self.store_problem, db=str(self.settings.db_path),
+        log.error("store_unusable", error=self.store_problem, db=str(self.settings.db),
                   kept="the last good snapshot", audit_high_water=self.source.high_water
                   if self.source is not None else None)
 
     async def _reload(self) -> None:
         """Reopen the database and load it whole; on success it replaces the old one."""
         try:
-            store = await Store.open(self.settings.db_path)
+            store = await open_store(self.settings.db)
         except Exception as exc:
             self.store_problem = str(exc) if isinstance(exc, StoreError) else repr(exc)
             return
@@ -223,7 +233,7 @@ class PolicyService:
                 await old.close()
         self._use(snapshot)
         self.snapshot_checked_at = time.time()
-        log.warning("store_recovered", db=str(self.settings.db_path),
+        log.warning("store_recovered", db=str(self.settings.db),
                     customers=len(snapshot.customers), audit_high_water=source.high_water,
                     unusable_for_s=round(time.time() - (self.store_problem_since or 0), 1))
         self.store_problem = self.store_problem_since = None
@@ -236,13 +246,14 @@ class PolicyService:
             log.error("config_reload_failed", error=str(exc), kept=str(self.settings.path))
             return
         if self._db_arg:
-            settings = replace(settings, db_path=Path(self._db_arg))
-        if settings.db_path != self.settings.db_path or (
+            settings = settings.with_db(self._db_arg)
+        if settings.db != self.settings.db or (
                 (settings.agi_host, settings.agi_port)
                 != (self.settings.agi_host, self.settings.agi_port)):
             log.warning("config_reload_partial",
                         detail="db path and listen address need a restart; kept the old ones")
             settings = replace(settings, db_path=self.settings.db_path,
+                               db_url=self.settings.db_url,
                                agi_host=self.settings.agi_host, agi_port=self.settings.agi_port)
         self.settings = settings
         assert self.source is not None and self.engine is not None
