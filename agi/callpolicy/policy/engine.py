@@ -13,6 +13,7 @@ An invalid dial string is blocked before any of these: it cannot be a must-reach
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -172,10 +173,13 @@ class Engine:
                      location: Location | None = None, address: Address | None = None
                      ) -> Decision:
             return Decision(
-                request.dialled if isinstance(request.dialled, str) else dialled.raw,
-                dialled.destination, action, reason, dest.category, rule, cid.caller_id,
-                dest.region, customer.id if customer else None, emergency, location, address,
-                cid.diversion, restricted, tuple(events), dest.candidates,
+                number=request.dialled if isinstance(request.dialled, str) else dialled.raw,
+                destination=dialled.destination, action=action, reason=reason,
+                category=dest.category, rule=rule, caller_id=cid.caller_id,
+                region=dest.region, customer_id=customer.id if customer else None,
+                emergency=emergency, location=location, location_address=address,
+                diversion=cid.diversion, restriction_requested=restricted,
+                events=tuple(events), region_candidates=dest.candidates,
             )
 
         if not dialled.valid:
@@ -316,12 +320,10 @@ def _fraud_limited(decision: Decision, customer: Customer, config: PolicyConfig,
         checks.append(("max_concurrent_risky", live.risky, limits.max_concurrent_risky))
     for name, value, cap in checks:
         if cap is not None and value is not None and value >= cap:
-            decision.action = Action.BLOCK
-            decision.reason = Reason.FRAUD_LIMIT
-            decision.rule = (f"fraud guard: {name} {cap} reached ({value} live) for "
-                             f"customer {customer.id}")
-            decision.events = (*decision.events, Event(
-                "fraud_limit", {"limit": name, "value": str(value), "max": str(cap),
-                                "destination": decision.destination}))
-            return decision
+            return replace(
+                decision, action=Action.BLOCK, reason=Reason.FRAUD_LIMIT,
+                rule=f"fraud guard: {name} {cap} reached ({value} live) for customer {customer.id}",
+                events=(*decision.events, Event(
+                    "fraud_limit", {"limit": name, "value": str(value), "max": str(cap),
+                                    "destination": decision.destination})))
     return decision

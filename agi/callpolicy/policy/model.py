@@ -224,7 +224,7 @@ class Event:
     detail: Mapping[str, str | None]
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~2 µs, a fifth of a decision
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     number: str  # as dialled
     destination: str | None  # E.164, a short number, or None when invalid
