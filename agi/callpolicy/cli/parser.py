@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from .args import (
     MAX_AUDIT_TEXT,
@@ -31,8 +32,40 @@ from .exceptions import cmd_reblock, cmd_unblock, cmd_unblocks
 from .inspect import cmd_audit, cmd_check
 from .limits import cmd_limits_set, cmd_limits_show
 
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns: add_parser() on it
+
+
+@dataclass(frozen=True)
+class Parents:
+    """Option sets several commands share, copied in through argparse's `parents=`."""
+
+    common: Parser  # --db, --config
+    json_flag: Parser  # --json
+    who: Parser  # --by, --ticket, --reason: the audit of a change
+    target: Parser  # --prefix | --country | --category of an unblock or reblock
+
 
 def build_parser() -> argparse.ArgumentParser:
+    parents = _parents()
+    parser = Parser(
+        prog=PROG, parents=[parents.common],
+        description="Ops CLI of the call policy: customers, their exceptions to the default "
+                    "blocks (contract art. 3.10), suspensions (art. 5.7), fraud limits, call "
+                    "records (art. 4.3), the audit log, and `check` to see how a call would be "
+                    "decided and why.",
+        epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
+               "Changes are committed before the command reports success; a running daemon "
+               "picks them up within a second.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    for add_family in (add_customer_parsers, add_unblock_parsers, add_inspect_parsers,
+                       add_limits_parsers, add_calls_parsers, add_daemon_parsers):
+        add_family(sub, parents)  # in this order: the order of `callpolicy --help`
+    return parser
+
+
+def _parents() -> Parents:
     # --db/--config are accepted before or after the sub-command.
     common = Parser(add_help=False)  # only a parent: its arguments are copied
     common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
@@ -61,19 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number prefix, national (0905) or E.164 (+32905, +4122)")
     group.add_argument("--country", metavar="CC", help="ISO country code outside the EU (CH)")
     group.add_argument("--category", metavar="C", help="premium or non_eu (the whole category)")
+    return Parents(common, json_flag, who, target)
 
-    parser = Parser(
-        prog=PROG, parents=[common],
-        description="Ops CLI of the call policy: customers, their exceptions to the default "
-                    "blocks (contract art. 3.10), suspensions (art. 5.7), fraud limits, call "
-                    "records (art. 4.3), the audit log, and `check` to see how a call would be "
-                    "decided and why.",
-        epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
-               "Changes are committed before the command reports success; a running daemon "
-               "picks them up within a second.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
 
+def add_customer_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """customer import, show, list, and the suspension commands."""
+    common, json_flag = parents.common, parents.json_flag
     customer = sub.add_parser("customer", parents=[common], help="import, show, list, suspend, "
                               "reactivate customers; payment reminders")
     csub = customer.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
@@ -100,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_customer_show)
     p = csub.add_parser("list", parents=[common, json_flag], help="all customers")
     p.set_defaults(func=cmd_customer_list)
+    _add_suspension_parsers(csub, parents)
+
+
+def _add_suspension_parsers(csub: Subparsers[Parser], parents: Parents) -> None:
+    """customer suspend, reactivate, remind, paid (art. 5.7)."""
+    common, who = parents.common, parents.who
     p = csub.add_parser("suspend", parents=[common, who],
                         help="suspend for non-payment (art. 5.7): only must-reach numbers pass",
                         description="Suspend a customer (art. 5.7): only must-reach numbers "
@@ -140,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_customer_paid)
 
+
+def add_unblock_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """unblock, reblock, unblocks: the exceptions to the default blocks (art. 3.10)."""
+    common, json_flag = parents.common, parents.json_flag
+    who, target = parents.who, parents.target
     p = sub.add_parser("unblock", parents=[common, target, who],
                        help="open a blocked prefix, country or category for a customer",
                        description="Open a default block for one customer (art. 3.10, 'op "
@@ -162,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", nargs="?")
     p.add_argument("--all", action="store_true", help="include expired and reblocked ones")
     p.set_defaults(func=cmd_unblocks)
+
+
+def add_inspect_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """audit and check: read the audit log, decide numbers as a live call would."""
+    common, json_flag = parents.common, parents.json_flag
     p = sub.add_parser("audit", parents=[common, json_flag], help="the audit log, newest last")
     p.add_argument("id", metavar="ID", nargs="?")
     p.add_argument("--limit", type=whole_type(1, MAX_COUNT), default=50, metavar="N",
@@ -191,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("numbers", metavar="NUMBER", nargs="+")
     p.set_defaults(func=cmd_check)
 
+
+def add_limits_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """limits show, limits set: a customer's fraud limits."""
+    common, json_flag, who = parents.common, parents.json_flag, parents.who
     limits = sub.add_parser(
         "limits", parents=[common], help="a customer's fraud limits: show, set",
         description="Fraud limits cap a customer's external calls: up at once "
@@ -222,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "max_concurrent_risky")
     p.set_defaults(func=cmd_limits_set)
 
+
+def add_calls_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """calls list, calls purge: the call records (art. 4.3)."""
+    common, who = parents.common, parents.who
     calls = sub.add_parser(
         "calls", parents=[common], help="call records (billable seconds, art. 4.3): list, purge",
         usage=f"{PROG} calls [list] [ID] [--since T] [--until T] [--limit N] [--json | --csv]\n"
@@ -266,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config)")
     p.set_defaults(func=cmd_calls_purge)
 
+
+def add_daemon_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """serve, watchdog, status, must-reach-dialplan: the daemon and its dialplan."""
+    common, json_flag = parents.common, parents.json_flag
     p = sub.add_parser("serve", parents=[common],
                        help="run the FastAGI daemon that decides live calls for Asterisk",
                        description="Run the FastAGI policy daemon (listen address and lists from "
@@ -309,4 +363,3 @@ def build_parser() -> argparse.ArgumentParser:
                        "the fallback can decide. Regenerate after changing the list: "
                        "callpolicy must-reach-dialplan > dialplan/must-reach.conf")
     p.set_defaults(func=cmd_must_reach_dialplan)
-    return parser
