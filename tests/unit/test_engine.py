@@ -6,6 +6,7 @@ Plus emergency location (art. 3.7/3.8) and unblocks (art. 3.10 "op eenvoudig ver
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
@@ -643,7 +644,13 @@ def test_a_decision_is_immutable_and_built_by_keyword(decide) -> None:
     with pytest.raises(TypeError):
         Decision(decision.number, decision.destination, decision.action,  # type: ignore[misc]
                  decision.reason, decision.category, decision.rule, decision.caller_id)
-    rebuilt = Decision(**{f.name: getattr(decision, f.name) for f in dataclasses.fields(Decision)})
+    fields = dataclasses.fields(Decision)
+    params = inspect.signature(Decision).parameters.values()
+    assert [(p.name, p.kind, p.default) for p in params] == [
+        (f.name, inspect.Parameter.KEYWORD_ONLY,
+         inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in fields]
+    rebuilt = Decision(**{f.name: getattr(decision, f.name) for f in fields})
     assert rebuilt == decision
     assert hash(rebuilt) == hash(decision)
 

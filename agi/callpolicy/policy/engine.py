@@ -193,8 +193,8 @@ class Engine:
 
 class _Call:
     """One call being decided: what the rules read, and `answer` to build the Decision.
-    A plain slotted class, never changed after __init__: 0.2 µs cheaper to build per call than
-    a NamedTuple, 1 µs than a frozen dataclass."""
+    A plain slotted class, never changed after __init__ (0.2 µs cheaper per call than a
+    NamedTuple)."""
 
     __slots__ = ("caller", "customer", "dest", "dialled", "request", "restricted")
 
