@@ -5,8 +5,10 @@ Plus emergency location (art. 3.7/3.8) and unblocks (art. 3.10 "op eenvoudig ver
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +19,7 @@ from callpolicy.policy import (
     CallRequest,
     Category,
     Customer,
+    Decision,
     Engine,
     FraudLimits,
     LiveCounts,
@@ -632,6 +635,24 @@ def test_fraud_guard_never_refuses_on_an_unknown_count(
         field = {"max_concurrent": "concurrent", "max_per_minute": "last_minute",
                  "max_concurrent_risky": "risky"}[decision.events[-1].detail["limit"]]
         assert counts[field] is not None
+
+
+def test_a_decision_is_immutable_and_built_by_keyword(decide) -> None:
+    decision = decide("092101299", customer_id="acme")
+    with pytest.raises(FrozenInstanceError):
+        decision.action = Action.BLOCK  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Decision(decision.number, decision.destination, decision.action,  # type: ignore[misc]
+                 decision.reason, decision.category, decision.rule, decision.caller_id)
+    fields = dataclasses.fields(Decision)
+    params = inspect.signature(Decision).parameters.values()
+    assert [(p.name, p.kind, p.default) for p in params] == [
+        (f.name, inspect.Parameter.KEYWORD_ONLY,
+         inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in fields]
+    rebuilt = Decision(**{f.name: getattr(decision, f.name) for f in fields})
+    assert rebuilt == decision
+    assert hash(rebuilt) == hash(decision)
 
 
 def test_unblock_state_is_the_one_rule_for_active_expired_reblocked():

@@ -262,3 +262,31 @@ def test_a_backend_offers_nothing_outside_the_interface(backend: type) -> None:
     public = {name for name in dir(backend) if not name.startswith("_")}
     assert public - interface_methods().keys() - annotations(StoreBackend).keys() \
         - BACKEND_OWN == set()
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+LONG_REASON = re.compile(r"#.*\blong:\s*\S")
+
+
+def test_no_long_module_or_function_without_a_reason_next_to_it() -> None:
+    """README "Layout": no module over ~400 lines, no function over ~60 without a reason in a
+    `# long: …` comment on the line before its `def` (or decorator), on the `def`, or on its
+    first body line."""
+    long_modules, long_functions = [], []
+    for path in [*sorted(PACKAGE.rglob("*.py")), AGI / "fallback-agi"]:
+        name, lines = module_name(path), path.read_text().splitlines()
+        if len(lines) > MAX_MODULE_LINES:
+            long_modules.append(f"{name}: {len(lines)} lines")
+        for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            # lines are 1-based: from the line before the def to the first body line
+            near = lines[max(first - 2, 0):node.body[0].lineno]
+            if length > MAX_FUNCTION_LINES and not any(LONG_REASON.search(x) for x in near):
+                long_functions.append(f"{name}.{node.name} (line {node.lineno}): {length} lines")
+    assert long_modules == [], f"split them (at most {MAX_MODULE_LINES} lines)"
+    assert long_functions == [], (f"split them (at most {MAX_FUNCTION_LINES} lines) or write "
+                                  "the reason in a '# long: …' comment next to the def")

@@ -203,6 +203,21 @@ class FastAgiServer:
         self._limited("warning", event, reason=reason, open=len(self._slots),
                       waiting=self._slots.waiting, **fields)
 
+    def _bad_peer(self, exc: BadPeer | TimeoutError | ConnectionError, first_line: bool,
+                  writer: asyncio.StreamWriter) -> None:
+        """A peer that sent no valid AGI environment in time: dropped, counted, logged."""
+        limits = self.limits
+        if isinstance(exc, BadPeer):
+            reason, detail = exc.reason, str(exc)
+        elif isinstance(exc, TimeoutError):
+            reason = ENV_LATE if first_line else FIRST_LINE_LATE
+            detail = f"no {'complete environment' if first_line else 'first line'} " \
+                f"within {limits.env_deadline if first_line else limits.first_line_deadline} s"
+        else:
+            reason, detail = CONNECTION_ERROR, type(exc).__name__
+        self._dropped(BAD_PEER, reason, "agi_bad_peer", detail=safe_value(detail),
+                      peer=str(writer.get_extra_info("peername")))
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      slot: Slot) -> None:
         limits = self.limits
@@ -219,18 +234,8 @@ class FastAgiServer:
 
                 env = await read_environment(reader, on_first_line)
         except (BadPeer, TimeoutError, ConnectionError) as exc:
-            if slot.evicted:  # counted and logged when it was evicted
-                return
-            if isinstance(exc, BadPeer):
-                reason, detail = exc.reason, str(exc)
-            elif isinstance(exc, TimeoutError):
-                reason = ENV_LATE if first_line else FIRST_LINE_LATE
-                detail = f"no {'complete environment' if first_line else 'first line'} " \
-                    f"within {limits.env_deadline if first_line else limits.first_line_deadline} s"
-            else:
-                reason, detail = CONNECTION_ERROR, type(exc).__name__
-            self._dropped(BAD_PEER, reason, "agi_bad_peer", detail=safe_value(detail),
-                          peer=str(writer.get_extra_info("peername")))
+            if not slot.evicted:  # else counted and logged when it was evicted
+                self._bad_peer(exc, first_line, writer)
             return
         self._slots.settle(slot)
         started = time.perf_counter()

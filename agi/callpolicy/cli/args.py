@@ -7,6 +7,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import NoReturn
 
@@ -225,3 +226,16 @@ def parse_sent_date(text: str, now: datetime) -> date:
     if today - day > MAX_SPAN:
         raise UsageError(f"--sent {_quoted(text)} is more than {MAX_SPAN_TEXT} ago")
     return day
+
+
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns: add_parser() on it
+
+
+@dataclass(frozen=True)
+class Parents:
+    """Option sets several commands share, copied in through argparse's `parents=`."""
+
+    common: Parser  # --db, --config
+    json_flag: Parser  # --json
+    who: Parser  # --by, --ticket, --reason: the audit of a change
+    target: Parser  # --prefix | --country | --category of an unblock or reblock

@@ -9,7 +9,9 @@ from .args import (
     MAX_COUNT,
     MAX_SPAN_TEXT,
     PROG,
+    Parents,
     Parser,
+    Subparsers,
     audit_text_type,
     limit_field,
     seconds_type,
@@ -27,13 +29,34 @@ from .customers import (
     cmd_customer_suspend,
 )
 from .daemon import cmd_must_reach_dialplan, cmd_serve, cmd_status, cmd_watchdog
-from .db import cmd_db_copy, cmd_db_migrate, cmd_db_status
+from .db import add_db_parsers
 from .exceptions import cmd_reblock, cmd_unblock, cmd_unblocks
 from .inspect import cmd_audit, cmd_check
 from .limits import cmd_limits_set, cmd_limits_show
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parents = _parents()
+    parser = Parser(
+        prog=PROG, parents=[parents.common],
+        description="Ops CLI of the call policy: customers, their exceptions to the default "
+                    "blocks (contract art. 3.10), suspensions (art. 5.7), fraud limits, call "
+                    "records (art. 4.3), the audit log, and `check` to see how a call would be "
+                    "decided and why.",
+        epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
+               "Changes are committed before the command reports success; a running daemon "
+               "picks them up within a second.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    for add_family in (add_customer_parsers, add_unblock_parsers, add_inspect_parsers,
+                       add_limits_parsers, add_calls_parsers, add_daemon_parsers,
+                       add_db_parsers):
+        add_family(sub, parents)  # in this order: the order of `callpolicy --help`
+    return parser
+
+
+def _parents() -> Parents:
     # --db/--config are accepted before or after the sub-command.
     common = Parser(add_help=False)  # only a parent: its arguments are copied
     common.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS,
@@ -63,19 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number prefix, national (0905) or E.164 (+32905, +4122)")
     group.add_argument("--country", metavar="CC", help="ISO country code outside the EU (CH)")
     group.add_argument("--category", metavar="C", help="premium or non_eu (the whole category)")
+    return Parents(common, json_flag, who, target)
 
-    parser = Parser(
-        prog=PROG, parents=[common],
-        description="Ops CLI of the call policy: customers, their exceptions to the default "
-                    "blocks (contract art. 3.10), suspensions (art. 5.7), fraud limits, call "
-                    "records (art. 4.3), the audit log, and `check` to see how a call would be "
-                    "decided and why.",
-        epilog="Exit codes: 0 ok, 1 operational error, 2 bad usage. "
-               "Changes are committed before the command reports success; a running daemon "
-               "picks them up within a second.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
 
+def add_customer_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """customer import, show, list, and the suspension commands."""
+    common, json_flag = parents.common, parents.json_flag
     customer = sub.add_parser("customer", parents=[common], help="import, show, list, suspend, "
                               "reactivate customers; payment reminders")
     csub = customer.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
@@ -102,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_customer_show)
     p = csub.add_parser("list", parents=[common, json_flag], help="all customers")
     p.set_defaults(func=cmd_customer_list)
+    _add_suspension_parsers(csub, parents)
+
+
+def _add_suspension_parsers(csub: Subparsers[Parser], parents: Parents) -> None:
+    """customer suspend, reactivate, remind, paid (art. 5.7)."""
+    common, who = parents.common, parents.who
     p = csub.add_parser("suspend", parents=[common, who],
                         help="suspend for non-payment (art. 5.7): only must-reach numbers pass",
                         description="Suspend a customer (art. 5.7): only must-reach numbers "
@@ -142,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_customer_paid)
 
+
+def add_unblock_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """unblock, reblock, unblocks: the exceptions to the default blocks (art. 3.10)."""
+    common, json_flag = parents.common, parents.json_flag
+    who, target = parents.who, parents.target
     p = sub.add_parser("unblock", parents=[common, target, who],
                        help="open a blocked prefix, country or category for a customer",
                        description="Open a default block for one customer (art. 3.10, 'op "
@@ -164,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", nargs="?")
     p.add_argument("--all", action="store_true", help="include expired and reblocked ones")
     p.set_defaults(func=cmd_unblocks)
+
+
+def add_inspect_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """audit and check: read the audit log, decide numbers as a live call would."""
+    common, json_flag = parents.common, parents.json_flag
     p = sub.add_parser("audit", parents=[common, json_flag], help="the audit log, newest last")
     p.add_argument("id", metavar="ID", nargs="?")
     p.add_argument("--limit", type=whole_type(1, MAX_COUNT), default=50, metavar="N",
@@ -193,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("numbers", metavar="NUMBER", nargs="+")
     p.set_defaults(func=cmd_check)
 
+
+def add_limits_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """limits show, limits set: a customer's fraud limits."""
+    common, json_flag, who = parents.common, parents.json_flag, parents.who
     limits = sub.add_parser(
         "limits", parents=[common], help="a customer's fraud limits: show, set",
         description="Fraud limits cap a customer's external calls: up at once "
@@ -224,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "max_concurrent_risky")
     p.set_defaults(func=cmd_limits_set)
 
+
+def add_calls_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """calls list, calls purge: the call records (art. 4.3)."""
+    common, who = parents.common, parents.who
     calls = sub.add_parser(
         "calls", parents=[common], help="call records (billable seconds, art. 4.3): list, purge",
         usage=f"{PROG} calls [list] [ID] [--since T] [--until T] [--limit N] [--json | --csv]\n"
@@ -268,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config)")
     p.set_defaults(func=cmd_calls_purge)
 
+
+def add_daemon_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
+    """serve, watchdog, status, must-reach-dialplan: the daemon and its dialplan."""
+    common, json_flag = parents.common, parents.json_flag
     p = sub.add_parser("serve", parents=[common],
                        help="run the FastAGI daemon that decides live calls for Asterisk",
                        description="Run the FastAGI policy daemon (listen address and lists from "
@@ -304,8 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot not refreshed for over 5 s); 1 no daemon answering.")
     p.set_defaults(func=cmd_status)
 
-    _add_db(sub, common, json_flag)
-
     p = sub.add_parser("must-reach-dialplan", parents=[common],
                        help="print the dialplan's last-resort must-reach list (from the config)",
                        description="Print dialplan/must-reach.conf for the config's must-reach "
@@ -313,47 +355,3 @@ def build_parser() -> argparse.ArgumentParser:
                        "the fallback can decide. Regenerate after changing the list: "
                        "callpolicy must-reach-dialplan > dialplan/must-reach.conf")
     p.set_defaults(func=cmd_must_reach_dialplan)
-    return parser
-
-
-def _add_db(sub: argparse._SubParsersAction, common: Parser, json_flag: Parser) -> None:
-    db = sub.add_parser(
-        "db", parents=[common], help="the database's schema: status, migrate; copy to "
-        "PostgreSQL",
-        description="The database (--db, $CALLPOLICY_DB, [store] url or path) is SQLite (one "
-        "node) or PostgreSQL (several nodes); both have the same schema, versioned. A write "
-        "command or the daemon starting upgrades an older schema anyway; these commands show "
-        "the version and upgrade it on their own (e.g. before starting a cluster's daemons).")
-    dsub = db.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    dsub.required = True
-    p = dsub.add_parser(
-        "status", parents=[common, json_flag],
-        help="backend, database and schema version; whether it needs `db migrate`",
-        description="Print the backend, the database (a URL without its password) and its "
-        "schema version against this callpolicy's. Reads only: upgrades nothing.",
-        epilog="Exit codes: 0 up to date; 1 older (run `callpolicy db migrate`), newer "
-        "(upgrade callpolicy), no schema yet, or the database cannot be read; 2 bad usage.")
-    p.set_defaults(func=cmd_db_status)
-    p = dsub.add_parser(
-        "migrate", parents=[common],
-        help="create or upgrade the schema to this callpolicy's version",
-        description="Create the schema in a new database (a SQLite file is created; a "
-        "PostgreSQL database must exist: createdb) or apply the missing migrations, one "
-        "transaction each. Safe to run twice or from two nodes at once.",
-        epilog="Exit codes: 0 done or already up to date; 1 the database cannot be reached "
-        "or is newer than this callpolicy; 2 bad usage.")
-    p.set_defaults(func=cmd_db_migrate)
-    p = dsub.add_parser(
-        "copy", parents=[common],
-        help="copy a SQLite database into an empty PostgreSQL one (the move to a cluster)",
-        description="Copy every table of the SQLite database FILE, ids kept, into the "
-        "PostgreSQL database --db (or $CALLPOLICY_DB, [store] url), in one transaction: all "
-        "or nothing. The target must hold no callpolicy data; its schema is created first. "
-        "Stop the daemon and CLI writes to FILE meanwhile (what they write after the copy "
-        "began is not copied); then point [store] url at the PostgreSQL database.",
-        epilog="Exit codes: 0 copied; 1 the source or target cannot be used, the target is "
-        "not empty, or the source's schema is older (run `db migrate` on it first); 2 bad "
-        "usage (the source is not a file, the target not postgresql://).")
-    p.add_argument("--from", dest="source", required=True, metavar="FILE",
-                   help="the SQLite database to copy (PATH or sqlite:///PATH)")
-    p.set_defaults(func=cmd_db_copy)

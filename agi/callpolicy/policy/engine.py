@@ -13,10 +13,11 @@ An invalid dial string is blocked before any of these: it cannot be a must-reach
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
-from .callerid import decide_caller_id
+from .callerid import CallerIdResult, decide_caller_id
 from .destinations import Classifier, Destination, region_from_metadata
 from .location import locate, parse_ip
 from .model import (
@@ -38,7 +39,7 @@ from .model import (
     Unblock,
     UnblockKind,
 )
-from .numbers import national_form, normalise, normalise_number
+from .numbers import Dialled, national_form, normalise, normalise_number
 
 PrefixUnblockEffect = Literal["opens", "too_short", "not_blocked"]
 
@@ -147,106 +148,126 @@ class Engine:
         return _fraud_limited(decision, customer, self.snapshot.config, request.live)
 
     def _decide(self, request: CallRequest) -> Decision:
-        config = self.snapshot.config
-        dialled = normalise(request.dialled, config.restriction_prefix)
+        """The rules in the order of the module docstring (README "The rules")."""
+        call = self._call(request)
+        if not call.dialled.valid:  # 0. before all: an invalid string is no must-reach number
+            return call.answer(Action.BLOCK, Reason.INVALID_NUMBER,
+                               f"invalid number: {call.dest.why}")
+        category = call.dest.category
+        if category is Category.EMERGENCY:  # 1. must-reach numbers: nothing below blocks them
+            return _emergency(call)
+        if category is Category.MUST_REACH:
+            return call.answer(Action.ALLOW, Reason.MUST_REACH, f"{call.dest.why}: always allowed")
+        customer = call.customer
+        if customer is None:  # 2.
+            return _unknown_customer(call)
+        if customer.is_suspended(request.now):  # 3. art. 5.7, also a scheduled suspension
+            return call.answer(Action.BLOCK, Reason.SUSPENDED, _suspension_rule(customer))
+        if category is Category.PREMIUM:  # 4.
+            return _premium(call, customer)
+        if category is Category.NON_EU:  # 5.
+            return _non_eu(call, customer)
+        return call.answer(Action.ALLOW, Reason.ALLOWED, call.dest.why)  # 6.
+
+    def _call(self, request: CallRequest) -> _Call:
+        """What the rules read: the dial string normalised and classified, the customer, and
+        the caller ID to present."""
+        dialled = normalise(request.dialled, self.snapshot.config.restriction_prefix)
         customer, endpoint = self._resolve(request)
         restricted = dialled.restriction_requested or request.privacy
-
         if not dialled.valid:
             dest = Destination(Category.INVALID, None, dialled.problem or "invalid")
         else:
             dest = self.classifier.classify(dialled.destination, dialled.short)
-        emergency = dest.category is Category.EMERGENCY
-        cid = decide_caller_id(
+        caller = decide_caller_id(
             customer,
             endpoint,
             requested=request.caller_id,
             restricted=restricted,
-            emergency=emergency,
+            emergency=dest.category is Category.EMERGENCY,
             destination=dialled.destination,
             forwarded_from=request.forwarded_from,
         )
-        events = list(cid.events)
+        return _Call(request, dialled, dest, customer, caller, restricted)
 
-        def decision(action: Action, reason: Reason, rule: str,
-                     location: Location | None = None, address: Address | None = None
-                     ) -> Decision:
-            return Decision(
-                request.dialled if isinstance(request.dialled, str) else dialled.raw,
-                dialled.destination, action, reason, dest.category, rule, cid.caller_id,
-                dest.region, customer.id if customer else None, emergency, location, address,
-                cid.diversion, restricted, tuple(events), dest.candidates,
-            )
 
-        if not dialled.valid:
-            return decision(Action.BLOCK, Reason.INVALID_NUMBER, f"invalid number: {dest.why}")
+class _Call:
+    """One call being decided: what the rules read, and `answer` to build the Decision.
+    A plain slotted class, never changed after __init__ (0.2 µs cheaper per call than a
+    NamedTuple)."""
 
-        # 1. Must-reach numbers: nothing below may block them.
-        if emergency:
-            if customer is not None:
-                location, address = locate(customer, request.source_ip)
-            else:
-                ip = parse_ip(request.source_ip)
-                location, address = (Location.UNKNOWN if ip is None else Location.NOMADIC), None
-            if location is not Location.VERIFIED:
-                events.append(
-                    Event(
-                        f"{location.value}_emergency",
-                        {"source_ip": request.source_ip, "destination": dialled.destination},
-                    )
-                )
-            return decision(
-                Action.ALLOW,
-                Reason.EMERGENCY,
-                f"{dest.why}: always allowed (EECC art. 109)",
-                location,
-                address,
-            )
-        if dest.category is Category.MUST_REACH:
-            return decision(Action.ALLOW, Reason.MUST_REACH, f"{dest.why}: always allowed")
+    __slots__ = ("caller", "customer", "dest", "dialled", "request", "restricted")
 
-        # 2. Unknown customer.
-        if customer is None:
-            who = request.customer_id or request.endpoint or request.forwarded_from or "?"
-            return decision(
-                Action.BLOCK, Reason.UNKNOWN_CUSTOMER, f"no customer known for {who!r}"
-            )
+    def __init__(self, request: CallRequest, dialled: Dialled, dest: Destination,
+                 customer: Customer | None, caller: CallerIdResult, restricted: bool) -> None:
+        self.request = request
+        self.dialled = dialled
+        self.dest = dest
+        self.customer = customer
+        self.caller = caller
+        self.restricted = restricted
 
-        # 3. Suspension (art. 5.7), also a scheduled one whose time has come.
-        if customer.is_suspended(request.now):
-            return decision(Action.BLOCK, Reason.SUSPENDED, _suspension_rule(customer))
+    def answer(self, action: Action, reason: Reason, rule: str, location: Location | None = None,
+               address: Address | None = None, events: tuple[Event, ...] = ()) -> Decision:
+        request, dialled, dest, customer = self.request, self.dialled, self.dest, self.customer
+        return Decision(
+            number=request.dialled if isinstance(request.dialled, str) else dialled.raw,
+            destination=dialled.destination, action=action, reason=reason,
+            category=dest.category, rule=rule, caller_id=self.caller.caller_id,
+            region=dest.region, customer_id=customer.id if customer else None,
+            emergency=dest.category is Category.EMERGENCY, location=location,
+            location_address=address, diversion=self.caller.diversion,
+            restriction_requested=self.restricted, events=(*self.caller.events, *events),
+            region_candidates=dest.candidates,
+        )
 
-        destination = dialled.destination
-        assert destination is not None
-        # 4. Premium ranges.
-        if dest.category is Category.PREMIUM:
-            assert dest.premium_prefix is not None
-            shown = national_form(dest.premium_prefix)
-            unblock = _premium_unblock(customer, destination, dest.premium_prefix, request.now)
-            if unblock is None:
-                return decision(
-                    Action.BLOCK,
-                    Reason.PREMIUM,
-                    f"art. 3.10: premium prefix {shown} is blocked by default",
-                )
-            return decision(
-                Action.ALLOW, Reason.UNBLOCKED,
-                f"premium prefix {shown} open by {unblock.describe()}",
-            )
 
-        # 5. Outside the EU.
-        if dest.category is Category.NON_EU:
-            unblock = _non_eu_unblock(customer, destination, dest, request.now)
-            if unblock is None:
-                return decision(
-                    Action.BLOCK, Reason.NON_EU, f"art. 3.10: {dest.why}; blocked by default"
-                )
-            return decision(
-                Action.ALLOW, Reason.UNBLOCKED, f"{dest.why}; open by {unblock.describe()}"
-            )
+def _emergency(call: _Call) -> Decision:
+    """Rule 1, emergency numbers: allowed, with the caller's location (art. 3.7)."""
+    request = call.request
+    if call.customer is not None:
+        location, address = locate(call.customer, request.source_ip)
+    else:
+        ip = parse_ip(request.source_ip)
+        location, address = (Location.UNKNOWN if ip is None else Location.NOMADIC), None
+    events: tuple[Event, ...] = ()
+    if location is not Location.VERIFIED:
+        events = (Event(f"{location.value}_emergency",
+                        {"source_ip": request.source_ip, "destination": call.dialled.destination}),)
+    return call.answer(Action.ALLOW, Reason.EMERGENCY,
+                       f"{call.dest.why}: always allowed (EECC art. 109)",
+                       location, address, events)
 
-        # 6. Everything else.
-        return decision(Action.ALLOW, Reason.ALLOWED, dest.why)
+
+def _unknown_customer(call: _Call) -> Decision:
+    """Rule 2."""
+    request = call.request
+    who = request.customer_id or request.endpoint or request.forwarded_from or "?"
+    return call.answer(Action.BLOCK, Reason.UNKNOWN_CUSTOMER, f"no customer known for {who!r}")
+
+
+def _premium(call: _Call, customer: Customer) -> Decision:
+    """Rule 4, premium ranges (art. 3.10): blocked unless an active unblock opens them."""
+    destination, prefix = call.dialled.destination, call.dest.premium_prefix
+    assert destination is not None and prefix is not None
+    shown = national_form(prefix)
+    unblock = _premium_unblock(customer, destination, prefix, call.request.now)
+    if unblock is None:
+        return call.answer(Action.BLOCK, Reason.PREMIUM,
+                           f"art. 3.10: premium prefix {shown} is blocked by default")
+    return call.answer(Action.ALLOW, Reason.UNBLOCKED,
+                       f"premium prefix {shown} open by {unblock.describe()}")
+
+
+def _non_eu(call: _Call, customer: Customer) -> Decision:
+    """Rule 5, outside the EU (art. 3.10): blocked unless unblocked."""
+    destination, dest = call.dialled.destination, call.dest
+    assert destination is not None
+    unblock = _non_eu_unblock(customer, destination, dest, call.request.now)
+    if unblock is None:
+        return call.answer(Action.BLOCK, Reason.NON_EU,
+                           f"art. 3.10: {dest.why}; blocked by default")
+    return call.answer(Action.ALLOW, Reason.UNBLOCKED, f"{dest.why}; open by {unblock.describe()}")
 
 
 def _suspension_rule(customer: Customer) -> str:
@@ -316,12 +337,10 @@ def _fraud_limited(decision: Decision, customer: Customer, config: PolicyConfig,
         checks.append(("max_concurrent_risky", live.risky, limits.max_concurrent_risky))
     for name, value, cap in checks:
         if cap is not None and value is not None and value >= cap:
-            decision.action = Action.BLOCK
-            decision.reason = Reason.FRAUD_LIMIT
-            decision.rule = (f"fraud guard: {name} {cap} reached ({value} live) for "
-                             f"customer {customer.id}")
-            decision.events = (*decision.events, Event(
-                "fraud_limit", {"limit": name, "value": str(value), "max": str(cap),
-                                "destination": decision.destination}))
-            return decision
+            return replace(
+                decision, action=Action.BLOCK, reason=Reason.FRAUD_LIMIT,
+                rule=f"fraud guard: {name} {cap} reached ({value} live) for customer {customer.id}",
+                events=(*decision.events, Event(
+                    "fraud_limit", {"limit": name, "value": str(value), "max": str(cap),
+                                    "destination": decision.destination})))
     return decision

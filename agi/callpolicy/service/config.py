@@ -290,18 +290,8 @@ def _check_sections(data: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
-    warnings = _check_sections(data)
-    store = data.get("store", {})
-    policy = data.get("policy", {})
-    agi = data.get("agi", {})
-    ami = data.get("ami", {})
-    log = data.get("log", {})
-    fraud = data.get("fraud", {})
-    calls = data.get("calls", {})
-    metrics = data.get("metrics", {})
-
-    db_path, db_url = _store_location(store, base)
+def _policy_config(policy: dict[str, Any], fraud: dict[str, Any]) -> PolicyConfig:
+    """The [policy] and [fraud] sections."""
     try:
         policy_config = build_policy_config(
             premium_prefixes=_get(policy, "premium_prefixes", list, list(PREMIUM_PREFIXES),
@@ -315,7 +305,22 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
     except ValueError as exc:
         raise ConfigError(f"[policy] {exc}") from exc
     # Operator-wide fraud limits; a customer's overrides (`callpolicy limits set`) win.
-    policy_config = replace(policy_config, fraud_limits=_fraud_limits(fraud))
+    return replace(policy_config, fraud_limits=_fraud_limits(fraud))
+
+
+def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
+    warnings = _check_sections(data)
+    store = data.get("store", {})
+    policy = data.get("policy", {})
+    agi = data.get("agi", {})
+    ami = data.get("ami", {})
+    log = data.get("log", {})
+    fraud = data.get("fraud", {})
+    calls = data.get("calls", {})
+    metrics = data.get("metrics", {})
+
+    db_path, db_url = _store_location(store, base)
+    policy_config = _policy_config(policy, fraud)
     zones_file = _get(policy, "zones_file", str, "", "policy")
     zones = load_zones(base / zones_file if zones_file else None)
 

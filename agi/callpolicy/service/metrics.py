@@ -42,6 +42,7 @@ _CATEGORIES = tuple(category.value for category in Category)
 
 
 class Metrics:
+    # long: every metric declared in one place, names and help texts read as one list
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

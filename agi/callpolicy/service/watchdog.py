@@ -90,22 +90,7 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
                 Path(pidfile).write_text(f"{process.pid}\n")
             log.info("daemon_started", pid=process.pid, watchdog_sec=watchdog_sec)
             started = time.monotonic()
-            last_ping = None
-            while process.poll() is None and not stopping:
-                try:
-                    message = sock.recv(4096)
-                    if b"WATCHDOG=1" in message or b"READY=1" in message:
-                        last_ping = time.monotonic()
-                except (TimeoutError, BlockingIOError):
-                    pass
-                now = time.monotonic()
-                # Before READY it may be loading a large snapshot: allow 60 s for that.
-                limit = watchdog_sec if last_ping is not None else 60.0
-                if now - (last_ping or started) > limit:
-                    log.error("daemon_frozen_killed", pid=process.pid,
-                              silent_for_s=round(now - (last_ping or started), 2))
-                    process.kill()
-                    break
+            _watch(process, sock, watchdog_sec, stopping)
             if stopping:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
@@ -125,3 +110,25 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
             os.rmdir(directory)
     return 0
 
+
+def _watch(process: subprocess.Popen[bytes], sock: socket.socket, watchdog_sec: float,
+           stopping: list[int]) -> None:
+    """Until the daemon exits or a stop signal comes: read its pings, SIGKILL it when they
+    stop for `watchdog_sec`."""
+    started = time.monotonic()
+    last_ping = None
+    while process.poll() is None and not stopping:
+        try:
+            message = sock.recv(4096)
+            if b"WATCHDOG=1" in message or b"READY=1" in message:
+                last_ping = time.monotonic()
+        except (TimeoutError, BlockingIOError):
+            pass
+        now = time.monotonic()
+        # Before READY it may be loading a large snapshot: allow 60 s for that.
+        limit = watchdog_sec if last_ping is not None else 60.0
+        if now - (last_ping or started) > limit:
+            log.error("daemon_frozen_killed", pid=process.pid,
+                      silent_for_s=round(now - (last_ping or started), 2))
+            process.kill()
+            return

@@ -201,6 +201,7 @@ def _belgian(number: str, what: str, errors: list[str]) -> str | None:
 
 def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: list[str],
             accept_zone_violations: bool) -> CustomerRecord | None:
+    """One [[customer]] table as a record, or None with every problem in `errors`."""
     unknown = set(raw) - _CUSTOMER_KEYS
     if unknown:
         errors.append(f"unknown keys {sorted(unknown)}")
@@ -211,68 +212,11 @@ def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: 
     status = _string(raw, "status", errors, required=False, default="active")
     if status not in ("active", "suspended"):
         errors.append(f"status must be 'active' or 'suspended', got {status!r}")
-
-    numbers: dict[str, None] = {}  # ordered and deduplicated in linear time
-    for number in _strings(raw, "numbers", errors):
-        e164 = _belgian(number, "number", errors)
-        if e164:
-            numbers[e164] = None
-    if not numbers and "numbers" in raw:
-        errors.append("numbers is empty")
-    main_raw = _string(raw, "main_number", errors)
-    main = _belgian(main_raw, "main_number", errors) if main_raw else None
-    if main and main not in numbers:
-        if "numbers" in raw:
-            errors.append(f"main_number {main_raw!r} is not one of the customer's numbers")
-        else:
-            numbers[main] = None
-
-    networks: list[str] = []
-    for cidr in _strings(raw, "site_networks", errors):
-        network = _network(cidr.strip())
-        if network is None:
-            errors.append(f"site network {cidr!r} is not a network (CIDR like 192.0.2.0/24)")
-        else:
-            networks.append(network)
-
-    targets: list[str] = []
-    for number in _strings(raw, "verified_forward_targets", errors):
-        e164 = normalise_number(number)
-        if e164 is None:
-            errors.append(f"verified forward target {number!r} is not a number")
-        else:
-            targets.append(e164)
-
+    numbers, main = _numbers(raw, errors)
+    networks = _site_networks(raw, errors)
+    targets = _forward_targets(raw, errors)
     address = _address(raw.get("install_address"), errors)
-
-    endpoints: dict[str, EndpointRecord] = {}
-    raw_endpoints = raw.get("endpoint", [])
-    if not isinstance(raw_endpoints, list):
-        errors.append("endpoint must be an array of tables ([[customer.endpoint]])")
-        raw_endpoints = []
-    for position, item in enumerate(raw_endpoints, start=1):
-        if not isinstance(item, dict):
-            errors.append(f"endpoint #{position} is not a table")
-            continue
-        if set(item) - _ENDPOINT_KEYS:
-            unknown_keys = sorted(set(item) - _ENDPOINT_KEYS)
-            errors.append(f"endpoint #{position}: unknown keys {unknown_keys}")
-        endpoint_errors: list[str] = []
-        endpoint_name = _string(item, "name", endpoint_errors)
-        if endpoint_name and not _ID.fullmatch(endpoint_name):
-            endpoint_errors.append(
-                f"name {endpoint_name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        number_raw = _string(item, "number", endpoint_errors, required=False)
-        endpoint_number = _belgian(number_raw, "number", endpoint_errors) if number_raw else None
-        if endpoint_number and endpoint_number not in numbers:
-            endpoint_errors.append(f"number {number_raw!r} is not one of the customer's numbers")
-        label = endpoint_name or f"#{position}"
-        errors.extend(f"endpoint {label}: {e}" for e in endpoint_errors)
-        if endpoint_name and not endpoint_errors:
-            if endpoint_name in endpoints:
-                errors.append(f"endpoint {endpoint_name!r} listed twice")
-            endpoints[endpoint_name] = EndpointRecord(endpoint_name, endpoint_number)
-
+    endpoints = _endpoints(raw, numbers, errors)
     if address is not None:
         check = check_installation(address, numbers, zones)
         errors.extend(check.address_errors)
@@ -295,8 +239,90 @@ def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: 
         install_address=address,
         site_networks=tuple(dict.fromkeys(networks)),
         verified_forward_targets=tuple(dict.fromkeys(targets)),
-        endpoints=tuple(endpoints.values()),
+        endpoints=tuple(endpoints),
     )
+
+
+def _numbers(raw: dict[str, Any], errors: list[str]) -> tuple[dict[str, None], str | None]:
+    """The customer's numbers (E.164, ordered, deduplicated) and its main number, which is
+    added to them when the table lists no numbers."""
+    numbers: dict[str, None] = {}  # ordered and deduplicated in linear time
+    for number in _strings(raw, "numbers", errors):
+        e164 = _belgian(number, "number", errors)
+        if e164:
+            numbers[e164] = None
+    if not numbers and "numbers" in raw:
+        errors.append("numbers is empty")
+    main_raw = _string(raw, "main_number", errors)
+    main = _belgian(main_raw, "main_number", errors) if main_raw else None
+    if main and main not in numbers:
+        if "numbers" in raw:
+            errors.append(f"main_number {main_raw!r} is not one of the customer's numbers")
+        else:
+            numbers[main] = None
+    return numbers, main
+
+
+def _site_networks(raw: dict[str, Any], errors: list[str]) -> list[str]:
+    networks: list[str] = []
+    for cidr in _strings(raw, "site_networks", errors):
+        network = _network(cidr.strip())
+        if network is None:
+            errors.append(f"site network {cidr!r} is not a network (CIDR like 192.0.2.0/24)")
+        else:
+            networks.append(network)
+    return networks
+
+
+def _forward_targets(raw: dict[str, Any], errors: list[str]) -> list[str]:
+    targets: list[str] = []
+    for number in _strings(raw, "verified_forward_targets", errors):
+        e164 = normalise_number(number)
+        if e164 is None:
+            errors.append(f"verified forward target {number!r} is not a number")
+        else:
+            targets.append(e164)
+    return targets
+
+
+def _endpoints(raw: dict[str, Any], numbers: dict[str, None],
+               errors: list[str]) -> list[EndpointRecord]:
+    endpoints: dict[str, EndpointRecord] = {}
+    raw_endpoints = raw.get("endpoint", [])
+    if not isinstance(raw_endpoints, list):
+        errors.append("endpoint must be an array of tables ([[customer.endpoint]])")
+        raw_endpoints = []
+    for position, item in enumerate(raw_endpoints, start=1):
+        if not isinstance(item, dict):
+            errors.append(f"endpoint #{position} is not a table")
+            continue
+        if set(item) - _ENDPOINT_KEYS:
+            unknown_keys = sorted(set(item) - _ENDPOINT_KEYS)
+            errors.append(f"endpoint #{position}: unknown keys {unknown_keys}")
+        endpoint = _endpoint(item, position, numbers, errors)
+        if endpoint is not None:
+            if endpoint.name in endpoints:
+                errors.append(f"endpoint {endpoint.name!r} listed twice")
+            endpoints[endpoint.name] = endpoint
+    return list(endpoints.values())
+
+
+def _endpoint(item: dict[str, Any], position: int, numbers: dict[str, None],
+              errors: list[str]) -> EndpointRecord | None:
+    endpoint_errors: list[str] = []
+    endpoint_name = _string(item, "name", endpoint_errors)
+    if endpoint_name and not _ID.fullmatch(endpoint_name):
+        endpoint_errors.append(
+            f"name {endpoint_name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    number_raw = _string(item, "number", endpoint_errors, required=False)
+    endpoint_number = _belgian(number_raw, "number", endpoint_errors) if number_raw else None
+    if endpoint_number and endpoint_number not in numbers:
+        endpoint_errors.append(f"number {number_raw!r} is not one of the customer's numbers")
+    label = endpoint_name or f"#{position}"
+    errors.extend(f"endpoint {label}: {e}" for e in endpoint_errors)
+    if endpoint_name and not endpoint_errors:
+        return EndpointRecord(endpoint_name, endpoint_number)
+    return None
 
 
 @lru_cache(maxsize=4096)  # many customers of a file share a network; parsing is the cost
