@@ -118,11 +118,12 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def start_server() -> PgServer:
+    """A new server in a fresh directory, running; RuntimeError saying why not (what to
+    install, or the server log's tail). `destroy` stops and removes it."""
     problem = _missing()
     if problem:
-        pytest.fail(f"the PostgreSQL tests need a server: {problem}", pytrace=False)
+        raise RuntimeError(f"the PostgreSQL tests need a server: {problem}")
     directory = Path(tempfile.mkdtemp(prefix="callpolicy-pg-"))
     if os.geteuid() == 0:  # the server's own user must own its directory
         account = pwd.getpwnam(USER)
@@ -135,14 +136,26 @@ def pg_server() -> Iterator[PgServer]:
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         log = directory / "server.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
-        server.stop("immediate")
-        shutil.rmtree(directory, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {exc}\n{tail}", pytrace=False)
+        destroy(server)
+        raise RuntimeError(f"PostgreSQL did not start: {exc}\n{tail}") from exc
+    return server
+
+
+def destroy(server: PgServer) -> None:
+    server.stop("immediate")
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        server = start_server()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield server
     finally:
-        server.stop("immediate")
-        shutil.rmtree(directory, ignore_errors=True)
+        destroy(server)
 
 
 @pytest.fixture

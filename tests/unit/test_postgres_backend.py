@@ -5,12 +5,15 @@ deciding FastAGI calls. The store's own tests run on both backends (db_location)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from callpolicy.store import (
     open_store,
     parse_location,
 )
+from callpolicy.store.postgres.changes import APPLICATION_NAME, ChangeFeed
 from callpolicy.store.postgres.connection import folded, plan
 from callpolicy.store.url import redacted
 
@@ -160,15 +164,17 @@ def ask(port: int, dialled: str, uniqueid: str) -> dict[str, str]:
     return parse_mset(line)
 
 
-def serve(url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """`callpolicy serve --db URL` on a free port (its log in tmp_path/serve.log)."""
+def serve(url: str, tmp_path: Path, metrics_port: int = 0
+          ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`callpolicy serve --db URL` on a free port (its log in tmp_path/serve.log, its config
+    tmp_path/callpolicy.toml)."""
     port = free_port()
     config = tmp_path / "callpolicy.toml"
     text = (REPO / "config" / "callpolicy.toml").read_text()
     text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
                         f'path = "{tmp_path / "local.db"}"')
     text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{port}"')
-    text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
+    text = text.replace('listen = "127.0.0.1:9464"', f'listen = "127.0.0.1:{metrics_port}"')
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLPOLICY_", "NOTIFY_"))}
     log = tmp_path / "serve.log"
@@ -251,37 +257,157 @@ async def test_call_records_the_database_refuses_are_rejected_not_spooled_foreve
     await writer.close([])
 
 
+def metric(port: int, name: str) -> float | None:
+    """One unlabelled series of the daemon's /metrics; None if it has none."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return None
+
+
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> float:
+    """Poll `check` every 20 ms until true; the seconds it took (fails past `seconds`)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < seconds, f"{what}: not within {seconds:g} s"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def log_events(log: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in log.read_text().splitlines()
+            if line.startswith("{")]
+
+
+def flips(port: int, reason: str, tag: str) -> Callable[[], bool]:
+    """A check: the daemon now answers `reason` for acme's 0905 call."""
+    count = iter(range(1_000_000))
+    return lambda: ask(port, "0905123456", f"{tag}.{next(count)}")["CP_REASON"] == reason
+
+
 def test_serve_keeps_deciding_while_postgresql_is_down_and_recovers(
         pg_server, pg_url: str, tmp_path: Path) -> None:
     """Decisions never query the database: with the server stopped the daemon decides from
-    its snapshot, says so once (store_unusable), and reloads once the server is back."""
+    its snapshot, says so once (store_unusable, change_feed_lost), in its metrics and in
+    `callpolicy status`, and reloads once the server is back, its change feed too."""
     assert run("customer", "import", DEMO, db=pg_url).returncode == 0
-    daemon, port, log = serve(pg_url, tmp_path)
+    metrics_port = free_port()
+    daemon, port, log = serve(pg_url, tmp_path, metrics_port)
+    config = tmp_path / "callpolicy.toml"
     try:
         wait_port(port)
+        wait_until(lambda: metric(metrics_port, "callpolicy_change_feed_connected") == 1, 10,
+                   "change feed listening")
         pg_server.stop()
         try:
             time.sleep(1.0)  # several refresh rounds fail meanwhile
             assert ask(port, "0905123456", "down.1")["CP_REASON"] == "premium"
             assert ask(port, "092101299", "down.2")["CP_ACTION"] == "allow"
             one_error_line(run("customer", "list", db=pg_url), 1, "cannot open database")
+            assert metric(metrics_port, "callpolicy_store_ok") == 0
+            assert metric(metrics_port, "callpolicy_change_feed_connected") == 0
+            wait_until(lambda: "database unusable" in run("status", config=config).stdout, 3,
+                       "status showing the outage")
+            status = run("status", config=config)
+            assert status.returncode == 3, status
+            assert "changes by poll (LISTEN DOWN)" in status.stdout, status.stdout
+            assert "change feed (PostgreSQL LISTEN) down" in status.stdout, status.stdout
+            time.sleep(1.0)  # more failed reconnections: still one line each
         finally:
             pg_server.start()
-        deadline = time.monotonic() + 15
-        while '"store_recovered"' not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_until(lambda: '"store_recovered"' in log.read_text(), 15, "store_recovered")
+        wait_until(lambda: metric(metrics_port, "callpolicy_change_feed_connected") == 1, 10,
+                   "change feed back")
+        assert metric(metrics_port, "callpolicy_store_ok") == 1
         assert run("unblock", "acme", "--prefix", "0905", "--by", "t", "--ticket", "T",
                    db=pg_url).returncode == 0
-        deadline = time.monotonic() + 2
-        while ask(port, "0905123456", "up.1")["CP_REASON"] != "unblocked":
-            assert time.monotonic() < deadline, "no change seen after the outage"
-            time.sleep(0.05)
+        took = wait_until(flips(port, "unblocked", "up"), 1.0, "a change after the outage")
+        print(f"after the outage: change live in {took * 1000:.0f} ms")
+        status = run("status", config=config).stdout  # (its AMI link is down: no Asterisk)
+        assert "changes by LISTEN/NOTIFY" in status and "database" not in status, status
     finally:
         stop(daemon)
-    events = [json.loads(line)["event"] for line in log.read_text().splitlines()
-              if line.startswith("{")]
+    events = log_events(log)
     assert events.count("store_unusable") == 1, events
+    assert events.count("change_feed_lost") == 1, events
+    assert events.count("change_feed_restored") == 1, events
+
+
+async def test_a_committed_change_is_announced_to_the_change_feed(pg_url: str) -> None:
+    """A commit NOTIFYs the daemons' LISTEN connection (the audit log's trigger); an import
+    of several customers is one notification (one transaction)."""
+    store = await open_store(pg_url, create=True)
+    told = asyncio.Event()
+    states: list[bool] = []
+    feed = ChangeFeed(pg_url, told.set, states.append)
+    task = asyncio.create_task(feed.run())
+    try:
+        await asyncio.wait_for(told.wait(), 10)  # connected: one catch-up call
+        assert states == [True] and feed.connected
+        told.clear()
+        assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+        await asyncio.wait_for(told.wait(), 1.0)
+        await asyncio.sleep(0.2)
+        assert feed.notifications == 1
+        told.clear()
+        started = time.monotonic()
+        await store.add_unblock("acme", UnblockKind.PREFIX, "+32905", Actor("t", "T"), None)
+        await asyncio.wait_for(told.wait(), 1.0)
+        print(f"NOTIFY after a commit: {(time.monotonic() - started) * 1000:.1f} ms")
+        assert feed.notifications == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+
+
+def test_a_lost_listen_connection_loses_no_change(pg_server, pg_url: str,
+                                                  tmp_path: Path) -> None:
+    """The daemon's LISTEN connection killed (pg_terminate_backend) and kept out (the
+    database refuses new connections): a change still reaches the daemon within 1 s by the
+    catch-up poll. The episode is one line and the metric; the feed comes back by itself."""
+    assert run("customer", "import", DEMO, db=pg_url).returncode == 0
+    database = pg_url.rsplit("/", 1)[1]
+    metrics_port = free_port()
+    daemon, port, log = serve(pg_url, tmp_path, metrics_port)
+
+    async def change_while_the_feed_is_out() -> float:
+        store = await open_store(pg_url)  # before the database refuses connections
+        try:
+            pg_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid)) FROM "
+                                   f"pg_stat_activity WHERE application_name = "
+                                   f"'{APPLICATION_NAME}' AND datname = '{database}'")
+            assert killed == "1", killed
+            await asyncio.to_thread(wait_until, lambda: metric(
+                metrics_port, "callpolicy_change_feed_connected") == 0, 5, "feed lost")
+            await store.add_unblock("acme", UnblockKind.PREFIX, "+32905", Actor("t", "T"), None)
+            return await asyncio.to_thread(wait_until, flips(port, "unblocked", "out"), 1.0,
+                                           "a change with the feed out")
+        finally:
+            await store.close()
+            pg_server.sql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+
+    try:
+        wait_port(port)
+        wait_until(lambda: metric(metrics_port, "callpolicy_change_feed_connected") == 1, 10,
+                   "change feed listening")
+        took = asyncio.run(change_while_the_feed_is_out())
+        print(f"feed out: change live by the catch-up poll in {took * 1000:.0f} ms")
+        wait_until(lambda: metric(metrics_port, "callpolicy_change_feed_connected") == 1, 10,
+                   "change feed back")
+        assert run("reblock", "acme", "--prefix", "0905", "--by", "t", "--ticket", "T",
+                   db=pg_url).returncode == 0
+        took = wait_until(flips(port, "premium", "back"), 1.0, "a change with the feed back")
+        print(f"feed back: change live in {took * 1000:.0f} ms")
+    finally:
+        stop(daemon)
+    events = log_events(log)
+    assert events.count("change_feed_lost") == 1, events
+    assert events.count("change_feed_restored") == 1, events
+    assert "store_unusable" not in events, events
 
 
 # -- the move from SQLite ------------------------------------------------------------------

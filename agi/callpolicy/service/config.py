@@ -29,7 +29,7 @@ PACKAGED_ZONES = "telephone-zones.toml"
 #: Every key each section may have: anything else is a typo, refused at start-up, so that
 #: `[store] pth = …` cannot silently open a fresh empty database.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "store": ("path", "url"),
+    "store": ("path", "url", "listen"),
     "policy": ("premium_prefixes", "must_reach", "emergency_numbers", "restriction_prefix",
                "zones_file"),
     "agi": ("listen", "decision_deadline_ms"),
@@ -84,6 +84,9 @@ class Settings:
     metrics_port: int = 9464
     warnings: tuple[str, ...] = ()  # deprecated keys…: logged by the daemon at start
     db_url: str | None = None  # [store] url / --db postgresql://…: the shared database
+    # [store] listen: on PostgreSQL, changes arrive by LISTEN/NOTIFY (false: by the poll only,
+    # e.g. behind a transaction-pooling proxy, where LISTEN does not work)
+    db_listen: bool = True
 
     @property
     def db(self) -> StoreLocation:
@@ -341,6 +344,7 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         path=path,
         db_path=db_path,
         db_url=db_url,
+        db_listen=_get(store, "listen", bool, True, "store"),
         policy=policy_config,
         zones=zones,
         agi_host=host,

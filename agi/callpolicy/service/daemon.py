@@ -2,7 +2,9 @@
 
 - Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
   refused" and uses the fallback AGI at once. Once listening, every decision is in memory.
-- Polls the audit log every 250 ms: a CLI change is live within a second.
+- Brings its snapshot up to date from the audit log: on PostgreSQL when told of a commit
+  (LISTEN/NOTIFY, store/postgres/changes.py), with a poll every second that catches up after
+  a lost notification; on SQLite (or `[store] listen = false`) by a poll every 250 ms.
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
 - SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
@@ -21,6 +23,7 @@ import signal
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -43,9 +46,16 @@ from .metrics import Metrics
 from .status import publish_forever
 from .watchdog import notify, ping_forever
 
+if TYPE_CHECKING:
+    from ..store.postgres.changes import ChangeFeed
+
 log = structlog.get_logger("callpolicy.daemon")
 
-REFRESH_INTERVAL = 0.25
+REFRESH_INTERVAL = 0.25  # s between polls of the audit log without a change feed
+# s between polls with a feed: they only catch up on notices lost with the LISTEN connection,
+# and keep a change live within 1 s (the issue's bound) while it is down
+CATCH_UP_INTERVAL = 0.5
+REFRESH_TIMEOUT = 30.0  # s: a refresh that hangs (a server gone silent) is a store failure
 RECORD_FLUSH_INTERVAL = 0.5
 RELOAD_INTERVAL = 2.0  # s between attempts to reopen a database that failed
 SCHEDULE_INTERVAL = 1.0  # only the database catches up: decisions follow suspend_at exactly
@@ -76,6 +86,8 @@ class PolicyService:
         self.snapshot_checked_at: float | None = None  # last successful load/refresh (status)
         self.store_problem: str | None = None  # why the database is not usable (None: it is)
         self.store_problem_since: float | None = None
+        self.change_feed: ChangeFeed | None = None  # PostgreSQL's LISTEN connection
+        self._changed = asyncio.Event()  # set by the change feed: refresh now
         self.metrics.track_snapshot_age(
             lambda: time.time() - (self.snapshot_checked_at or self.started_at))
 
@@ -176,27 +188,55 @@ class PolicyService:
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db))
 
     async def refresh_forever(self) -> None:
-        """Every REFRESH_INTERVAL: bring the snapshot up to date. If the database fails (a
-        query error, the file replaced or damaged), decisions go on from the last good
-        snapshot, the episode is one error line (`store_unusable`), callpolicy_store_ok 0 and
-        `callpolicy status`; every RELOAD_INTERVAL the database is reopened (integrity and
-        schema checked) and, once it passes, loaded whole (`store_recovered`)."""
+        """Bring the snapshot up to date when the change feed says something was committed
+        (PostgreSQL), and at least every CATCH_UP_INTERVAL (without a feed: REFRESH_INTERVAL).
+        Notifications that come during a refresh make one more. If the database fails (a
+        query error, no answer, the file replaced or damaged), decisions go on from the last
+        good snapshot, the episode is one error line (`store_unusable`), callpolicy_store_ok 0
+        and `callpolicy status`; every RELOAD_INTERVAL (or at once when the feed is back) the
+        database is reopened (integrity and schema checked) and, once it passes, loaded whole
+        (`store_recovered`)."""
         assert self.source is not None
+        feed = self._start_change_feed()
+        interval = REFRESH_INTERVAL if feed is None else CATCH_UP_INTERVAL
         next_reload = 0.0
-        while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
-            if self.store_problem is not None:
-                if time.monotonic() >= next_reload:
-                    next_reload = time.monotonic() + RELOAD_INTERVAL
-                    await self._reload()
-                continue
-            try:
-                if await self.source.refresh():
-                    self._use(self.source.snapshot)
-                self.snapshot_checked_at = time.time()
-            except Exception as exc:  # keep deciding on the last good snapshot
-                self._store_failed(exc)
-                next_reload = 0.0  # a replaced file: reload at once
+        try:
+            while True:
+                told = await self._next_round(interval)
+                if self.store_problem is not None:
+                    if told or time.monotonic() >= next_reload:
+                        next_reload = time.monotonic() + RELOAD_INTERVAL
+                        await self._reload()
+                    continue
+                try:
+                    if await asyncio.wait_for(self.source.refresh(), REFRESH_TIMEOUT):
+                        self._use(self.source.snapshot)
+                    self.snapshot_checked_at = time.time()
+                except Exception as exc:  # keep deciding on the last good snapshot
+                    self._store_failed(exc)
+                    next_reload = 0.0  # a replaced file: reload at once
+        finally:
+            if feed is not None:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed
+
+    def _start_change_feed(self) -> asyncio.Task[None] | None:
+        if not (self.settings.db_url and self.settings.db_listen):
+            return None
+        from ..store.postgres.changes import ChangeFeed  # asyncpg: PostgreSQL only
+        self.change_feed = ChangeFeed(self.settings.db_url, self._changed.set,
+                                      self.metrics.set_change_feed_connected)
+        self.metrics.set_change_feed_connected(False)
+        return asyncio.create_task(self.change_feed.run())
+
+    async def _next_round(self, interval: float) -> bool:
+        """Wait for a change notice or `interval`; True if told of a change."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), interval)
+        told = self._changed.is_set()
+        self._changed.clear()  # before the refresh reads: a later notice makes another round
+        return told
 
     def _use(self, snapshot: Snapshot) -> None:
         assert self.engine is not None
@@ -205,8 +245,11 @@ class PolicyService:
         log.info("snapshot_refreshed", customers=len(snapshot.customers))
 
     def _store_failed(self, exc: BaseException) -> None:
-        self.store_problem = f"{type(exc).__name__}: {exc}" if not isinstance(
-            exc, StoreError) else str(exc)
+        if isinstance(exc, TimeoutError):
+            self.store_problem = f"no answer to a snapshot refresh within {REFRESH_TIMEOUT:g} s"
+        else:
+            self.store_problem = f"{type(exc).__name__}: {exc}" if not isinstance(
+                exc, StoreError) else str(exc)
         self.store_problem_since = time.time()
         self.metrics.set_store_ok(False)
         log.error("store_unusable", error=self.store_problem, db=str(self.settings.db),

@@ -106,6 +106,7 @@ class Metrics:
             "callpolicy_snapshot_age_seconds",
             "Seconds since the snapshot was last checked against the database", registry=r)
         self.store_ok.set(1)
+        self.change_feed_connected: Gauge | None = None  # PostgreSQL only: see below
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
         for reason in BAD_PEER_REASONS:
@@ -163,6 +164,16 @@ class Metrics:
 
     def set_ami_connected(self, connected: bool) -> None:
         self.ami_connected.set(1 if connected else 0)
+
+    def set_change_feed_connected(self, connected: bool) -> None:
+        """PostgreSQL's LISTEN connection: the series exists only on a daemon that has one."""
+        if self.change_feed_connected is None:
+            self.change_feed_connected = Gauge(
+                "callpolicy_change_feed_connected",
+                "1 while the daemon listens for committed changes (PostgreSQL LISTEN): they "
+                "are live within milliseconds; 0: they arrive by the catch-up poll (0.5 s)",
+                registry=self.registry)
+        self.change_feed_connected.set(1 if connected else 0)
 
     def set_store_ok(self, ok: bool) -> None:
         self.store_ok.set(1 if ok else 0)

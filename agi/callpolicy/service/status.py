@@ -54,6 +54,16 @@ def _ami_state(service: PolicyService) -> str:
     return "connected" if service.ami.connected else "down"
 
 
+def _change_feed(service: PolicyService) -> dict[str, Any]:
+    """How changes reach the snapshot: `listening` (PostgreSQL LISTEN), `down` (its
+    connection lost: the catch-up poll only), `poll` (SQLite, or `[store] listen = false`)."""
+    feed = service.change_feed
+    if feed is None:
+        return {"change_feed": "poll", "change_feed_since": None}
+    return {"change_feed": "listening" if feed.connected else "down",
+            "change_feed_since": _iso(feed.since)}
+
+
 def _live_calls(service: PolicyService, now: float) -> dict[str, Any]:
     control = service.control
     known = control.concurrency_enforced
@@ -122,6 +132,7 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
             "store_ok": service.store_problem is None,
             "store_problem": service.store_problem,
             "store_problem_since": _iso(service.store_problem_since),
+            **_change_feed(service),
         },
         "live_calls": _live_calls(service, now),
         "decisions": _decisions(service),
@@ -171,6 +182,10 @@ def problems(status: dict[str, Any], now: float | None = None) -> list[str]:
         found.append(f"database unusable since {_clock(snapshot.get('store_problem_since'))}: "
                      f"{snapshot['store_problem']}; deciding from the last good snapshot "
                      f"(audit high-water {snapshot.get('audit_high_water')})")
+    if snapshot.get("change_feed") == "down":
+        found.append(f"change feed (PostgreSQL LISTEN) down since "
+                     f"{_clock(snapshot.get('change_feed_since'))}: changes arrive by the "
+                     "catch-up poll (within about a second)")
     age = snapshot["age_s"]
     if age is None:
         found.append("no snapshot loaded")
@@ -241,6 +256,9 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+_FEED_TEXT = {"listening": "LISTEN/NOTIFY", "down": "poll (LISTEN DOWN)", "poll": "poll"}
+
+
 def render(status: dict[str, Any], now: float | None = None) -> str:
     """A readable summary for an on-call engineer (every text escaped: it comes from the
     network and from stored names)."""
@@ -269,7 +287,8 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
         f"fraud guard  {guard_text}",
         f"snapshot     {snapshot['customers']} customers, audit high-water "
         f"{_count(snapshot['audit_high_water'])}, checked "
-        f"{'never' if age is None else f'{age + lag:.1f} s ago'}",
+        f"{'never' if age is None else f'{age + lag:.1f} s ago'}, changes by "
+        f"{_FEED_TEXT.get(snapshot.get('change_feed', 'poll'), '?')}",
         f"live calls   {_count(live['up'])} up, {live['started_last_minute']} started in the "
         f"last minute, {live['customers']} customer(s)",
     ]

@@ -13,6 +13,9 @@ Equivalences that matter:
 
 from __future__ import annotations
 
+#: The channel the daemons LISTEN on for committed changes (migration 5)
+CHANGES_CHANNEL = "callpolicy_changes"
+
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
     only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
@@ -181,5 +184,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE calls SET free = 1
         WHERE category IN ('emergency', 'must_reach') OR destination LIKE '+32800%';
     UPDATE calls SET billable_seconds = 0 WHERE free = 1;
+    """,
+    # 5: every transaction that writes the audit log (every change: see store/sqlite/audit.py)
+    # announces it on CHANGES_CHANNEL at COMMIT (NOTIFY is transactional: nothing for a
+    # rollback). The payload is constant so that PostgreSQL folds the notifications of one
+    # transaction into one (an import of 100 000 customers is one wake-up, not 100 000); the
+    # daemons read what changed from the audit log (store/snapshot.py).
+    f"""
+    CREATE FUNCTION audit_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{CHANGES_CHANNEL}', ''); RETURN NULL; END $$;
+    CREATE TRIGGER audit_notify AFTER INSERT ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_notify();
     """,
 )

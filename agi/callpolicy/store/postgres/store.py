@@ -27,8 +27,8 @@ if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by any test r
     raise ImportError("store/postgres/schema.py and store/schema.py disagree on the version")
 
 
-def connect_kwargs(readonly: bool) -> dict[str, Any]:
-    settings = {"application_name": "callpolicy", "lock_timeout": str(LOCK_TIMEOUT_MS),
+def connect_kwargs(readonly: bool, application_name: str = "callpolicy") -> dict[str, Any]:
+    settings = {"application_name": application_name, "lock_timeout": str(LOCK_TIMEOUT_MS),
                 "statement_timeout": str(STATEMENT_TIMEOUT_MS)}
     if readonly:
         settings["default_transaction_read_only"] = "on"
@@ -36,10 +36,11 @@ def connect_kwargs(readonly: bool) -> dict[str, Any]:
             "statement_cache_size": 256}
 
 
-async def connect(url: str, *, readonly: bool = False) -> asyncpg.Connection:
+async def connect(url: str, *, readonly: bool = False,
+                  application_name: str = "callpolicy") -> asyncpg.Connection:
     """A connection, or StoreError with the reason in one line."""
     try:
-        return await asyncpg.connect(url, **connect_kwargs(readonly))
+        return await asyncpg.connect(url, **connect_kwargs(readonly, application_name))
     except TimeoutError as exc:
         raise StoreError(f"cannot open database {redacted(url)}: no answer within "
                          f"{CONNECT_TIMEOUT:g} s") from exc
