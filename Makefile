@@ -35,6 +35,11 @@ lint: deps
 bench-micro: deps
 	$(BIN)/python bench/decisions.py
 
+## Propagation on PostgreSQL, LISTEN/NOTIFY vs. the poll (a throw-away server; ~1 min)
+.PHONY: bench-propagation
+bench-propagation: deps
+	$(BIN)/python bench/propagation.py --customers $(or $(CUSTOMERS),100000)
+
 ## The ops CLI from the project's venv: make cli ARGS="check --customer acme 0905123456"
 cli: deps
 	@$(BIN)/callpolicy $(ARGS)

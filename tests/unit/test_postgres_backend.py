@@ -77,6 +77,12 @@ def test_store_url_in_the_config_and_the_environment(tmp_path: Path,
     config.write_text(f'[store]\nurl = "{url}"\npath = "local.db"\n')
     settings = load_settings(str(config))
     assert (settings.db.url, settings.db_path) == (url, tmp_path / "local.db")
+    assert settings.db_listen  # LISTEN/NOTIFY unless told otherwise
+    config.write_text(f'[store]\nurl = "{url}"\nlisten = false\n')
+    assert not load_settings(str(config)).db_listen
+    config.write_text(f'[store]\nurl = "{url}"\nlisten = "no"\n')
+    with pytest.raises(ConfigError, match=r"store\.listen must be a bool, got 'no'"):
+        load_settings(str(config))
     config.write_text('[store]\nurl = "sqlite:data/cp.db"\n')
     settings = load_settings(str(config))
     assert (settings.db.url, settings.db.path) == (None, tmp_path / "data" / "cp.db")

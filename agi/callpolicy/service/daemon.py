@@ -3,8 +3,8 @@
 - Loads the snapshot first, then listens: while it cannot decide, Asterisk gets "connection
   refused" and uses the fallback AGI at once. Once listening, every decision is in memory.
 - Brings its snapshot up to date from the audit log: on PostgreSQL when told of a commit
-  (LISTEN/NOTIFY, store/postgres/changes.py), with a poll every second that catches up after
-  a lost notification; on SQLite (or `[store] listen = false`) by a poll every 250 ms.
+  (LISTEN/NOTIFY, store/postgres/changes.py), with a poll every 0.5 s that catches up after
+  a lost notification; on SQLite (or `[store] listen = false`) by a poll every 0.25 s.
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
 - SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
