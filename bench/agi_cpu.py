@@ -346,7 +346,7 @@ def main() -> None:
     for tree, runs in results.items():
         per_call = [r["us_per_call"] for r in runs]
         idle = statistics.median(r["idle_us_per_s"] for r in runs)
-        print(f"{str(tree):40} {statistics.median(per_call):15.0f} "
+        print(f"{tree!s:40} {statistics.median(per_call):15.0f} "
               f"{min(per_call):7.0f}-{max(per_call):<7.0f} {idle:10.0f}")
 
 

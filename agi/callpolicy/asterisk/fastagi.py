@@ -99,42 +99,68 @@ class Limits:
     max_connections: int = MAX_CONNECTIONS
 
 
-async def read_environment(reader: asyncio.StreamReader,
-                           on_first_line: Callable[[], None] | None = None) -> dict[str, str]:
-    """Read the agi_* block up to its blank line. Raises BadPeer for anything odd."""
-    env: dict[str, str] = {}
-    total = 0
-    for _ in range(MAX_LINES):
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            raise BadPeer(EOF_EARLY, f"EOF after {total + len(exc.partial)} bytes of "
-                          "environment") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise BadPeer(TOO_LARGE, f"environment line longer than {MAX_LINE} bytes") from exc
-        if not total and on_first_line is not None:
-            on_first_line()
-        total += len(raw)
-        if total > MAX_ENV_BYTES:
-            raise BadPeer(TOO_LARGE, f"environment block larger than {MAX_ENV_BYTES} bytes")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if not env:
-                raise BadPeer(NOT_AGI, "empty environment block")
-            return env
-        key, sep, value = line.partition(":")
-        if not sep or not key.startswith(ENV_PREFIX):
-            raise BadPeer(NOT_AGI, "not an AGI environment line")
-        env[key.strip()] = value.strip()
-    raise BadPeer(TOO_LARGE, f"more than {MAX_LINES} environment lines")
+class EnvironmentParser:
+    """Sans-I/O reader of the agi_* block up to its blank line: `feed` bytes as they come;
+    it returns the environment once the block is complete (None before), and raises BadPeer
+    for anything odd. Bytes after the blank line are kept in `rest`."""
 
+    __slots__ = ("_buffer", "env", "first_line", "lines", "rest", "total")
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.total = 0  # bytes of complete lines
+        self.first_line = False  # a complete line has arrived
+        self.lines = 0
+        self.rest = b""
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> dict[str, str] | None:
+        buffer = self._buffer + data if self._buffer else data
+        env = self.env
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            self.first_line = True
+            self.lines += 1
+            self.total += end + 1 - start
+            if self.total > MAX_ENV_BYTES:
+                raise BadPeer(TOO_LARGE, f"environment block larger than {MAX_ENV_BYTES} bytes")
+            if end + 1 - start > MAX_LINE:
+                raise BadPeer(TOO_LARGE, f"environment line longer than {MAX_LINE} bytes")
+            line = buffer[start:end].decode("utf-8", "replace").rstrip("\r")
+            start = end + 1
+            if not line:
+                if not env:
+                    raise BadPeer(NOT_AGI, "empty environment block")
+                self.rest = buffer[start:]
+                return env
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith(ENV_PREFIX):
+                raise BadPeer(NOT_AGI, "not an AGI environment line")
+            if self.lines >= MAX_LINES:
+                raise BadPeer(TOO_LARGE, f"more than {MAX_LINES} environment lines")
+            env[key.strip()] = value.strip()
+        self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_LINE:
+            raise BadPeer(TOO_LARGE, f"environment line longer than {MAX_LINE} bytes")
+        return None
+
+    def eof(self) -> BadPeer:
+        """What an EOF before the blank line means."""
+        return BadPeer(EOF_EARLY, f"EOF after {self.total + len(self._buffer)} bytes of "
+                       "environment")
 
 
 class FastAgiServer:
     """Serves decisions. `decide` is the policy (sync, in memory, ready before `start`);
     `fail_safe` answers when `decide` raises; `on_drop(outcome, reason)` counts each
     connection dropped without a decision (outcome REFUSED, EVICTED or BAD_PEER; for a bad
-    peer, reason is one of BAD_PEER_REASONS)."""
+    peer, reason is one of BAD_PEER_REASONS).
+
+    Each connection is an `AgiConnection` protocol (no task, no stream objects): the
+    per-call cost is the daemon's main one (bench/agi_cpu.py)."""
 
     def __init__(
         self,
@@ -151,14 +177,15 @@ class FastAgiServer:
         self._on_decision = on_decision
         self._on_drop = on_drop
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[AgiConnection] = set()
+        self._idle: asyncio.Event | None = None  # set while no connection is open (stop)
         self._slots = ConnectionSlots(self.limits.max_connections)
         self._limited = RateLimitedLog(log)
         self.stats = {"decisions": 0, "errors": 0, "bad_peers": 0, "refused": 0, "evicted": 0}
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=MAX_LINE, reuse_address=True, backlog=BACKLOG)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: AgiConnection(self), host, port, reuse_address=True, backlog=BACKLOG)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -167,33 +194,31 @@ class FastAgiServer:
     async def stop(self, grace: float = 2.0) -> None:
         if self._server is not None:
             self._server.close()
+        if self._connections:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+            for connection in list(self._connections):
+                connection.abort()
+        if self._server is not None:
             await self._server.wait_closed()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        admission = self._slots.admit(writer.transport.abort)
+    def _opened(self, connection: AgiConnection, transport: asyncio.Transport) -> Slot | None:
+        admission = self._slots.admit(transport.abort)
         if admission.evicted is not None:
             self._dropped(EVICTED, "connections full: the oldest still sending its environment",
                           "agi_connection_evicted")
-        slot = admission.slot
-        if slot is None:
+        if admission.slot is None:
             self._dropped(REFUSED, "connections full, all answering", "agi_connection_refused")
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer, slot)
-        finally:
-            self._slots.release(slot)
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return None
+        self._connections.add(connection)
+        return admission.slot
+
+    def _closed(self, connection: AgiConnection, slot: Slot) -> None:
+        self._slots.release(slot)
+        self._connections.discard(connection)
+        if not self._connections and self._idle is not None:
+            self._idle.set()
 
     def _dropped(self, outcome: str, reason: str, event: str, **fields: str) -> None:
         """A connection dropped without a decision: counted, logged (rate-limited)."""
@@ -203,36 +228,13 @@ class FastAgiServer:
         self._limited("warning", event, reason=reason, open=len(self._slots),
                       waiting=self._slots.waiting, **fields)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     slot: Slot) -> None:
-        limits = self.limits
-        accepted = asyncio.get_running_loop().time()
-        first_line = False
-        try:
-            # asyncio.timeout, not wait_for: wait_for wraps each await in a new Task.
-            async with asyncio.timeout(min(limits.first_line_deadline,
-                                           limits.env_deadline)) as deadline:
-                def on_first_line() -> None:
-                    nonlocal first_line
-                    first_line = True
-                    deadline.reschedule(accepted + limits.env_deadline)
-
-                env = await read_environment(reader, on_first_line)
-        except (BadPeer, TimeoutError, ConnectionError) as exc:
-            if slot.evicted:  # counted and logged when it was evicted
-                return
-            if isinstance(exc, BadPeer):
-                reason, detail = exc.reason, str(exc)
-            elif isinstance(exc, TimeoutError):
-                reason = ENV_LATE if first_line else FIRST_LINE_LATE
-                detail = f"no {'complete environment' if first_line else 'first line'} " \
-                    f"within {limits.env_deadline if first_line else limits.first_line_deadline} s"
-            else:
-                reason, detail = CONNECTION_ERROR, type(exc).__name__
+    def _bad_peer(self, slot: Slot, reason: str, detail: str, peer: object) -> None:
+        if not slot.evicted:  # an evicted one was counted and logged when it was evicted
             self._dropped(BAD_PEER, reason, "agi_bad_peer", detail=safe_value(detail),
-                          peer=str(writer.get_extra_info("peername")))
-            return
-        self._slots.settle(slot)
+                          peer=str(peer))
+
+    def _answer(self, env: dict[str, str]) -> bytes:
+        """The decision for a complete environment block, as the command to send."""
         started = time.perf_counter()
         call = AgiCall.from_args(call_arguments(env))
         request = call.request(datetime.now(UTC))
@@ -253,19 +255,154 @@ class FastAgiServer:
             except Exception:  # bookkeeping must never cost the call its answer
                 log.exception("on_decision_failed")
         log_decision(decision, call, env, source, elapsed)
-        try:
-            writer.write(mset_command(decision_variables(decision, source)).encode())
-            async with asyncio.timeout(limits.reply_deadline):
-                await writer.drain()
-                reply = await reader.readline()
-        except (TimeoutError, ConnectionError) as exc:
-            self._limited("warning", "agi_no_reply",
-                          uniqueid=safe_value(env.get(ENV_UNIQUEID)), reason=type(exc).__name__)
-            return
+        return mset_command(decision_variables(decision, source)).encode()
+
+    def _no_reply(self, env: dict[str, str], reason: str) -> None:
+        self._limited("warning", "agi_no_reply", uniqueid=safe_value(env.get(ENV_UNIQUEID)),
+                      reason=reason)
+
+    def _reply(self, env: dict[str, str], reply: bytes) -> None:
         if not reply.startswith(b"200"):
             self._limited("warning", "agi_command_failed",
                           uniqueid=safe_value(env.get(ENV_UNIQUEID)),
                           reply=safe_value(reply[:120].decode("utf-8", "replace").strip()))
+
+
+#: AgiConnection states
+_READING, _ANSWERED, _DONE = 0, 1, 2
+
+
+class AgiConnection(asyncio.Protocol):
+    """One FastAGI connection: the environment block (first-line and whole-block deadlines,
+    EnvironmentParser's caps), the answer, Asterisk's reply line (reply deadline), close.
+    One timer at a time, created only when a deadline is armed."""
+
+    __slots__ = ("_accepted", "_env", "_parser", "_reply", "_server", "_slot", "_state",
+                 "_timer", "_transport")
+
+    def __init__(self, server: FastAgiServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._slot: Slot | None = None
+        self._parser = EnvironmentParser()
+        self._state = _READING
+        self._timer: asyncio.TimerHandle | None = None
+        self._accepted = 0.0
+        self._env: dict[str, str] = {}
+        self._reply = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._slot = self._server._opened(self, transport)
+        if self._slot is None:
+            self._state = _DONE
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        self._accepted = loop.time()
+        limits = self._server.limits
+        self._timer = loop.call_at(
+            self._accepted + min(limits.first_line_deadline, limits.env_deadline),
+            self._deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _READING:
+            try:
+                env = self._parser.feed(data)
+            except BadPeer as exc:
+                self._drop(exc.reason, str(exc))
+                return
+            if env is not None:
+                self._answer(env)
+        elif self._state == _ANSWERED:
+            self._reply += data
+            end = self._reply.find(b"\n")
+            if end >= 0:
+                self._finish()
+                self._server._reply(self._env, self._reply[:end + 1])
+                self._close()
+            elif len(self._reply) > MAX_LINE:
+                self._finish()
+                self._server._reply(self._env, self._reply)
+                self._close()
+
+    def eof_received(self) -> bool:
+        if self._state == _READING:
+            exc = self._parser.eof()
+            self._drop(exc.reason, str(exc))
+        elif self._state == _ANSWERED:  # closed without a reply line
+            self._finish()
+            self._server._reply(self._env, self._reply)
+            self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == _READING:
+            self._drop(CONNECTION_ERROR, type(exc).__name__ if exc else "connection lost")
+        elif self._state == _ANSWERED:
+            self._finish()
+            self._server._no_reply(self._env, type(exc).__name__ if exc else "ConnectionLost")
+        self._finish()
+        if self._slot is not None:
+            self._server._closed(self, self._slot)
+            self._slot = None
+
+    def abort(self) -> None:
+        self._finish()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- the steps ----------------------------------------------------------------------
+    def _answer(self, env: dict[str, str]) -> None:
+        assert self._slot is not None and self._transport is not None
+        self._server._slots.settle(self._slot)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._state, self._env = _ANSWERED, env
+        self._transport.write(self._server._answer(env))
+        self._timer = asyncio.get_running_loop().call_later(
+            self._server.limits.reply_deadline, self._deadline)
+        if self._parser.rest:  # the reply came with the block (never from Asterisk)
+            rest, self._parser.rest = self._parser.rest, b""
+            self.data_received(rest)
+
+    def _deadline(self) -> None:
+        self._timer = None
+        limits = self._server.limits
+        if self._state == _READING:
+            if self._parser.first_line:
+                due = self._accepted + limits.env_deadline
+                loop = asyncio.get_running_loop()
+                if loop.time() < due:  # the first line came in time: the block's deadline
+                    self._timer = loop.call_at(due, self._deadline)
+                    return
+                self._drop(ENV_LATE, f"no complete environment within {limits.env_deadline} s")
+            else:
+                self._drop(FIRST_LINE_LATE,
+                           f"no first line within {limits.first_line_deadline} s")
+        elif self._state == _ANSWERED:
+            self._finish()
+            self._server._no_reply(self._env, "TimeoutError")
+            self.abort()
+
+    def _drop(self, reason: str, detail: str) -> None:
+        """A bad peer: counted and logged (unless evicted), the connection aborted."""
+        self._finish()
+        assert self._slot is not None and self._transport is not None
+        self._server._bad_peer(self._slot, reason, detail,
+                               self._transport.get_extra_info("peername"))
+        self._transport.abort()
+
+    def _finish(self) -> None:
+        self._state = _DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
