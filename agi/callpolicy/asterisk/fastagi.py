@@ -38,7 +38,7 @@ import structlog
 
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
-from ..service.logging import RateLimitedLog
+from ..service.logging import RateLimitedLog, json_line
 from .variables import (
     ENV_CHANNEL,
     ENV_PREFIX,
@@ -427,10 +427,9 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
         "source": source,
         "latency_ms": round(elapsed * 1000, 3),
     }
-    if source != SOURCE_DAEMON or decision.emergency:
-        log.warning("decision", **fields)
-    else:
-        log.info("decision", **fields)
+    level = "warning" if source != SOURCE_DAEMON or decision.emergency else "info"
+    if not json_line(level, "decision", dict(fields)):  # not JSON: structlog renders it
+        getattr(log, level)("decision", **fields)
     for event in decision.events:
         emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
         emit(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,
