@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 FLOOR = "floor"
+UVLOOP = "+uvloop"  # a --tree suffix
 # what the demo customers dial: allowed national and mobile, premium and non-EU refused,
 # an emergency call, an unknown endpoint
 MIX = (
@@ -166,6 +167,8 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0  # the daemon's (under py-spy, the spy's child)
 
+    uvloop_path: str | None = None  # run the daemon on uvloop, importable from here ("" : venv)
+
     @property
     def floor(self) -> bool:
         """--tree floor: bench/floor_agi.py, the do-nothing AGI server (no AMI)."""
@@ -174,7 +177,8 @@ class Daemon:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("CALLPOLICY_", "NOTIFY_"))}
-        env.update(PYTHONPATH=str(self.tree / "agi"), CALLPOLICY_AMI_SECRET="bench")
+        path = [str(self.tree / "agi"), *([self.uvloop_path] if self.uvloop_path else [])]
+        env.update(PYTHONPATH=os.pathsep.join(path), CALLPOLICY_AMI_SECRET="bench")
         return env
 
     def configure(self) -> Path:
@@ -207,6 +211,10 @@ class Daemon:
         else:
             config = self.configure()
             argv = [sys.executable, "-m", "callpolicy.cli", "--config", str(config), "serve"]
+            if self.uvloop_path is not None:  # asyncio.run() then makes a uvloop loop
+                argv[1:3] = ["-c", "import runpy, sys, uvloop; uvloop.install(); "
+                             "sys.argv[0] = 'callpolicy'; "
+                             "runpy.run_module('callpolicy.cli', run_name='__main__')"]
         if profile is not None:
             argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
                     "--rate", "250", "--nonblocking", "--output", str(profile), "--", *argv]
@@ -273,7 +281,10 @@ async def run_once(tree: Path, workdir: Path, args: argparse.Namespace,
     ami = FakeAmi()
     server = await asyncio.start_server(ami.serve, "127.0.0.1", 0)
     ami_port = server.sockets[0].getsockname()[1]
-    daemon = Daemon(tree, workdir, ami_port)
+    uvloop_path = None
+    if tree.name.endswith(UVLOOP):
+        tree, uvloop_path = tree.with_name(tree.name[:-len(UVLOOP)]), args.uvloop_path or ""
+    daemon = Daemon(tree, workdir, ami_port, uvloop_path=uvloop_path)
     await asyncio.to_thread(daemon.start, profile)
     try:
         if not daemon.floor:
@@ -333,7 +344,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", type=Path,
                         help="a checkout whose agi/ runs the daemon (repeat: interleaved); "
-                        "`floor`: bench/floor_agi.py, the do-nothing AGI server")
+                        "`floor`: bench/floor_agi.py, the do-nothing AGI server; "
+                        f"DIR{UVLOOP}: that tree's daemon on uvloop")
+    parser.add_argument("--uvloop-path", help="where uvloop can be imported from, for the "
+                        f"trees named with a {UVLOOP} suffix (default: the venv)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=3000, help="measured calls per run")
     parser.add_argument("--warmup", type=int, default=300)
@@ -341,7 +355,8 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle measured")
     parser.add_argument("--profile", type=Path, help="py-spy raw output prefix (per run)")
     args = parser.parse_args()
-    trees = [t if str(t) == FLOOR else t.resolve() for t in (args.tree or [REPO])]
+    trees = [t if str(t) == FLOOR else t.parent.resolve() / t.name if t.name.endswith(UVLOOP)
+             else t.resolve() for t in (args.tree or [REPO])]
     results: dict[Path, list[dict[str, float]]] = {t: [] for t in trees}
     with tempfile.TemporaryDirectory(prefix="agi-cpu-") as tmp:
         workdirs = {t: Path(tmp) / f"tree{i}" for i, t in enumerate(trees)}

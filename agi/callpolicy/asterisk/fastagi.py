@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import structlog
 
@@ -292,12 +293,12 @@ class AgiConnection(asyncio.Protocol):
         self._reply = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._slot = self._server._opened(self, transport)
+        # a TCP transport (uvloop's is not an asyncio.Transport subclass)
+        self._transport = cast(asyncio.Transport, transport)
+        self._slot = self._server._opened(self, self._transport)
         if self._slot is None:
             self._state = _DONE
-            transport.abort()
+            self._transport.abort()
             return
         loop = asyncio.get_running_loop()
         self._accepted = loop.time()
