@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = _with_db(settings, args.db)
         if not asyncio.iscoroutinefunction(func):
             return func(args, settings)
-        return asyncio.run(func(args, settings))
+        # `serve` runs on uvloop when it is installed (cli/daemon.py: serve_event_loop)
+        with asyncio.Runner(loop_factory=getattr(func, "loop_factory", None)) as runner:
+            return runner.run(func(args, settings))
     except UsageError as exc:
         command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))
         sys.stderr.write(f"{command}: error: {exc} (see {command} --help)\n")
