@@ -10,6 +10,10 @@ The reader is written for hostile peers (panoramisk 1.4's loop freezes on an ear
 environment block has a deadline, a size cap and a line cap; EOF anywhere, non-UTF-8 bytes or
 garbage just end that one connection. Nothing here blocks the event loop.
 
+Per call this is the daemon's main CPU cost (issue 12, bench/agi_cpu.py), so a connection is
+an `AgiConnection` protocol fed by the event loop, over the sans-I/O `EnvironmentParser`: no
+task, no stream reader/writer, no timeout context, at most one timer at a time.
+
 Local floods (issue 10): Asterisk writes its whole environment block right after connecting,
 so a peer that has not sent its first line within FIRST_LINE_DEADLINE, or the whole block
 within ENV_DEADLINE, is not an Asterisk and is dropped. When all MAX_CONNECTIONS slots are
