@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,6 +108,12 @@ def test_cli_changes_are_live_within_a_second_and_sighup_reloads(setup, tmp_path
             daemon.kill()
     log = (tmp_path / "serve.log").read_text()
     assert '"config_reload_failed"' in log and '"event": "decision"' in log
+    # uvloop is a dependency: where it is installed, the daemon runs on it
+    listening = next(json.loads(line) for line in log.splitlines()
+                     if '"event": "listening"' in line)
+    assert listening["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    assert any(dep.startswith("uvloop") for dep in tomllib.loads(
+        (REPO / "pyproject.toml").read_text())["project"]["dependencies"])
 
 
 def test_watchdog_kills_a_frozen_daemon_and_restarts_it(setup, tmp_path) -> None:

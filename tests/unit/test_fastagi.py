@@ -9,6 +9,15 @@ import pytest
 from agi_peer import env_block, parse_mset
 from structlog.testing import capture_logs
 
+from callpolicy.asterisk.agi_environment import (
+    EOF_EARLY,
+    MAX_LINE,
+    MAX_LINES,
+    NOT_AGI,
+    TOO_LARGE,
+    BadPeer,
+    EnvironmentParser,
+)
 from callpolicy.asterisk.fastagi import FastAgiServer, Limits
 from callpolicy.policy import (
     Address,
@@ -273,3 +282,31 @@ async def test_when_full_a_newcomer_evicts_the_oldest_silent_peer_never_an_answe
     scraped = metrics.render().decode()
     assert f"callpolicy_agi_evicted_total {float(srv.stats['evicted'])}" in scraped
     assert "callpolicy_agi_refused_total 1.0" in scraped
+
+
+def test_the_environment_parser_gives_the_same_block_whatever_the_chunks() -> None:
+    block = env_block("092101299")
+    whole = EnvironmentParser().feed(block + b"200 result=0\n")
+    assert whole is not None and whole["agi_arg_1"] == "outbound"
+    for size in (1, 2, 3, 17, 64):
+        parser = EnvironmentParser()
+        results = [parser.feed(block[i:i + size]) for i in range(0, len(block), size)]
+        assert results[-1] == whole and not any(results[:-1])
+    parser = EnvironmentParser()
+    assert parser.feed(block + b"200 result=0\n") == whole and parser.rest == b"200 result=0\n"
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"agi_x: " + b"A" * (MAX_LINE + 1), TOO_LARGE),  # no newline yet: caught while streaming
+    (b"agi_x: y\n" * (MAX_LINES + 1), TOO_LARGE),
+    ((b"agi_x: " + b"A" * 4000 + b"\n") * 5, TOO_LARGE),  # 20 KB of lines
+    (b"\n", NOT_AGI),
+    (b"GET / HTTP/1.1\r\n", NOT_AGI),
+])
+def test_the_environment_parser_refuses_what_is_not_an_asterisk_block(payload, reason) -> None:
+    parser = EnvironmentParser()
+    with pytest.raises(BadPeer) as caught:
+        for i in range(0, len(payload), 1000):
+            parser.feed(payload[i:i + 1000])
+    assert caught.value.reason == reason
+    assert EnvironmentParser().eof().reason == EOF_EARLY

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import structlog
 from structlog.testing import capture_logs
 
-from callpolicy.service.logging import RateLimitedLog
+from callpolicy.service import logging as logging_module
+from callpolicy.service.logging import RateLimitedLog, configure_logging, json_line
 
 LOG = structlog.get_logger("test")
 
@@ -71,3 +73,31 @@ async def test_on_an_event_loop_the_count_goes_out_at_the_end_of_the_interval() 
                                                                  (49, 48)]
         await asyncio.sleep(0.5)
     assert len(logs) == 3  # idle: no more lines
+
+
+def test_the_pre_rendered_decision_line_is_structlogs_json_line(capsys) -> None:
+    """json_line writes what configure_logging's structlog chain writes (bar the time), at
+    the configured level; with console output it leaves the line to structlog."""
+    fields = {"uniqueid": "1.1", "customer": None, "emergency": False, "latency_ms": 0.012,
+              "dialled": 'é"\\x'}
+    try:
+        configure_logging("json", "INFO")
+        structlog.get_logger("t").info("decision", **fields)
+        assert json_line("info", "decision", dict(fields))
+        configure_logging("json", "WARNING")
+        assert json_line("info", "decision", dict(fields))  # filtered: nothing written
+        assert json_line("warning", "decision", dict(fields))
+        configure_logging("console", "INFO")
+        assert not json_line("info", "decision", dict(fields))
+    finally:
+        structlog.reset_defaults()
+        logging_module._json_from = logging_module._json_stream = None
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    structlog_line, fast, warning = (json.loads(line) for line in lines)
+    assert list(fast) == list(structlog_line)  # same keys, same order
+    assert {k: v for k, v in fast.items() if k != "timestamp"} == {
+        k: v for k, v in structlog_line.items() if k != "timestamp"}
+    assert fast["timestamp"].endswith("Z") and len(fast["timestamp"]) == len(
+        structlog_line["timestamp"])
+    assert warning["level"] == "warning"

@@ -10,6 +10,10 @@ The reader is written for hostile peers (panoramisk 1.4's loop freezes on an ear
 environment block has a deadline, a size cap and a line cap; EOF anywhere, non-UTF-8 bytes or
 garbage just end that one connection. Nothing here blocks the event loop.
 
+Per call this is the daemon's main CPU cost (issue 12, bench/agi_cpu.py), so a connection is
+an `AgiConnection` protocol fed by the event loop, over the sans-I/O `EnvironmentParser`: no
+task, no stream reader/writer, no timeout context, at most one timer at a time.
+
 Local floods (issue 10): Asterisk writes its whole environment block right after connecting,
 so a peer that has not sent its first line within FIRST_LINE_DEADLINE, or the whole block
 within ENV_DEADLINE, is not an Asterisk and is dropped. When all MAX_CONNECTIONS slots are
@@ -33,15 +37,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import structlog
 
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
-from ..service.logging import RateLimitedLog
+from ..service.logging import RateLimitedLog, json_line
+from .agi_environment import (
+    CONNECTION_ERROR,
+    ENV_LATE,
+    FIRST_LINE_LATE,
+    MAX_LINE,
+    BadPeer,
+    EnvironmentParser,
+)
 from .variables import (
     ENV_CHANNEL,
-    ENV_PREFIX,
     ENV_UNIQUEID,
     AgiCall,
     call_arguments,
@@ -52,9 +64,6 @@ from .variables import (
 
 log = structlog.get_logger("callpolicy.fastagi")
 
-MAX_ENV_BYTES = 16 * 1024  # a real environment block is ~1 KiB
-MAX_LINE = 4 * 1024
-MAX_LINES = 128
 # Asterisk (res_agi) writes the block line by line right after its connect succeeds, from the
 # channel's thread: on loopback or a LAN it all arrives within a millisecond or two. 250 ms
 # leaves two orders of magnitude for a loaded Asterisk host or a daemon loop busy for a
@@ -73,22 +82,8 @@ SOURCE_DAEMON = "daemon"
 SOURCE_ERROR = "error"
 
 
-#: why a peer was dropped before its decision (the `reason` label of
-#: callpolicy_agi_bad_peers_total): a small fixed set
-EOF_EARLY, TOO_LARGE, NOT_AGI = "eof", "too_large", "not_agi"
-FIRST_LINE_LATE, ENV_LATE, CONNECTION_ERROR = (
-    "first_line_deadline", "environment_deadline", "connection_error")
-BAD_PEER_REASONS = (EOF_EARLY, TOO_LARGE, NOT_AGI, FIRST_LINE_LATE, ENV_LATE, CONNECTION_ERROR)
 #: `on_drop` outcomes
 REFUSED, EVICTED, BAD_PEER = "refused", "evicted", "bad_peer"
-
-
-class BadPeer(Exception):
-    """The peer is not a well-behaved Asterisk; close the connection."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason  # one of BAD_PEER_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,42 +94,14 @@ class Limits:
     max_connections: int = MAX_CONNECTIONS
 
 
-async def read_environment(reader: asyncio.StreamReader,
-                           on_first_line: Callable[[], None] | None = None) -> dict[str, str]:
-    """Read the agi_* block up to its blank line. Raises BadPeer for anything odd."""
-    env: dict[str, str] = {}
-    total = 0
-    for _ in range(MAX_LINES):
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            raise BadPeer(EOF_EARLY, f"EOF after {total + len(exc.partial)} bytes of "
-                          "environment") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise BadPeer(TOO_LARGE, f"environment line longer than {MAX_LINE} bytes") from exc
-        if not total and on_first_line is not None:
-            on_first_line()
-        total += len(raw)
-        if total > MAX_ENV_BYTES:
-            raise BadPeer(TOO_LARGE, f"environment block larger than {MAX_ENV_BYTES} bytes")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if not env:
-                raise BadPeer(NOT_AGI, "empty environment block")
-            return env
-        key, sep, value = line.partition(":")
-        if not sep or not key.startswith(ENV_PREFIX):
-            raise BadPeer(NOT_AGI, "not an AGI environment line")
-        env[key.strip()] = value.strip()
-    raise BadPeer(TOO_LARGE, f"more than {MAX_LINES} environment lines")
-
-
-
 class FastAgiServer:
     """Serves decisions. `decide` is the policy (sync, in memory, ready before `start`);
     `fail_safe` answers when `decide` raises; `on_drop(outcome, reason)` counts each
     connection dropped without a decision (outcome REFUSED, EVICTED or BAD_PEER; for a bad
-    peer, reason is one of BAD_PEER_REASONS)."""
+    peer, reason is one of BAD_PEER_REASONS).
+
+    Each connection is an `AgiConnection` protocol (no task, no stream objects): the
+    per-call cost is the daemon's main one (bench/agi_cpu.py)."""
 
     def __init__(
         self,
@@ -151,14 +118,15 @@ class FastAgiServer:
         self._on_decision = on_decision
         self._on_drop = on_drop
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[AgiConnection] = set()
+        self._idle: asyncio.Event | None = None  # set while no connection is open (stop)
         self._slots = ConnectionSlots(self.limits.max_connections)
         self._limited = RateLimitedLog(log)
         self.stats = {"decisions": 0, "errors": 0, "bad_peers": 0, "refused": 0, "evicted": 0}
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=MAX_LINE, reuse_address=True, backlog=BACKLOG)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: AgiConnection(self), host, port, reuse_address=True, backlog=BACKLOG)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -167,33 +135,31 @@ class FastAgiServer:
     async def stop(self, grace: float = 2.0) -> None:
         if self._server is not None:
             self._server.close()
+        if self._connections:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+            for connection in list(self._connections):
+                connection.abort()
+        if self._server is not None:
             await self._server.wait_closed()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        admission = self._slots.admit(writer.transport.abort)
+    def _opened(self, connection: AgiConnection, transport: asyncio.Transport) -> Slot | None:
+        admission = self._slots.admit(transport.abort)
         if admission.evicted is not None:
             self._dropped(EVICTED, "connections full: the oldest still sending its environment",
                           "agi_connection_evicted")
-        slot = admission.slot
-        if slot is None:
+        if admission.slot is None:
             self._dropped(REFUSED, "connections full, all answering", "agi_connection_refused")
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer, slot)
-        finally:
-            self._slots.release(slot)
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return None
+        self._connections.add(connection)
+        return admission.slot
+
+    def _closed(self, connection: AgiConnection, slot: Slot) -> None:
+        self._slots.release(slot)
+        self._connections.discard(connection)
+        if not self._connections and self._idle is not None:
+            self._idle.set()
 
     def _dropped(self, outcome: str, reason: str, event: str, **fields: str) -> None:
         """A connection dropped without a decision: counted, logged (rate-limited)."""
@@ -203,41 +169,13 @@ class FastAgiServer:
         self._limited("warning", event, reason=reason, open=len(self._slots),
                       waiting=self._slots.waiting, **fields)
 
-    def _bad_peer(self, exc: BadPeer | TimeoutError | ConnectionError, first_line: bool,
-                  writer: asyncio.StreamWriter) -> None:
-        """A peer that sent no valid AGI environment in time: dropped, counted, logged."""
-        limits = self.limits
-        if isinstance(exc, BadPeer):
-            reason, detail = exc.reason, str(exc)
-        elif isinstance(exc, TimeoutError):
-            reason = ENV_LATE if first_line else FIRST_LINE_LATE
-            detail = f"no {'complete environment' if first_line else 'first line'} " \
-                f"within {limits.env_deadline if first_line else limits.first_line_deadline} s"
-        else:
-            reason, detail = CONNECTION_ERROR, type(exc).__name__
-        self._dropped(BAD_PEER, reason, "agi_bad_peer", detail=safe_value(detail),
-                      peer=str(writer.get_extra_info("peername")))
+    def _bad_peer(self, slot: Slot, reason: str, detail: str, peer: object) -> None:
+        if not slot.evicted:  # an evicted one was counted and logged when it was evicted
+            self._dropped(BAD_PEER, reason, "agi_bad_peer", detail=safe_value(detail),
+                          peer=str(peer))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     slot: Slot) -> None:
-        limits = self.limits
-        accepted = asyncio.get_running_loop().time()
-        first_line = False
-        try:
-            # asyncio.timeout, not wait_for: wait_for wraps each await in a new Task.
-            async with asyncio.timeout(min(limits.first_line_deadline,
-                                           limits.env_deadline)) as deadline:
-                def on_first_line() -> None:
-                    nonlocal first_line
-                    first_line = True
-                    deadline.reschedule(accepted + limits.env_deadline)
-
-                env = await read_environment(reader, on_first_line)
-        except (BadPeer, TimeoutError, ConnectionError) as exc:
-            if not slot.evicted:  # else counted and logged when it was evicted
-                self._bad_peer(exc, first_line, writer)
-            return
-        self._slots.settle(slot)
+    def _answer(self, env: dict[str, str]) -> bytes:
+        """The decision for a complete environment block, as the command to send."""
         started = time.perf_counter()
         call = AgiCall.from_args(call_arguments(env))
         request = call.request(datetime.now(UTC))
@@ -258,19 +196,154 @@ class FastAgiServer:
             except Exception:  # bookkeeping must never cost the call its answer
                 log.exception("on_decision_failed")
         log_decision(decision, call, env, source, elapsed)
-        try:
-            writer.write(mset_command(decision_variables(decision, source)).encode())
-            async with asyncio.timeout(limits.reply_deadline):
-                await writer.drain()
-                reply = await reader.readline()
-        except (TimeoutError, ConnectionError) as exc:
-            self._limited("warning", "agi_no_reply",
-                          uniqueid=safe_value(env.get(ENV_UNIQUEID)), reason=type(exc).__name__)
-            return
+        return mset_command(decision_variables(decision, source)).encode()
+
+    def _no_reply(self, env: dict[str, str], reason: str) -> None:
+        self._limited("warning", "agi_no_reply", uniqueid=safe_value(env.get(ENV_UNIQUEID)),
+                      reason=reason)
+
+    def _reply(self, env: dict[str, str], reply: bytes) -> None:
         if not reply.startswith(b"200"):
             self._limited("warning", "agi_command_failed",
                           uniqueid=safe_value(env.get(ENV_UNIQUEID)),
                           reply=safe_value(reply[:120].decode("utf-8", "replace").strip()))
+
+
+#: AgiConnection states
+_READING, _ANSWERED, _DONE = 0, 1, 2
+
+
+class AgiConnection(asyncio.Protocol):
+    """One FastAGI connection: the environment block (first-line and whole-block deadlines,
+    EnvironmentParser's caps), the answer, Asterisk's reply line (reply deadline), close.
+    One timer at a time, created only when a deadline is armed."""
+
+    __slots__ = ("_accepted", "_env", "_parser", "_reply", "_server", "_slot", "_state",
+                 "_timer", "_transport")
+
+    def __init__(self, server: FastAgiServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._slot: Slot | None = None
+        self._parser = EnvironmentParser()
+        self._state = _READING
+        self._timer: asyncio.TimerHandle | None = None
+        self._accepted = 0.0
+        self._env: dict[str, str] = {}
+        self._reply = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a TCP transport (uvloop's is not an asyncio.Transport subclass)
+        self._transport = cast(asyncio.Transport, transport)
+        self._slot = self._server._opened(self, self._transport)
+        if self._slot is None:
+            self._state = _DONE
+            self._transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        self._accepted = loop.time()
+        limits = self._server.limits
+        self._timer = loop.call_at(
+            self._accepted + min(limits.first_line_deadline, limits.env_deadline),
+            self._deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _READING:
+            try:
+                env = self._parser.feed(data)
+            except BadPeer as exc:
+                self._drop(exc.reason, str(exc))
+                return
+            if env is not None:
+                self._answer(env)
+        elif self._state == _ANSWERED:
+            self._reply += data
+            end = self._reply.find(b"\n")
+            if end >= 0:
+                self._finish()
+                self._server._reply(self._env, self._reply[:end + 1])
+                self._close()
+            elif len(self._reply) > MAX_LINE:
+                self._finish()
+                self._server._reply(self._env, self._reply)
+                self._close()
+
+    def eof_received(self) -> bool:
+        if self._state == _READING:
+            exc = self._parser.eof()
+            self._drop(exc.reason, str(exc))
+        elif self._state == _ANSWERED:  # closed without a reply line
+            self._finish()
+            self._server._reply(self._env, self._reply)
+            self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == _READING:
+            self._drop(CONNECTION_ERROR, type(exc).__name__ if exc else "connection lost")
+        elif self._state == _ANSWERED:
+            self._finish()
+            self._server._no_reply(self._env, type(exc).__name__ if exc else "ConnectionLost")
+        self._finish()
+        if self._slot is not None:
+            self._server._closed(self, self._slot)
+            self._slot = None
+
+    def abort(self) -> None:
+        self._finish()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- the steps ----------------------------------------------------------------------
+    def _answer(self, env: dict[str, str]) -> None:
+        assert self._slot is not None and self._transport is not None
+        self._server._slots.settle(self._slot)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._state, self._env = _ANSWERED, env
+        self._transport.write(self._server._answer(env))
+        self._timer = asyncio.get_running_loop().call_later(
+            self._server.limits.reply_deadline, self._deadline)
+        if self._parser.rest:  # the reply came with the block (never from Asterisk)
+            rest, self._parser.rest = self._parser.rest, b""
+            self.data_received(rest)
+
+    def _deadline(self) -> None:
+        self._timer = None
+        limits = self._server.limits
+        if self._state == _READING:
+            if self._parser.first_line:
+                due = self._accepted + limits.env_deadline
+                loop = asyncio.get_running_loop()
+                if loop.time() < due:  # the first line came in time: the block's deadline
+                    self._timer = loop.call_at(due, self._deadline)
+                    return
+                self._drop(ENV_LATE, f"no complete environment within {limits.env_deadline} s")
+            else:
+                self._drop(FIRST_LINE_LATE,
+                           f"no first line within {limits.first_line_deadline} s")
+        elif self._state == _ANSWERED:
+            self._finish()
+            self._server._no_reply(self._env, "TimeoutError")
+            self.abort()
+
+    def _drop(self, reason: str, detail: str) -> None:
+        """A bad peer: counted and logged (unless evicted), the connection aborted."""
+        self._finish()
+        assert self._slot is not None and self._transport is not None
+        self._server._bad_peer(self._slot, reason, detail,
+                               self._transport.get_extra_info("peername"))
+        self._transport.abort()
+
+    def _finish(self) -> None:
+        self._state = _DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
@@ -295,10 +368,9 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
         "source": source,
         "latency_ms": round(elapsed * 1000, 3),
     }
-    if source != SOURCE_DAEMON or decision.emergency:
-        log.warning("decision", **fields)
-    else:
-        log.info("decision", **fields)
+    level = "warning" if source != SOURCE_DAEMON or decision.emergency else "info"
+    if not json_line(level, "decision", dict(fields)):  # not JSON: structlog renders it
+        getattr(log, level)("decision", **fields)
     for event in decision.events:
         emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
         emit(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,

@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = _with_db(settings, args.db)
         if not asyncio.iscoroutinefunction(func):
             return func(args, settings)
-        return asyncio.run(func(args, settings))
+        # `serve` runs on uvloop when it is installed (cli/daemon.py: serve_event_loop)
+        with asyncio.Runner(loop_factory=getattr(func, "loop_factory", None)) as runner:
+            return runner.run(func(args, settings))
     except (UsageError, InvalidRequest) as exc:
         command = " ".join(filter(None, (PROG, args.command, getattr(args, "action", None))))
         text = exc.render(option_name) if isinstance(exc, InvalidRequest) else str(exc)

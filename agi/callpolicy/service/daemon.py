@@ -337,7 +337,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
                            on_drop=service.metrics.agi_dropped)
     service.server = server
     await server.start(settings.agi_host, settings.agi_port)
-    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}")
+    log.info("listening", fastagi=f"{settings.agi_host}:{settings.agi_port}",
+             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0])
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -4,19 +4,46 @@ RateLimitedLog: for errors that can repeat fast (a flood, a failing dependency).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 import structlog
 
+#: set by configure_logging: the lowest level that JSON lines are written at (json_line), or
+#: None when the output is not structlog's JSON (console, or not configured: tests)
+_json_from: int | None = None
+_json_stream: TextIO | None = None
+_LEVELS = logging.getLevelNamesMapping()
+
+
+def json_line(level: str, event: str, fields: dict[str, Any]) -> bool:
+    """The one line every call writes, rendered without structlog's processor chain: the
+    same JSON as configure_logging's (the fields, event, level, timestamp, in that order),
+    written to stderr. False (nothing written) when the output is not JSON: the caller logs
+    through structlog then. True also when `level` is filtered out."""
+    if _json_from is None or _json_stream is None:
+        return False
+    if _LEVELS[level.upper()] >= _json_from:
+        fields["event"] = event
+        fields["level"] = level
+        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        _json_stream.write(json.dumps(fields) + "\n")
+        _json_stream.flush()
+    return True
+
 
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
+    global _json_from, _json_stream
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
+    _json_from = _LEVELS.get(level.upper(), logging.INFO) if fmt == "json" else None
+    _json_stream = sys.stderr
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

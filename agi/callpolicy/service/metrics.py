@@ -28,7 +28,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ..asterisk.fastagi import BAD_PEER, BAD_PEER_REASONS, EVICTED, REFUSED, SOURCE_ERROR
+from ..asterisk.agi_environment import BAD_PEER_REASONS
+from ..asterisk.fastagi import BAD_PEER, EVICTED, REFUSED, SOURCE_ERROR
 from ..policy import Category, Decision, Reason
 from .http_server import HttpServer
 

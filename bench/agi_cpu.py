@@ -1,0 +1,387 @@
+"""The daemon's CPU per call, without Asterisk: a synthetic Asterisk drives `callpolicy serve`.
+
+    python bench/agi_cpu.py                                   # this tree, 4 rounds
+    python bench/agi_cpu.py --tree /work/main --tree .        # A B A B …, interleaved
+    python bench/agi_cpu.py --tree . --rounds 1 --profile /tmp/prof   # + py-spy, summarised
+
+Each run starts a fresh daemon (the tree's `agi/` first on PYTHONPATH) on free loopback
+ports with the demo customers, logged in to a fake AMI server played by this script. Then it
+plays Asterisk at a fixed rate (`--rate` calls/s): per call one FastAGI session as res_agi
+sends it (the full environment block, our `EXEC MSet` answered `200 result=0`, close), and
+on the AMI link the events Asterisk 22 sends a client filtered to Newstate/Hangup/UserEvent
+for a call that rings and is answered (trunk leg Ringing and Up, caller leg Up, two Hangups),
+with Asterisk's full channel-snapshot headers. The daemon's CPU (utime+stime from
+/proc/PID/stat) over the measured calls, divided by their count, is the figure: it includes
+its background work at that rate (refresh, revocation rounds, record writes, status), as a
+whole `make bench` run does. `--idle` seconds measure the background alone.
+
+Runs of different trees are interleaved (A B A B …) so that machine noise spreads over all;
+the table gives each run and, per tree, the median and the spread (min-max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import itertools
+import os
+import re
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+FLOOR = "floor"
+UVLOOP = "+uvloop"  # a --tree suffix
+# what the demo customers dial: allowed national and mobile, premium and non-EU refused,
+# an emergency call, an unknown endpoint
+MIX = (
+    ("acme-101", "092101299", "+3292101234"),
+    ("acme-101", "0475123456", "+3292101235"),
+    ("acme-102", "0905123456", "+3292101234"),
+    ("acme-101", "0014155550123", "+3292101234"),
+    ("bakkerij-1", "025551299", "+3225551234"),
+    ("acme-101", "112", "+3292101234"),
+    ("nobody", "092101299", "+3299999999"),
+    ("bakkerij-1", "+33145678901", "+3225551234"),
+)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def env_block(n: int, endpoint: str, dialled: str, caller: str) -> bytes:
+    """What res_agi (Asterisk 22) writes for `AGI(agi://…/decide,…)` with our 7 arguments."""
+    uid = f"1700000000.{2 * n}"
+    env = {
+        "agi_network": "yes", "agi_network_script": "decide",
+        "agi_request": "agi://127.0.0.1:4573/decide", "agi_channel": f"PJSIP/{endpoint}-{n:08x}",
+        "agi_language": "en", "agi_type": "PJSIP", "agi_uniqueid": uid, "agi_version": "22.5.2",
+        "agi_callerid": caller, "agi_calleridname": "unknown", "agi_callingpres": "0",
+        "agi_callingani2": "0", "agi_callington": "0", "agi_callingtns": "0",
+        "agi_dnid": dialled, "agi_rdnis": "unknown", "agi_context": "callpolicy-decide",
+        "agi_extension": "s", "agi_priority": "9", "agi_enhanced": "0.0",
+        "agi_accountcode": "", "agi_threadid": "140234567890123",
+    }
+    args = ["outbound", endpoint, b64(dialled), b64(caller), "0", "127.0.0.2:5060", ""]
+    lines = [f"{k}: {v}" for k, v in env.items()]
+    lines += [f"agi_arg_{i}: {a}" for i, a in enumerate(args, start=1)]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def ami_event(event: str, channel: str, state: str, desc: str, uid: str, linked: str,
+              extra: str = "") -> bytes:
+    return (f"Event: {event}\r\nPrivilege: call,all\r\nTimestamp: {time.time():.6f}\r\n"
+            f"Channel: {channel}\r\nChannelState: {state}\r\nChannelStateDesc: {desc}\r\n"
+            "CallerIDNum: +3292101234\r\nCallerIDName: <unknown>\r\n"
+            "ConnectedLineNum: 092101299\r\nConnectedLineName: <unknown>\r\nLanguage: en\r\n"
+            "AccountCode: \r\nContext: callpolicy-enforce\r\nExten: s\r\nPriority: 14\r\n"
+            f"Uniqueid: {uid}\r\nLinkedid: {linked}\r\n{extra}\r\n").encode()
+
+
+def call_events(n: int, endpoint: str) -> bytes:
+    """The filtered AMI events of one answered call: caller leg 2n, trunk leg 2n+1."""
+    caller, trunk = f"1700000000.{2 * n}", f"1700000000.{2 * n + 1}"
+    cchan, tchan = f"PJSIP/{endpoint}-{n:08x}", f"PJSIP/trunk-{n:08x}"
+    bye = "Cause: 16\r\nCause-txt: Normal Clearing\r\n"
+    return b"".join((
+        ami_event("Newstate", tchan, "5", "Ringing", trunk, caller),
+        ami_event("Newstate", tchan, "6", "Up", trunk, caller),
+        ami_event("Newstate", cchan, "6", "Up", caller, caller),
+        ami_event("Hangup", tchan, "6", "Up", trunk, caller, bye),
+        ami_event("Hangup", cchan, "6", "Up", caller, caller, bye),
+    ))
+
+
+class FakeAmi:
+    """Just enough of Asterisk's manager for the daemon: Login, Filter, Ping,
+    CoreShowChannels (none), and the events `emit` is given."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.logged_in = asyncio.Event()
+        self.actions: collections.Counter[str] = collections.Counter()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        try:
+            while True:
+                block = await reader.readuntil(b"\r\n\r\n")
+                fields = dict(line.split(": ", 1) for line in
+                              block.decode().strip().split("\r\n") if ": " in line)
+                action = fields.get("Action", "")
+                self.actions[action] += 1
+                aid = fields.get("ActionID", "")
+                if action == "CoreShowChannels":
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
+                                 "Message: Channels will follow\r\n\r\n"
+                                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
+                                 "EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
+                else:
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n"
+                                 "Message: OK\r\n\r\n".encode())
+                if action == "Login":
+                    self.writers.append(writer)
+                    self.logged_in.set()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the daemon went, or this run ends
+        finally:
+            if writer in self.writers:
+                self.writers.remove(writer)
+            writer.close()
+
+    def emit(self, data: bytes) -> None:
+        for writer in self.writers:
+            writer.write(data)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass
+class Daemon:
+    tree: Path
+    workdir: Path
+    ami_port: int
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0  # the daemon's (under py-spy, the spy's child)
+
+    uvloop_path: str | None = None  # run the daemon on uvloop, importable from here ("" : venv)
+
+    @property
+    def floor(self) -> bool:
+        """--tree floor: bench/floor_agi.py, the do-nothing AGI server (no AMI)."""
+        return self.tree.name == FLOOR
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CALLPOLICY_", "NOTIFY_"))}
+        path = [str(self.tree / "agi"), *([self.uvloop_path] if self.uvloop_path else [])]
+        env.update(PYTHONPATH=os.pathsep.join(path), CALLPOLICY_AMI_SECRET="bench")
+        return env
+
+    def configure(self) -> Path:
+        config = self.workdir / "callpolicy.toml"
+        text = (REPO / "config" / "callpolicy.toml").read_text()
+        text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
+                            f'path = "{self.workdir / "cp.db"}"')
+        text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{self.port}"')
+        text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
+        text = text.replace("port = 5038", f"port = {self.ami_port}")
+        text = text.replace('format = "auto"', 'format = "json"')
+        # a handful of demo customers make every call: the fraud guard must not refuse them
+        # (make bench spreads its calls over 100 000 customers)
+        for key in ("max_concurrent", "max_per_minute", "max_concurrent_risky"):
+            text = re.sub(rf"^{key} = \d+", f"{key} = 1000000", text, flags=re.M)
+        config.write_text(text)
+        if not (self.workdir / "cp.db").exists():
+            subprocess.run([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
+                            "customer", "import", str(REPO / "config/demo-customers.toml")],
+                           env=self.env(), check=True, capture_output=True, timeout=120)
+        return config
+
+    def start(self, profile: Path | None = None) -> None:
+        """Start `serve`; with `profile`, under `py-spy record` (attaching to a running
+        process is refused on this machine, spawning works)."""
+        log = (self.workdir / "serve.log").open("ab")
+        if self.floor:
+            argv = [sys.executable, str(REPO / "bench" / "floor_agi.py"),
+                    "--listen", f"127.0.0.1:{self.port}"]
+        else:
+            config = self.configure()
+            argv = [sys.executable, "-m", "callpolicy.cli", "--config", str(config), "serve"]
+            if self.uvloop_path is not None:  # asyncio.run() then makes a uvloop loop
+                argv[1:3] = ["-c", "import runpy, sys, uvloop; uvloop.install(); "
+                             "sys.argv[0] = 'callpolicy'; "
+                             "runpy.run_module('callpolicy.cli', run_name='__main__')"]
+        if profile is not None:
+            argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+                    "--rate", "250", "--nonblocking", "--output", str(profile), "--", *argv]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     env=self.env())
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                self.pid = self.proc.pid
+                if profile is not None:
+                    children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+                    self.pid = int(children.read_text().split()[0])
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"daemon of {self.tree} did not start: see "
+                                     f"{self.workdir / 'serve.log'}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if self.pid and self.pid != self.proc.pid:  # py-spy: stop the daemon, it follows
+                os.kill(self.pid, 15)
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def one_call(port: int, n: int, ami: FakeAmi) -> bool:
+    endpoint, dialled, caller = MIX[n % len(MIX)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(env_block(n, endpoint, dialled, caller))
+        line = await asyncio.wait_for(reader.readline(), 5)
+        writer.write(b"200 result=0\n")
+        await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    ami.emit(call_events(n, endpoint))
+    return line.startswith(b'EXEC MSet "CP_ACTION=')
+
+
+async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int) -> int:
+    """`calls` sessions started at `rate` per second; returns how many got a decision."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for i in range(calls):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one_call(port, first + i, ami)))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return sum(r is True for r in results)
+
+
+async def run_once(tree: Path, workdir: Path, args: argparse.Namespace,
+                   profile: Path | None) -> dict[str, float]:
+    ami = FakeAmi()
+    server = await asyncio.start_server(ami.serve, "127.0.0.1", 0)
+    ami_port = server.sockets[0].getsockname()[1]
+    uvloop_path = None
+    if tree.name.endswith(UVLOOP):
+        tree, uvloop_path = tree.with_name(tree.name[:-len(UVLOOP)]), args.uvloop_path or ""
+    daemon = Daemon(tree, workdir, ami_port, uvloop_path=uvloop_path)
+    await asyncio.to_thread(daemon.start, profile)
+    try:
+        if not daemon.floor:
+            await asyncio.wait_for(ami.logged_in.wait(), 10)
+        await asyncio.sleep(1.0)  # its rebuild after login, first refresh
+        pid = daemon.pid
+        ok = await drive(daemon.port, ami, args.warmup, args.rate, 0)
+        await asyncio.sleep(0.6)
+        idle_cpu = cpu_seconds(pid)
+        await asyncio.sleep(args.idle)
+        idle_us_s = (cpu_seconds(pid) - idle_cpu) / args.idle * 1e6
+        before, wall = cpu_seconds(pid), time.monotonic()
+        ok = await drive(daemon.port, ami, args.calls, args.rate, args.warmup)
+        await asyncio.sleep(0.6)  # the records of the last calls written
+        used = cpu_seconds(pid) - before
+        seconds = time.monotonic() - wall
+        if ok != args.calls:
+            raise SystemExit(f"{tree}: only {ok} of {args.calls} calls got a decision")
+        return {"us_per_call": used / args.calls * 1e6, "idle_us_per_s": idle_us_s,
+                "cps": args.calls / seconds}
+    finally:
+        daemon.stop()
+        server.close()
+
+
+def answered_and_ended(workdir: Path) -> tuple[int, int]:
+    """Call records with an answer / an end time: the AMI events reached the live table."""
+    with contextlib.closing(sqlite3.connect(workdir / "cp.db")) as db:
+        answered, ended = db.execute("SELECT count(answered_at), count(ended_at) FROM calls "
+                                     "WHERE action = 'allow'").fetchone()
+    return answered, ended
+
+
+def summarise_profile(path: Path, top: int = 30) -> None:
+    """py-spy's raw (collapsed) stacks, busy samples only (not waiting in epoll, not the
+    start-up's imports): the functions with the largest inclusive and self share."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.strip() for f in stack.split(";")]
+        if "select (selectors.py" in frames[-1] or any("_find_and_load" in f for f in frames):
+            continue
+        total += int(count)
+        for frame in {f.split(":")[0] + ")" for f in frames}:  # function (file), any line
+            inclusive[frame] += int(count)
+        own[frames[-1]] += int(count)
+    print(f"\nprofile {path}: {total} busy samples")
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        print(f"-- {title}")
+        for frame, count in counter.most_common(top):
+            print(f"{100 * count / total:5.1f}%  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", action="append", type=Path,
+                        help="a checkout whose agi/ runs the daemon (repeat: interleaved); "
+                        "`floor`: bench/floor_agi.py, the do-nothing AGI server; "
+                        f"DIR{UVLOOP}: that tree's daemon on uvloop")
+    parser.add_argument("--uvloop-path", help="where uvloop can be imported from, for the "
+                        f"trees named with a {UVLOOP} suffix (default: the venv)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=3000, help="measured calls per run")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=150.0, help="calls per second")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle measured")
+    parser.add_argument("--profile", type=Path, help="py-spy raw output prefix (per run)")
+    args = parser.parse_args()
+    trees = [t if str(t) == FLOOR else t.parent.resolve() / t.name if t.name.endswith(UVLOOP)
+             else t.resolve() for t in (args.tree or [REPO])]
+    results: dict[Path, list[dict[str, float]]] = {t: [] for t in trees}
+    with tempfile.TemporaryDirectory(prefix="agi-cpu-") as tmp:
+        workdirs = {t: Path(tmp) / f"tree{i}" for i, t in enumerate(trees)}
+        for workdir in workdirs.values():
+            workdir.mkdir()
+        for round_no, tree in itertools.product(range(args.rounds), trees):
+            profile = (Path(f"{args.profile}-{round_no}-{trees.index(tree)}.txt")
+                       if args.profile else None)
+            result = asyncio.run(run_once(tree, workdirs[tree], args, profile))
+            results[tree].append(result)
+            events = "" if str(tree) == FLOOR else \
+                " (allowed calls answered/ended in the records: {}/{})".format(
+                    *answered_and_ended(workdirs[tree]))
+            print(f"round {round_no + 1} {tree}: {result['us_per_call']:7.0f} µs/call "
+                  f"at {result['cps']:.0f} calls/s, idle {result['idle_us_per_s']:.0f} µs/s"
+                  f"{events}", flush=True)
+            if profile is not None and profile.exists():
+                summarise_profile(profile)
+    print(f"\n{'tree':40} {'median µs/call':>15} {'min-max':>15} {'idle µs/s':>10}")
+    for tree, runs in results.items():
+        per_call = [r["us_per_call"] for r in runs]
+        idle = statistics.median(r["idle_us_per_s"] for r in runs)
+        print(f"{tree!s:40} {statistics.median(per_call):15.0f} "
+              f"{min(per_call):7.0f}-{max(per_call):<7.0f} {idle:10.0f}")
+
+
+if __name__ == "__main__":
+    main()
