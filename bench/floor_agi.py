@@ -2,9 +2,11 @@
 
 It speaks the same one-round-trip protocol as the daemon (environment block, ONE
 `EXEC MSet`, "200 result=", close) on 127.0.0.1:4573 and always allows the call to the number
-dialled, with no policy, no logging, no AMI, no store. Run in the policy's place, it shows
-what Asterisk's AGI handling plus a bare asyncio reader cost, so that the daemon's own share
-(decision, logging, AMI, call records) can be told apart.
+dialled (agi_arg_3, or agi_extension when the dialplan passes no arguments), with no policy,
+no logging, no AMI, no store. It serves two dialplans of the bench: [bare-agi] ([bare] plus
+this one AGI call: the mechanism's floor) and "floor" (the policy dialplan with this server in
+the daemon's place), so that what Asterisk's AGI handling, the policy dialplan and the
+daemon's own work (decision, logging, AMI, call records) cost can be told apart.
 
     python bench/floor_agi.py [--listen 127.0.0.1:4573]
 """
@@ -32,6 +34,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if line.startswith(b"agi_arg_3:"):
                 with contextlib.suppress(binascii.Error, ValueError):
                     dialled = base64.b64decode(line[10:].strip()).decode("ascii", "replace")
+            elif line.startswith(b"agi_extension:") and not dialled:
+                dialled = line[14:].strip().decode("ascii", "replace")
         if line:
             dest = _SAFE.sub("", dialled)
             writer.write(f'EXEC MSet "CP_ACTION=allow,CP_REASON=allowed,CP_DEST={dest},'

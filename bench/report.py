@@ -36,6 +36,20 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def fmt_spread(values: list[float | None], digits: int = 0) -> str:
+    """median [min-max] of interleaved repeats."""
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return "-"
+    mid = got[len(got) // 2] if len(got) % 2 else (got[len(got) // 2 - 1] + got[len(got) // 2]) / 2
+    if len(got) == 1:
+        return fmt(float(mid), digits)
+    return f"{fmt(float(mid), digits)} [{fmt(float(got[0]), digits)}-{fmt(float(got[-1]), digits)}]"
+
+
+COLUMNS = ("bare", "bare_agi", "floor", "policy")
+
+
 def table(result: dict[str, Any]) -> str:
     targets = result["targets"]
 
@@ -45,60 +59,72 @@ def table(result: dict[str, Any]) -> str:
             return ""
         return f"{t['goal']} {'met' if t['met'] else 'MISSED'}"
 
-    def cell(block: dict[str, Any], key: str) -> str:
+    def cell(block: dict[str, Any] | None, key: str) -> str:
         if not block or block.get(key) is None:
             return "-"
         return fmt(block[key]) + ("" if block.get("clean", True) else "*")
 
-    rows: list[tuple[str, str, str, str, str, str]] = [
-        ("knee (calls/s)", fmt(result["bare_knee_cps"], 0), "", fmt(result["policy_knee_cps"], 0),
+    Row = tuple[str, str, str, str, str, str, str]
+    rows: list[Row] = [
+        ("knee (calls/s)", fmt(result["bare_knee_cps"], 0),
+         fmt(result.get("bare_agi_knee_cps"), 0), "", fmt(result["policy_knee_cps"], 0),
          f"ratio {fmt(result['ratio'], 3)}", verdict("ratio"))]
-    blocks = [(result["latency_half_bare_knee"], "half the bare knee",
-               result["added_latency_ms"])]
+    blocks = [(result["latency_half_bare_knee"], "half the bare knee")]
     if result.get("latency_half_policy_knee"):
-        blocks.append((result["latency_half_policy_knee"], "half the policy knee",
-                       result["added_latency_half_policy_knee_ms"]))
-    for index, (block, label, added) in enumerate(blocks):
+        blocks.insert(0, (result["latency_half_policy_knee"], "half the policy knee"))
+    runs = result.get("interleaved", {}).get("runs", {})
+    for block, label in blocks:
         rate = block["rate_cps"]
-        rows.append((f"at {rate:g} calls/s ({label})", "", "", "", "", ""))
+        key_rate = f"{rate:g}"
+        head = block is result["latency_half_bare_knee"]
+        rows.append((f"at {rate:g} calls/s ({label})", "", "", "", "", "", ""))
         for key in ("p50", "p95", "p99"):
-            rows.append((f"  setup {key} (ms)", cell(block["bare"], key),
-                         cell(block["floor"], key), cell(block["policy"], key),
-                         f"+{fmt(added[key])}" if added[key] is not None else "-",
-                         verdict("added_p99_ms") if key == "p99" and index == 0 else ""))
-        ring = [block.get(k) or {} for k in ("bare_ring", "floor_ring", "policy_ring")]
-        added_ring = None if ring[0].get("p99") is None or ring[2].get("p99") is None \
-            else ring[2]["p99"] - ring[0]["p99"]
-        rows.append(("  setup p99, allowed calls (ms)", cell(ring[0], "p99"), cell(ring[1], "p99"),
-                     cell(ring[2], "p99"), f"+{fmt(added_ring)}" if added_ring is not None
-                     else "-", ""))
-        ast = result["asterisk_cpu_us_per_call"]
-        rows.append(("  Asterisk CPU (µs/call)", fmt(ast["bare"].get(f"{rate:g}"), 0),
-                     fmt(ast["floor"].get(f"{rate:g}"), 0), fmt(ast["policy"].get(f"{rate:g}"), 0),
-                     "", ""))
-        by_run = result["cpu_us_per_call_by_latency_run"]
-        rows.append(("  AGI server CPU (µs/call)", "", fmt(by_run.get(f"floor_agi {rate:g}"), 0),
-                     fmt(by_run.get(f"{rate:g}"), 0), "", ""))
-    rows.append(("daemon CPU, whole run (µs/call)", "", "", fmt(result["cpu_us_per_call"], 0),
-                 f"{result['daemon_calls']} calls", verdict("cpu_us_per_call")))
+            over = None
+            if block["policy"].get(key) is not None and block["bare_agi"].get(key) is not None:
+                over = block["policy"][key] - block["bare_agi"][key]
+            rows.append((f"  setup {key} (ms)", *(cell(block[c], key) for c in COLUMNS),
+                         f"policy - bare_agi {over:+.2f}" if over is not None else "",
+                         verdict(f"{key}_over_bare_agi_ms") if head and key != "p95" else ""))
+        rows.append(("  setup p99, allowed calls (ms)",
+                     *(cell(block.get(f"{c}_ring"), "p99") for c in COLUMNS), "", ""))
+        spreads = [runs.get(c, {}).get(key_rate, {}) for c in COLUMNS]
+        rows.append(("  Asterisk CPU (µs/call)",
+                     *(fmt_spread(s.get("asterisk_cpu_us", [])) for s in spreads),
+                     f"policy - bare_agi {fmt(result.get('asterisk_over_bare_agi_us'), 0)}"
+                     if key_rate == f"{result.get('asterisk_cpu_rate_cps', 0):g}" else "",
+                     verdict("asterisk_over_bare_agi_us")
+                     if key_rate == f"{result.get('asterisk_cpu_rate_cps', 0):g}" else ""))
+        rows.append(("  AGI server CPU (µs/call)",
+                     *(fmt_spread(s.get("agi_server_cpu_us", [])) for s in spreads), "", ""))
+    rows.append(("daemon CPU, whole run (µs/call)", "", "", "",
+                 fmt(result["daemon_cpu_us_per_call"], 0),
+                 f"{result['daemon_calls']} calls", verdict("daemon_cpu_us_per_call")))
     lives = result["rss"]["lives"]
     if lives:
         life = lives[0]
-        rows.append(("daemon RSS (MB)", "", "", fmt(result["rss_mb"], 1),
+        rows.append(("daemon RSS, knee search (MB)", "", "", "", fmt(result["rss_mb"], 1),
                      f"{fmt(life['after_load_mb'], 1)} -> {fmt(life.get('end_mb'), 1)}"
-                     f" ({fmt(result['rss']['growth_kb_per_call'], 2)} KB/call)",
-                     verdict("rss_flat")))
+                     f" ({fmt(result['rss']['growth_kb_per_call'], 2)} KB/call)", ""))
+    soak = result.get("soak") or {}
+    if soak.get("minutes"):
+        rows.append((f"soak {soak['minutes']} min at {soak['rate_cps']:g}/s, RSS (MB)", "", "",
+                     "", "", f"{fmt(soak['rss_mb_start'], 1)} after 1 min -> "
+                     f"{fmt(soak['rss_mb_end'], 1)}", verdict("soak_rss_growth_mb")))
+    else:
+        rows.append(("soak", "", "", "", "", "skipped (--soak-minutes 0)", ""))
     head = (f"callpolicy SIPp load benchmark: {result['customers']} customers, "
             f"{result['machine']['cores']} cores ({result['machine']['model']}), "
             f"pinning {result['pinning']['mode']}, daemon log level {result['log_level']}")
-    lines = [head, "", f"{'':34}{'bare':>9}{'floor':>9}{'policy':>9}   {'':32}target"]
-    for name, b, f, p, extra, v in rows:
-        lines.append(f"{name:34}{b:>9}{f:>9}{p:>9}   {extra:32}{v}")
+    lines = [head, "", f"{'':36}" + "".join(f"{c:>17}" for c in COLUMNS) + f"   {'':30}target"]
+    for name, *cells, extra, v in rows:
+        lines.append(f"{name:36}" + "".join(f"{c:>17}" for c in cells) + f"   {extra:30}{v}")
     lines += ["",
               "setup latency: INVITE -> 180 (allowed) / 403 (blocked), per call (µs message "
-              "trace); * = that run was over its knee (failed calls or retransmissions)",
-              "floor: the policy dialplan with bench/floor_agi.py (a bare asyncio FastAGI "
-              "server that allows everything) in the daemon's place",
+              "trace), all calls of the interleaved repeats; * = over its knee (failed calls "
+              "or retransmissions); CPU: median [min-max] of the repeats "
+              f"({result.get('interleaved', {}).get('repeats', 1)}, A B C D, D C B A …)",
+              "bare_agi: [bare] plus one AGI call to bench/floor_agi.py (a do-nothing asyncio "
+              "FastAGI server); floor: the policy dialplan with that server in the daemon's place",
               f"calls checked {result['calls_checked']} of {result['calls_total']}, mismatches "
               f"{result['mismatches']}, failed calls over the knees "
               f"{result['failed_calls_over_knee']}; run {fmt(result['runtime_s'], 0)} s"]
@@ -116,8 +142,9 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
     except ImportError as exc:  # the plot is optional; the JSON says why it is missing
         return f"no plot: {exc}"
     fig, ax = plt.subplots(figsize=(9.5, 5.8))
-    colours = {"bare": "tab:blue", "policy": "tab:red", "floor": "tab:gray"}
-    for dialplan in ("bare", "floor", "policy"):
+    colours = {"bare": "tab:blue", "bare_agi": "tab:green", "policy": "tab:red",
+               "floor": "tab:gray"}
+    for dialplan in COLUMNS:
         last = {s["rate"]: s for s in result["steps"] if s["dialplan"] == dialplan
                 and s["phase"] == "knee" and s["rtt_ms"]["p50"] is not None}
         steps = [last[rate] for rate in sorted(last)]  # a repeated rate: its last attempt
@@ -133,7 +160,7 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
         blocks = [b for b in (result["latency_half_bare_knee"],
                               result.get("latency_half_policy_knee")) if b]
         points = [(b["rate_cps"], b[dialplan]["p50"], b[dialplan]["p99"]) for b in blocks
-                  if b[dialplan]["p50"] is not None]
+                  if b.get(dialplan, {}).get("p50") is not None]
         if points:
             ax.plot([p[0] for p in points] * 2, [p[1] for p in points] + [p[2] for p in points],
                     "D", color=colours[dialplan], ms=8, mfc="white",
@@ -144,7 +171,7 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
     ax.set_yscale("log")
     ax.set_xlabel("offered call rate (calls/s)")
     ax.set_ylabel("call setup latency, INVITE -> 180/403 (ms)")
-    ax.set_title(f"callpolicy vs bare Asterisk, {result['customers']} customers "
+    ax.set_title(f"callpolicy vs bare Asterisk and bare AGI, {result['customers']} customers "
                  f"(x: step with failures/retransmissions; dotted: knees)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")

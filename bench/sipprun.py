@@ -39,9 +39,12 @@ UAC_XML = HERE / "sipp" / "uac.xml"
 UAS_XML = HERE / "sipp" / "uas.xml"
 ASTERISK = ("127.0.0.1", 5060)
 TRUNK = ("127.0.0.3", 5080)
-# bench-bare ([bare]), bench-phone ([bench] = the policy dialplan; "floor": the same dialplan
+# bench-bare ([bare]), bench-bare-agi ([bare-agi]: [bare] plus one AGI call to
+# bench/floor_agi.py), bench-phone ([bench] = the policy dialplan; "floor": the same dialplan
 # with bench/floor_agi.py in the daemon's place)
-PHONES = {"bare": "127.0.0.8", "policy": "127.0.0.7", "floor": "127.0.0.7"}
+PHONES = {"bare": "127.0.0.8", "bare_agi": "127.0.0.9", "policy": "127.0.0.7",
+          "floor": "127.0.0.7"}
+BARE = ("bare", "bare_agi")  # [bare] and [bare-agi] match _X. only
 
 _TS = re.compile(r"^-{10,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6})")
 _SIP_USER = re.compile(r"sip:([^@;>]+)@")
@@ -357,7 +360,7 @@ def check_outcomes(result: StepResult, directory: Path, calls: list[Call],
 
 
 def bare_form(call: Call) -> Call:
-    """[bare] matches _X. only: a "+" number is dialled in its 00 form there."""
+    """[bare] and [bare-agi] match _X. only: a "+" number is dialled in its 00 form there."""
     if call.dialled.startswith("+"):
         return replace(call, dialled="00" + call.dialled[1:])
     return call
@@ -367,7 +370,7 @@ def run_step(directory: Path, dialplan: str, rate: float, calls: list[Call],
              cpus: set[int] | None, trace_msg: bool = False,
              earlier: set[tuple[str, str]] | None = None) -> StepResult:
     directory.mkdir(parents=True, exist_ok=True)
-    if dialplan == "bare":
+    if dialplan in BARE:
         calls = [bare_form(c) for c in calls]
     write_sipp_csv(directory / "calls.csv", calls)
     result = StepResult(dialplan, rate, len(calls), directory=str(directory))

@@ -52,6 +52,19 @@ def test_blocked_destinations_get_403_and_the_trunk_nothing(live, call, trunk: T
     assert trunk.invites == []
 
 
+def test_asterisk_logs_a_notice_for_a_blocked_call_and_none_for_an_allowed_one(
+        live, call, trunk: Trunk, asterisk: Asterisk) -> None:
+    """The daemon's JSON line says every decision; Asterisk's log only the blocks."""
+    mark = asterisk.log_mark()
+    assert call(ACME_101, "092101299").status == 200
+    assert call(ACME_101, "0905123456").status == 403
+    asterisk.wait_for_log(r"NOTICE\[.*callpolicy: BLOCK .*dialled=0905123456 .*reason=premium "
+                          r"source=daemon", since=mark)
+    notices = [line for line in asterisk.log_since(mark).splitlines()
+               if "callpolicy:" in line and "NOTICE[" in line]
+    assert len(notices) == 1, notices  # the allowed call left none
+
+
 def test_unblock_and_reblock_live_without_restart(live, call, trunk: Trunk,
                                                   asterisk: Asterisk) -> None:
     assert call(ACME_101, "0905123456").status == 403
@@ -205,7 +218,10 @@ def test_daemon_stopped_pyst2_fallback_decides(daemon_up: Live, call, trunk: Tru
     warnings = [line for line in asterisk.log_since(mark).splitlines()
                 if "] WARNING[" in line or "] ERROR[" in line or "] NOTICE[" in line]
     assert sum("using the fallback AGI" in line for line in warnings) == 3
-    assert sum("source=fallback" in line for line in warnings) == 3
+    # production logging: the blocked call leaves its NOTICE, the allowed ones none
+    blocks = [line for line in warnings if "callpolicy: BLOCK" in line]
+    assert len(blocks) == 1 and "source=fallback" in blocks[0], warnings
+    assert not any("callpolicy: ALLOW" in line for line in warnings), warnings
     assert not any("last resort" in line for line in warnings)
 
 
