@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from callpolicy.asterisk.ami import AmiLink, ChannelStatus
+from callpolicy.live.cluster import NodeState, OtherNodes, PublishedCall
 from callpolicy.live.control import CallControl
-from callpolicy.policy import CallRequest, Decision, FraudLimits
+from callpolicy.policy import CallRequest, Decision, FraudLimits, LiveCounts
 from callpolicy.service.config import AmiSettings, load_settings, load_zones
 from callpolicy.service.daemon import PolicyService
 from callpolicy.service.status import build_status, render
@@ -239,3 +240,23 @@ async def test_status_shows_every_node_and_records_their_node(
         records = await store.calls()
     assert sorted((r.uniqueid, r.node) for r in records) == [("a1", "node-a"),
                                                             ("b1", "node-b")]
+
+
+def test_the_view_adds_only_fresh_nodes_and_keeps_unknown_counts_unknown() -> None:
+    now = time.time()
+    view = OtherNodes("a", timeout=5.0)
+    fresh, stale = NodeState("b", 0.3, "connected", 0.1, 2, now), NodeState(
+        "c", 6.0, "connected", 0.1, 1, now)
+    view.update([fresh, stale], [
+        ("b", PublishedCall("acme", "national", False, True, now - 1)),
+        ("b", PublishedCall("acme", "international", True, True, now - 90)),  # up 90 s
+        ("b", PublishedCall("acme", "national", False, False, now - 61)),  # out of the minute
+        ("c", PublishedCall("acme", "national", False, True, now - 1))])  # c timed out
+    assert view.counted == frozenset({"b"})
+    own = LiveCounts(concurrent=1, last_minute=1, risky=0)
+    assert view.added_to("acme", own) == LiveCounts(concurrent=3, last_minute=2, risky=1)
+    assert view.added_to("other", own) == own
+    unknown = LiveCounts(concurrent=None, last_minute=1, risky=None)  # own AMI link down
+    assert view.added_to("acme", unknown) == LiveCounts(None, 2, None)
+    view.read_at = time.monotonic() - 6.0  # not read for longer than the timeout
+    assert view.added_to("acme", own) == own

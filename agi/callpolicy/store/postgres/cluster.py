@@ -101,8 +101,9 @@ class ClusterLink:
             delay = RECONNECT_FIRST
             try:
                 await self._serve(conn)
-            except _LOST as exc:
-                self._lost(_one_line(exc))
+            except Exception as exc:  # a bug too: reconnect, never stop publishing for good
+                self._lost(_one_line(exc) if isinstance(exc, _LOST)
+                           else f"{type(exc).__name__}: {exc}")
             finally:
                 self.connected = False
                 conn.terminate()
