@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..policy import LiveCounts
+from .control import CallControl
 from .livecalls import MINUTE, LiveCalls
 
 
@@ -47,6 +48,23 @@ class NodeState:
     snapshot_age: float | None
     live_calls: int | None  # None: not known (its AMI link down)
     started_at: float  # epoch: when that daemon started
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What this node writes in its `nodes` row besides the heartbeat."""
+
+    ami: str  # connected / down / not_configured
+    snapshot_age: float | None
+    live_calls: int | None  # None: not known (AMI link down)
+
+
+def local_report(control: CallControl, snapshot_checked_at: float | None) -> NodeReport:
+    ami = control.ami
+    return NodeReport(
+        "not_configured" if not ami.configured else "connected" if ami.connected else "down",
+        None if snapshot_checked_at is None else round(time.time() - snapshot_checked_at, 3),
+        len(control.live.calls) if control.concurrency_enforced else None)
 
 
 def published_rows(live: LiveCalls, previous: Mapping[str, PublishedCall],
@@ -132,4 +150,5 @@ class OtherNodes:
             risky=None if counts.risky is None else counts.risky + self._risky.get(customer, 0))
 
 
-__all__ = ["NodeState", "OtherNodes", "PublishedCall", "changes", "published_rows"]
+__all__ = ["NodeReport", "NodeState", "OtherNodes", "PublishedCall", "changes",
+           "local_report", "published_rows"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import resource
 import signal
 import time
@@ -29,6 +30,7 @@ import structlog
 
 from ..asterisk.ami import AmiLink
 from ..asterisk.fastagi import FastAgiServer
+from ..live.cluster import local_report, published_rows
 from ..live.control import CallControl
 from ..live.records_spool import CallSpool, spool_path
 from ..live.records_writer import RecordWriter
@@ -99,16 +101,12 @@ class PolicyService:
         if not self.settings.db_url:
             return []
         from ..store.postgres.cluster import ClusterLink  # asyncpg: PostgreSQL only
-        self.cluster = ClusterLink(self.settings.db_url, self.settings.node,
-                                   self.settings.node_timeout, self.control, self._node_state)
+        self.cluster = ClusterLink(
+            self.settings.db_url, self.settings.node, self.settings.node_timeout,
+            functools.partial(published_rows, self.control.live),
+            lambda: local_report(self.control, self.snapshot_checked_at))
         self.control.others = self.cluster.view
         return [asyncio.create_task(self.cluster.run())]
-
-    def _node_state(self) -> tuple[str, float | None]:
-        ami = ("not_configured" if not self.ami.configured
-               else "connected" if self.ami.connected else "down")
-        checked = self.snapshot_checked_at
-        return ami, None if checked is None else round(time.time() - checked, 3)
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
@@ -375,8 +373,7 @@ async def serve(settings: Settings, config_arg: str | None = None,
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
                   asyncio.create_task(service.purge_forever()),
                   asyncio.create_task(publish_forever(service)),
-                  asyncio.create_task(service.apply_schedules_forever()),
-                  *service.start_cluster()]
+                  asyncio.create_task(service.apply_schedules_forever()), *service.start_cluster()]
     records = asyncio.create_task(service.write_records_forever(stopping))
     notify(b"READY=1")
     try:

@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
 import structlog
 
-from ...live.cluster import NodeState, OtherNodes, PublishedCall, changes, published_rows
-from ...live.control import CallControl
+from ...live.cluster import NodeReport, NodeState, OtherNodes, PublishedCall, changes
 from ..model import StoreError
 from ..url import redacted
 from .schema import LIVE_CHANNEL
@@ -43,8 +42,8 @@ RECONNECT_FIRST = 0.25
 RECONNECT_MAX = 5.0
 _LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, StoreError)
 
-#: (AMI link state, snapshot age in s) of this node, for its `nodes` row
-NodeStateSource = Callable[[], tuple[str, float | None]]
+#: this node's rows of `live_calls` now, given those last published (live/cluster.py)
+RowsSource = Callable[[Mapping[str, PublishedCall]], dict[str, PublishedCall]]
 
 _UPSERT_CALL = """
 INSERT INTO live_calls (node, uniqueid, customer_id, category, risky, up, started)
@@ -70,15 +69,16 @@ SELECT node, customer_id, category, risky, up, started FROM live_calls WHERE nod
 
 
 class ClusterLink:
-    """This node in the cluster: publishes `control`'s live calls, keeps `view` current."""
+    """This node in the cluster: publishes its live calls (`rows`) and state (`report`),
+    keeps `view` current."""
 
-    def __init__(self, url: str, node: str, timeout: float, control: CallControl,
-                 state: NodeStateSource) -> None:
+    def __init__(self, url: str, node: str, timeout: float, rows: RowsSource,
+                 report: Callable[[], NodeReport]) -> None:
         self.url = url
         self.node = node
-        self.control = control
         self.view = OtherNodes(node, timeout)
-        self._state = state
+        self._rows = rows
+        self._report = report
         self.connected = False
         self.started_at = time.time()
         self.published: dict[str, PublishedCall] = {}  # what the table holds of this node
@@ -139,13 +139,12 @@ class ClusterLink:
             self._notified.set()
 
     async def _publish(self, conn: asyncpg.Connection, *, full: bool = False) -> None:
-        rows = published_rows(self.control.live, self.published)
+        rows = self._rows(self.published)
         written, deleted = changes(self.published, rows)
         beat_due = time.monotonic() - self._heartbeat_at >= HEARTBEAT_INTERVAL
         if not (full or written or deleted or beat_due):
             return
-        ami, snapshot_age = self._state()
-        up = len(self.control.live.calls) if self.control.concurrency_enforced else None
+        report = self._report()
         async with conn.transaction():
             if full:
                 await conn.execute("DELETE FROM live_calls WHERE node = $1", self.node)
@@ -156,7 +155,8 @@ class ClusterLink:
                 await conn.executemany(_UPSERT_CALL, [
                     (self.node, uid, r.customer_id, r.category, r.risky, r.up, r.started)
                     for uid, r in written.items()])
-            await conn.execute(_HEARTBEAT, self.node, self.started_at, ami, snapshot_age, up)
+            await conn.execute(_HEARTBEAT, self.node, self.started_at, report.ami,
+                               report.snapshot_age, report.live_calls)
             if full or written or deleted:
                 await conn.execute("SELECT pg_notify($1, $2)", LIVE_CHANNEL, self.node)
         self.published = rows
