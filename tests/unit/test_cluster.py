@@ -13,7 +13,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from callpolicy.asterisk.ami import AmiLink, ChannelStatus
 from callpolicy.live.cluster import NodeState, OtherNodes, PublishedCall
@@ -260,3 +262,49 @@ def test_the_view_adds_only_fresh_nodes_and_keeps_unknown_counts_unknown() -> No
     assert view.added_to("acme", unknown) == LiveCounts(None, 2, None)
     view.read_at = time.monotonic() - 6.0  # not read for longer than the timeout
     assert view.added_to("acme", own) == own
+
+
+async def sql(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_a_lost_connection_is_reopened_and_publishes_everything_again(
+        nodes: tuple[Node, Node], cluster_db: str) -> None:
+    a, b = nodes
+    assert a.place("a1").allowed
+    await until(lambda: b.others()[0] == 1, VISIBLE_WITHIN, "node A's call on B")
+    registry = b.service.metrics.registry
+    assert registry.get_sample_value("callpolicy_cluster_link_connected") == 1
+    assert registry.get_sample_value("callpolicy_cluster_nodes_counted") == 2
+    link = a.service.cluster
+    assert link is not None
+    with capture_logs() as logs:
+        await sql(cluster_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = 'callpolicy-cluster' "
+                              "AND datname = current_database()")
+        await sql(cluster_db, "DELETE FROM live_calls")  # lost with the connection, say
+        await until(lambda: not link.connected, 2, "node A's link lost")
+        await until(lambda: link.connected, 3, "node A's link back")
+        await until(lambda: b.others()[0] == 1, 3, "node A's call on B again")
+        await until(lambda: all(n.service.cluster and n.service.cluster.connected
+                                for n in (a, b)), 3, "both links back")
+    events = [e["event"] for e in logs]
+    assert events.count("cluster_link_lost") == 2  # once per node and episode
+    assert events.count("cluster_link_restored") == 2
+
+
+async def test_two_daemons_with_one_node_id_are_an_error(
+        nodes: tuple[Node, Node], cluster_db: str, repo: Path) -> None:
+    with capture_logs() as logs:
+        twin = await start_node(cluster_db, "node-a", repo)
+        try:
+            await until(lambda: any(e["event"] == "cluster_node_id_conflict" for e in logs),
+                        3, "the conflict is logged")
+        finally:
+            await stop(twin)
+    [conflict] = [e for e in logs if e["event"] == "cluster_node_id_conflict"]
+    assert conflict["log_level"] == "error" and conflict["node"] == "node-a"

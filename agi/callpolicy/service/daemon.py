@@ -104,7 +104,7 @@ class PolicyService:
         self.cluster = ClusterLink(
             self.settings.db_url, self.settings.node, self.settings.node_timeout,
             functools.partial(published_rows, self.control.live),
-            lambda: local_report(self.control, self.snapshot_checked_at))
+            lambda: local_report(self.control, self.snapshot_checked_at), self.metrics.set_cluster)
         self.control.others = self.cluster.view
         return [asyncio.create_task(self.cluster.run())]
 

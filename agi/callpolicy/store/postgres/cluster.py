@@ -73,12 +73,16 @@ class ClusterLink:
     keeps `view` current."""
 
     def __init__(self, url: str, node: str, timeout: float, rows: RowsSource,
-                 report: Callable[[], NodeReport]) -> None:
+                 report: Callable[[], NodeReport],
+                 on_state: Callable[[bool, int], None] = lambda connected, counted: None
+                 ) -> None:
         self.url = url
         self.node = node
         self.view = OtherNodes(node, timeout)
         self._rows = rows
         self._report = report
+        self._on_state = on_state  # (connected, other nodes counted): the metrics
+        self._conflict_logged = False
         self.connected = False
         self.started_at = time.time()
         self.published: dict[str, PublishedCall] = {}  # what the table holds of this node
@@ -106,6 +110,7 @@ class ClusterLink:
                            else f"{type(exc).__name__}: {exc}")
             finally:
                 self.connected = False
+                self._on_state(False, 0)
                 conn.terminate()
             await asyncio.sleep(RECONNECT_FIRST)
 
@@ -115,6 +120,7 @@ class ClusterLink:
         await self._timed(self._publish(conn, full=True))
         await self._timed(self._read(conn))
         self.connected = True
+        self._on_state(True, len(self.view.counted))
         self._restored()
         next_publish = next_read = time.monotonic()
         while True:
@@ -173,6 +179,17 @@ class ClusterLink:
             ((r["node"], PublishedCall(r["customer_id"], r["category"], r["risky"], r["up"],
                                        r["started"])) for r in calls))
         self.reads += 1
+        self._on_state(True, len(self.view.counted))
+        self._check_unique([r["started_at"] for r in nodes if r["node"] == self.node])
+
+    def _check_unique(self, started: list[float]) -> None:
+        """Two daemons with one node id overwrite each other's rows: their calls would not
+        count on the other nodes. Our row says when its writer started: not us, another."""
+        if started and abs(started[0] - self.started_at) > 0.01 and not self._conflict_logged:
+            self._conflict_logged = True
+            log.error("cluster_node_id_conflict", node=self.node,
+                      detail="another daemon publishes under this node id: give each daemon "
+                             "its own [cluster] node")
 
     def _lost(self, why: str) -> None:
         if self._lost_at is None:
