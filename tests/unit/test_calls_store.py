@@ -64,7 +64,7 @@ def decided(uniqueid: str, customer: str = "acme", at: datetime = T0,
     decision = Engine(_snapshot_for_records()).decide(
         CallRequest(dialled, at, customer_id=customer))
     return CallRecord.from_decision(uniqueid, decision, started_at=at, linkedid=uniqueid,
-                                    endpoint="acme-101")
+                                    endpoint="acme-101", node="pbx-a")
 
 
 def _snapshot_for_records() -> Snapshot:
@@ -302,6 +302,7 @@ async def test_record_calls_upserts_without_erasing_earlier_fields(store: Store)
     stored = await query(store.path,
                          "SELECT uniqueid, billable_seconds FROM calls ORDER BY uniqueid")
     assert stored == [("a", 61), ("b", 0)]
+    assert (a.node, b.node) == ("pbx-a", "pbx-a")  # the node that decided (both backends)
 
 
 async def test_record_calls_batch_is_one_transaction_in_order(store: Store) -> None:
@@ -456,6 +457,9 @@ async def test_calls_cli_lists_json_and_csv(recorded: Path) -> None:
     assert table_text.returncode == 0
     assert "1.1" not in table_text.stdout  # the table shows no uniqueid, but the calls:
     assert "+3292101299" in table_text.stdout and "\x1b" not in table_text.stdout
+    assert table_text.stdout.split()[:2] == ["STARTED_AT", "NODE"]
+    assert "pbx-a" in table_text.stdout
+    assert first["node"] == "pbx-a"
     assert len(run("calls", "--limit", "1", "--json", db=recorded).stdout.splitlines()) == 1
 
 

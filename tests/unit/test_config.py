@@ -112,3 +112,26 @@ def test_a_5000_digit_integer_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, "[fraud]\nmax_concurrent = 1" + "0" * 5000 + "\n")
     with pytest.raises(ConfigError, match="not valid TOML: a number too long to read"):
         load_settings(str(path))
+
+
+def test_cluster_node_and_timeout(tmp_path: Path) -> None:
+    settings = load_settings(str(write(tmp_path, '[cluster]\nnode = "pbx-a"\n'
+                                                 "node_timeout = 7.5\n")))
+    assert (settings.node, settings.node_timeout) == ("pbx-a", 7.5)
+    default = load_settings(str(write(tmp_path, "")))
+    assert default.node and default.node_timeout == 5.0  # the host name, 5 s
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('node = "pbx a"', r"cluster\.node must be 1-64 letters"),
+    ('node = "-x"', r"cluster\.node must be 1-64 letters"),
+    (f'node = "{"n" * 65}"', r"cluster\.node must be 1-64 letters"),
+    ("node = 3", r"cluster\.node must be a str"),
+    ("node_timeout = 1", r"cluster\.node_timeout must be between 2 and 3600 seconds, got 1"),
+    ('node_timeout = "5"', r"cluster\.node_timeout must be a number of seconds"),
+    ("node_timeout = true", r"cluster\.node_timeout must be a number of seconds"),
+])
+def test_a_bad_cluster_value_is_a_one_line_error(tmp_path: Path, text: str,
+                                                 message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(write(tmp_path, f"[cluster]\n{text}\n")))

@@ -52,6 +52,9 @@ CORE_CROSS_IMPORTS = {
     # store's interface takes and gives CallRecords.
     ("callpolicy.store.interface", "callpolicy.live.records"),
     ("callpolicy.store.sqlite.calls", "callpolicy.live.records"),
+    # The cluster tables hold the live table's rows (PublishedCall) and fill the in-memory
+    # view of the other nodes (OtherNodes) that the decisions count.
+    ("callpolicy.store.postgres.cluster", "callpolicy.live.cluster"),
 }
 
 CP_NAME = re.compile(r"\bCP_[A-Z][A-Z_]*\b")

@@ -75,6 +75,10 @@ async def test_status_of_a_daemon_without_ami(service: PolicyService) -> None:
     text = render(status)
     assert "NOT CONFIGURED" in text and "NOT ENFORCED" in text
     assert "acme" in text and "DEGRADED" in text
+    node = service.settings.node  # SQLite: one node, its records carry its id too
+    assert status["cluster"] == {"node": node, "link": None, "nodes": None}
+    assert f"node         {node} (SQLite: one node)" in text
+    assert {r.node for r in service.control.pending} == {node}
 
 
 async def test_problems_healthy_and_stale(service: PolicyService) -> None:

@@ -22,8 +22,8 @@ from .output import print_json, render_table, warn
 TABLE_LIMIT = 100
 
 
-_CALL_TABLE = ("started_at", "customer_id", "endpoint", "dialled", "destination", "action",
-               "reason", "free", "billable_seconds", "hangup_cause")
+_CALL_TABLE = ("started_at", "node", "customer_id", "endpoint", "dialled", "destination",
+               "action", "reason", "free", "billable_seconds", "hangup_cause")
 
 
 _PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
@@ -44,6 +44,7 @@ def _table_row(record: CallRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in _CALL_TABLE}
     row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
                          if record.started_at else "?")
+    row["node"] = record.node or ""
     row["free"] = "free" if record.free else ""
     row["billable_seconds"] = str(record.billable_seconds)
     return row

@@ -54,6 +54,8 @@ from .records import CallRecord
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .cluster import OtherNodes
+
 log = structlog.get_logger("callpolicy.control")
 
 REVOKE_INTERVAL = 0.25
@@ -85,6 +87,8 @@ class CallControl:
         self.ami = ami
         self.metrics = metrics or Metrics()
         self.live = LiveCalls()
+        self.node: str | None = None  # `[cluster] node`: on each call record
+        self.others: OtherNodes | None = None  # the other nodes' live calls (PostgreSQL)
         self.revoked = 0
         self.pending: list[CallRecord] = []  # record updates waiting for the writer
         self._open: dict[str, None] = {}  # uniqueids with an open record (insertion order)
@@ -149,8 +153,10 @@ class CallControl:
         customer = self._engine().customer_of(request)
         if customer is None:
             return request
-        return replace(request, live=self.live.counts(
-            customer, concurrency_known=self.concurrency_enforced))
+        counts = self.live.counts(customer, concurrency_known=self.concurrency_enforced)
+        if self.others is not None:  # a cluster: the other nodes' calls count too
+            counts = self.others.added_to(customer, counts)
+        return replace(request, live=counts)
 
     def decided(self, request: CallRequest, decision: Decision, env: dict[str, str],
                 source: str = "daemon") -> None:
@@ -168,7 +174,7 @@ class CallControl:
             self.live.count_start(uniqueid, decision, started=now.timestamp())
         record = CallRecord.from_decision(
             uniqueid, decision, started_at=now, linkedid=env.get(ENV_LINKEDID) or None,
-            endpoint=request.endpoint, source=source)
+            endpoint=request.endpoint, source=source, node=self.node)
         if decision.allowed:
             self._open[uniqueid] = None
             while len(self._open) > MAX_OPEN_RECORDS:  # AMI lost for very long: forget

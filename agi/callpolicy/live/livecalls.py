@@ -125,6 +125,11 @@ class LiveCalls:
         self._prune(time.time() if now is None else now)
         return set(self._by_customer) | set(self._last_minute)
 
+    def recent_starts(self, now: float | None = None) -> list[tuple[float, str, str]]:
+        """The last minute's counted call starts, oldest first: (started, customer, uniqueid)."""
+        self._prune(time.time() if now is None else now)
+        return list(self._starts)
+
     def by_category(self) -> dict[str, int]:
         result: dict[str, int] = defaultdict(int)
         for call in self.calls.values():

@@ -22,7 +22,7 @@ from ..policy import Decision, free_call
 #: the columns of `callpolicy calls --csv`, in order (also the keys of `to_dict`)
 CSV_COLUMNS = (
     "uniqueid", "linkedid", "customer_id", "endpoint", "dialled", "destination", "category",
-    "action", "reason", "rule", "source", "started_at", "answered_at", "ended_at",
+    "action", "reason", "rule", "source", "node", "started_at", "answered_at", "ended_at",
     "hangup_cause", "free", "duration_seconds", "billable_seconds",
 )
 #: the columns computed from the others (never taken from a caller or a stored row)
@@ -31,7 +31,7 @@ DERIVED = ("free", "duration_seconds", "billable_seconds")
 FIELDS = tuple(name for name in CSV_COLUMNS if name not in DERIVED)
 TIMESTAMPS = ("started_at", "answered_at", "ended_at")
 TEXTS = ("linkedid", "customer_id", "endpoint", "dialled", "destination", "category", "action",
-         "reason", "rule", "source")
+         "reason", "rule", "source", "node")
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -54,6 +54,7 @@ class CallRecord:
     reason: str | None = None  # a policy Reason value
     rule: str | None = None  # the rule that decided, in words
     source: str | None = None  # who decided: "daemon", "fallback", ...
+    node: str | None = None  # the daemon's `[cluster] node` (None: recorded before there were)
     started_at: datetime | None = None  # when the call was decided (timezone-aware)
     answered_at: datetime | None = None
     ended_at: datetime | None = None  # the hang-up
@@ -98,6 +99,7 @@ class CallRecord:
     def from_decision(
         cls, uniqueid: str, decision: Decision, *, started_at: datetime,
         linkedid: str | None = None, endpoint: str | None = None, source: str = "daemon",
+        node: str | None = None,
     ) -> CallRecord:
         """The first record of a call, at its decision."""
         return cls(
@@ -112,6 +114,7 @@ class CallRecord:
             reason=decision.reason.value,
             rule=decision.rule,
             source=source,
+            node=node,
             started_at=started_at,
         )
 

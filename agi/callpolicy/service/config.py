@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "calls": ("retention_days",),
     "metrics": ("listen",),
     "log": ("format",),
+    "cluster": ("node", "node_timeout"),
 }
 #: Keys still accepted but no longer used: a warning, not an error (operators have them).
 DEPRECATED = {
@@ -87,6 +89,10 @@ class Settings:
     # [store] listen: on PostgreSQL, changes arrive by LISTEN/NOTIFY (false: by the poll only,
     # e.g. behind a transaction-pooling proxy, where LISTEN does not work)
     db_listen: bool = True
+    # [cluster] (PostgreSQL): this daemon's node id (its live calls, its call records), and
+    # how long another node's heartbeat may be silent before its live calls stop counting
+    node: str = field(default_factory=lambda: default_node())
+    node_timeout: float = 5.0
 
     @property
     def db(self) -> StoreLocation:
@@ -173,6 +179,34 @@ def _listen(text: str, where: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ConfigError(f"{where}: port {number} is not between 0 and 65535")
     return host, number
+
+
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# at least twice the heartbeat interval (1 s, store/postgres/cluster.py): a live node never
+# flaps in and out of the count
+NODE_TIMEOUT_MIN = 2.0
+NODE_TIMEOUT_MAX = 3600.0
+
+
+def default_node() -> str:
+    """The host name, cut to a valid node id ("node" if it has nothing usable)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0])[:64]
+    return name if NODE_ID.fullmatch(name) else "node"
+
+
+def _cluster(cluster: dict[str, Any]) -> tuple[str, float]:
+    node = _get(cluster, "node", str, "", "cluster") or default_node()
+    if not NODE_ID.fullmatch(node):
+        raise ConfigError(f"cluster.node must be 1-64 letters, digits, '.', '_' or '-' "
+                          f"(starting with a letter or digit), got {node[:80]!r}")
+    timeout = cluster.get("node_timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigError(f"cluster.node_timeout must be a number of seconds, "
+                          f"got {repr(timeout)[:80]}")
+    if not NODE_TIMEOUT_MIN <= timeout <= NODE_TIMEOUT_MAX:
+        raise ConfigError(f"cluster.node_timeout must be between {NODE_TIMEOUT_MIN:g} and "
+                          f"{NODE_TIMEOUT_MAX:g} seconds, got {timeout}")
+    return node, float(timeout)
 
 
 DEFAULT_FRAUD_LIMITS = FraudLimits(max_concurrent=10, max_per_minute=20, max_concurrent_risky=2)
@@ -340,6 +374,7 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         raise ConfigError(f"calls.retention_days must be at least 1, got {retention}")
     metrics_host, metrics_port = _listen(
         _get(metrics, "listen", str, "127.0.0.1:9464", "metrics"), "metrics.listen")
+    node, node_timeout = _cluster(data.get("cluster", {}))
     return Settings(
         path=path,
         db_path=db_path,
@@ -360,4 +395,6 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         metrics_host=metrics_host,
         metrics_port=metrics_port,
         warnings=tuple(warnings),
+        node=node,
+        node_timeout=node_timeout,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import resource
 import signal
 import time
@@ -29,6 +30,7 @@ import structlog
 
 from ..asterisk.ami import AmiLink
 from ..asterisk.fastagi import FastAgiServer
+from ..live.cluster import local_report, published_rows
 from ..live.control import CallControl
 from ..live.records_spool import CallSpool, spool_path
 from ..live.records_writer import RecordWriter
@@ -48,6 +50,7 @@ from .watchdog import notify, ping_forever
 
 if TYPE_CHECKING:
     from ..store.postgres.changes import ChangeFeed
+    from ..store.postgres.cluster import ClusterLink
 
 log = structlog.get_logger("callpolicy.daemon")
 
@@ -79,6 +82,8 @@ class PolicyService:
         self.ami = AmiLink(settings.ami, on_login=self._ami_login,
                            on_state=self.metrics.set_ami_connected)
         self.control = CallControl(lambda: self._current_engine(), self.ami, self.metrics)
+        self.control.node = settings.node
+        self.cluster: ClusterLink | None = None  # PostgreSQL: the other nodes' live calls
         # its own connection: record writes never hold up the snapshot refresh
         self.records = RecordWriter(settings.db, CallSpool(spool_path(settings.db_path)),
                                     self.metrics)
@@ -90,6 +95,18 @@ class PolicyService:
         self._changed = asyncio.Event()  # set by the change feed: refresh now
         self.metrics.track_snapshot_age(
             lambda: time.time() - (self.snapshot_checked_at or self.started_at))
+
+    def start_cluster(self) -> list[asyncio.Task[None]]:
+        """PostgreSQL: publish this node's live calls, count the other nodes' (a task)."""
+        if not self.settings.db_url:
+            return []
+        from ..store.postgres.cluster import ClusterLink  # asyncpg: PostgreSQL only
+        self.cluster = ClusterLink(
+            self.settings.db_url, self.settings.node, self.settings.node_timeout,
+            functools.partial(published_rows, self.control.live),
+            lambda: local_report(self.control, self.snapshot_checked_at), self.metrics.set_cluster)
+        self.control.others = self.cluster.view
+        return [asyncio.create_task(self.cluster.run())]
 
     def _current_engine(self) -> Engine:
         return self.engine or self._config_only
@@ -357,7 +374,7 @@ async def serve(settings: Settings, config_arg: str | None = None,
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
                   asyncio.create_task(service.purge_forever()),
                   asyncio.create_task(publish_forever(service)),
-                  asyncio.create_task(service.apply_schedules_forever())]
+                  asyncio.create_task(service.apply_schedules_forever()), *service.start_cluster()]
     records = asyncio.create_task(service.write_records_forever(stopping))
     notify(b"READY=1")
     try:

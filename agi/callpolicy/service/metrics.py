@@ -108,6 +108,7 @@ class Metrics:
             "Seconds since the snapshot was last checked against the database", registry=r)
         self.store_ok.set(1)
         self.change_feed_connected: Gauge | None = None  # PostgreSQL only: see below
+        self.cluster_gauges: tuple[Gauge, Gauge] | None = None  # PostgreSQL only
         # Series that exist from the start (0), so rate() and alerts see them before the
         # first event.
         for reason in BAD_PEER_REASONS:
@@ -175,6 +176,21 @@ class Metrics:
                 "are live within milliseconds; 0: they arrive by the catch-up poll (0.5 s)",
                 registry=self.registry)
         self.change_feed_connected.set(1 if connected else 0)
+
+    def set_cluster(self, connected: bool, nodes_counted: int) -> None:
+        """The cluster link (PostgreSQL only: the series exist only on such a daemon)."""
+        if self.cluster_gauges is None:
+            self.cluster_gauges = (
+                Gauge("callpolicy_cluster_link_connected",
+                      "1 while this node publishes its live calls and reads the other nodes' "
+                      "(PostgreSQL); 0: only its own calls count once node_timeout passed",
+                      registry=self.registry),
+                Gauge("callpolicy_cluster_nodes_counted",
+                      "Nodes whose live calls the fraud limits count (this one included): "
+                      "a node whose heartbeat is older than node_timeout is not",
+                      registry=self.registry))
+        self.cluster_gauges[0].set(1 if connected else 0)
+        self.cluster_gauges[1].set(nodes_counted + 1 if connected else 1)
 
     def set_store_ok(self, ok: bool) -> None:
         self.store_ok.set(1 if ok else 0)

@@ -80,6 +80,26 @@ def _live_calls(service: PolicyService, now: float) -> dict[str, Any]:
             "by_customer": {c: rows[c] for c in busiest}}
 
 
+def _cluster(service: PolicyService, now: float) -> dict[str, Any]:
+    """This node's id and, on PostgreSQL, every node of the `nodes` table as last read
+    (live/cluster.py): its heartbeat, AMI link, snapshot age, live calls, whether counted."""
+    node = service.settings.node
+    link = service.cluster
+    if link is None:
+        return {"node": node, "link": None, "nodes": None}
+    view = link.view
+    lag = 0.0 if view.read_at_epoch is None else max(0.0, now - view.read_at_epoch)
+    nodes = [{"node": n.node, "this": n.node == node,
+              "heartbeat_at": _iso(now - n.heartbeat_age - lag),
+              "heartbeat_age_s": round(n.heartbeat_age + lag, 3),
+              "ami": n.ami, "snapshot_age_s": n.snapshot_age, "live_calls": n.live_calls,
+              "counted": n.node == node or n.node in view.counted}
+             for n in view.nodes]
+    return {"node": node, "link": "connected" if link.connected else "down",
+            "read_at": _iso(view.read_at_epoch), "node_timeout_s": view.timeout,
+            "nodes": nodes}
+
+
 def _decisions(service: PolicyService) -> dict[str, Any]:
     by_action: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
@@ -136,6 +156,7 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
         },
         "live_calls": _live_calls(service, now),
         "decisions": _decisions(service),
+        "cluster": _cluster(service, now),
     }
     found = problems(status, now)
     status["healthy"] = not found
@@ -191,6 +212,10 @@ def problems(status: dict[str, Any], now: float | None = None) -> list[str]:
         found.append("no snapshot loaded")
     elif age + lag > SNAPSHOT_STALE_AFTER:
         found.append(f"snapshot not refreshed for {age + lag:.0f} s (store failing?)")
+    cluster = status.get("cluster") or {}
+    if cluster.get("link") == "down":
+        found.append(f"cluster link (PostgreSQL) down: other nodes' live calls stop counting "
+                     f"after {cluster.get('node_timeout_s')} s")
     if lag > STATUS_STALE_AFTER:
         found.append(f"status not updated for {lag:.0f} s (daemon event loop stuck?)")
     return found
@@ -256,6 +281,26 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def _render_cluster(cluster: dict[str, Any] | None, lag: float) -> list[str]:
+    if not cluster:  # an older daemon
+        return []
+    if cluster.get("nodes") is None:
+        return [f"node         {cluster['node']} (SQLite: one node)"]
+    lines = [f"cluster      node {cluster['node']}, link {cluster['link']}, "
+             f"{len(cluster['nodes'])} node(s)"]
+    rows = [(clip(n["node"], CUSTOMER_WIDTH), n) for n in cluster["nodes"]]
+    if rows:
+        width = max(len("node"), *(len(name) for name, _ in rows))
+        lines.append(f"  {'node':<{width}}  heartbeat  AMI             snapshot  live calls")
+        for name, n in rows:
+            counted = "" if n["counted"] else "  NOT COUNTED (heartbeat too old)"
+            snapshot = "?" if n["snapshot_age_s"] is None else f"{n['snapshot_age_s']:.1f} s"
+            lines.append(f"  {name:<{width}}  {n['heartbeat_age_s'] + lag:>7.1f} s  "
+                         f"{n['ami']:<14}  {snapshot:>8}  {_count(n['live_calls']):>10}"
+                         f"{' (this one)' if n['this'] else ''}{counted}")
+    return lines
+
+
 _FEED_TEXT = {"listening": "LISTEN/NOTIFY", "down": "poll (LISTEN DOWN)", "poll": "poll"}
 
 
@@ -301,6 +346,7 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
                          f"{counts['last_minute']:>11}  {_count(counts['risky']):>5}")
         if live["customers"] > len(rows):
             lines.append(f"  … {live['customers'] - len(rows)} more")
+    lines += _render_cluster(status.get("cluster"), lag)
     by_reason = ", ".join(f"{reason} {count}" for reason, count
                           in sorted(decisions["by_reason"].items(), key=lambda i: -i[1]))
     lines.append(f"decisions    {decisions['total']}"

@@ -168,6 +168,11 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: PostgreSQL only (a trigger that announces every committed change to the daemons,
     # store/postgres/schema.py); nothing on SQLite, whose daemon polls.
     "",
+    # 6: the node (`[cluster] node`) that decided each call. The cluster's live-call and
+    # node tables are PostgreSQL only (store/postgres/schema.py): SQLite is one node.
+    """
+    ALTER TABLE calls ADD COLUMN node TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",

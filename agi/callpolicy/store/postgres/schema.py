@@ -15,6 +15,8 @@ from __future__ import annotations
 
 #: The channel the daemons LISTEN on for committed changes (migration 5)
 CHANGES_CHANNEL = "callpolicy_changes"
+#: The channel a daemon NOTIFYs (payload: its node id) when it published its live calls
+LIVE_CHANNEL = "callpolicy_live"
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -195,5 +197,31 @@ MIGRATIONS: tuple[str, ...] = (
         BEGIN PERFORM pg_notify('{CHANGES_CHANNEL}', ''); RETURN NULL; END $$;
     CREATE TRIGGER audit_notify AFTER INSERT ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION audit_notify();
+    """,
+    # 6: cluster-wide live control (live/cluster.py). Each daemon writes only its own rows:
+    # `nodes` its heartbeat (the server's clock, so that nodes' clocks need not agree) and
+    # state; `live_calls` its calls that count toward the fraud limits, up now (`up`) or
+    # started in the last minute (the per-minute limit). Not audited: operational state,
+    # rewritten every few hundred milliseconds. And the node of each call record.
+    f"""
+    CREATE TABLE nodes (
+        node {_T} PRIMARY KEY,
+        heartbeat TIMESTAMPTZ NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        ami {_T} NOT NULL,
+        snapshot_age DOUBLE PRECISION,
+        live_calls INTEGER  -- NULL: not known (its AMI link down)
+    );
+    CREATE TABLE live_calls (
+        node {_T} NOT NULL,
+        uniqueid {_T} NOT NULL,
+        customer_id {_T} NOT NULL,
+        category {_T},
+        risky BOOLEAN NOT NULL DEFAULT FALSE,
+        up BOOLEAN NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (node, uniqueid)
+    );
+    ALTER TABLE calls ADD COLUMN node {_T};
     """,
 )
