@@ -281,7 +281,7 @@ def test_the_daemon_raises_its_open_files_soft_limit() -> None:
     """Both listeners full need more than the common soft limit of 1024 descriptors."""
     import resource
 
-    from callpolicy.service.daemon import WANTED_OPEN_FILES, raise_open_files_limit
+    from callpolicy.service.connection_slots import WANTED_OPEN_FILES, raise_open_files_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:

@@ -11,6 +11,8 @@ Single-threaded (one event loop): no locking.
 
 from __future__ import annotations
 
+import contextlib
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,3 +70,18 @@ class ConnectionSlots:
         """The connection ended (idempotent)."""
         self._open.pop(slot, None)
         self._waiting.pop(slot, None)
+
+
+# Both listeners full (FastAGI 512 + HTTP 256) plus the database, AMI and log files: a soft
+# limit of 1024 would make asyncio stop accepting for a second when they fill.
+WANTED_OPEN_FILES = 4096
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (never above the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import resource
 import signal
 import time
 from dataclasses import replace
@@ -44,6 +43,7 @@ from ..store import (
     open_store,
 )
 from .config import ConfigError, Settings, load_settings
+from .connection_slots import WANTED_OPEN_FILES, raise_open_files_limit
 from .metrics import Metrics
 from .status import publish_forever
 from .watchdog import notify, ping_forever
@@ -324,21 +324,6 @@ class PolicyService:
         log.info("config_reloaded", path=str(settings.path),
                  premium_prefixes=list(settings.policy.premium_prefixes),
                  must_reach=sorted(settings.policy.must_reach))
-
-
-# Both listeners full (FastAGI 512 + HTTP 256) plus the database, AMI and log files: a soft
-# limit of 1024 would make asyncio stop accepting for a second when they fill.
-WANTED_OPEN_FILES = 4096
-
-
-def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
-    """Raise the soft RLIMIT_NOFILE towards `wanted` (never above the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def serve(settings: Settings, config_arg: str | None = None,
