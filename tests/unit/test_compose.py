@@ -85,7 +85,8 @@ def node_endpoints(ip: str, tmp: Path) -> set[str]:
     """What a cluster node at `ip` binds and reaches, from the node scripts' own output."""
     etc = tmp / ip
     etc.mkdir()
-    for name in ("config/asterisk/manager.conf", "config/asterisk/pjsip.conf",
+    for name in ("config/asterisk/asterisk.conf", "config/asterisk/manager.conf",
+                 "config/asterisk/pjsip.conf",
                  "dialplan/extensions.conf", "config/demo/manager-users.conf"):
         shutil.copy(REPO / name, etc)
     subprocess.run([str(REPO / "scripts" / "asterisk-node-config.sh"), str(etc), ip],
