@@ -12,6 +12,12 @@ deps:
 run:
 	@scripts/run-demo.sh
 
+## Two Asterisk nodes + two daemons on one PostgreSQL (127.0.0.1:55432), the demo customers
+## (README: "Several nodes"; Ctrl-C stops it).
+.PHONY: run-cluster
+run-cluster:
+	@scripts/run-cluster.sh
+
 ## The two container images (buildah: no engine, no registry) as OCI archives in build/images/,
 ## for `docker load` / `podman load` (README: "Container images").
 image: deps

@@ -42,6 +42,11 @@
 #                          mode and is group-writable too). Use a dedicated directory: the
 #                          asterisk uid/gid (101 in the rootfs) may name another user/group on
 #                          the host, and whoever has them can change the database.
+#   ASTERISK_NODE_IP       (start) one node of a cluster (make run-cluster, README: "Several
+#                          nodes"): the loopback address this Asterisk binds instead of
+#                          127.0.0.1 (scripts/asterisk-node-config.sh rewrites the copied
+#                          config: SIP IP:5060, AMI IP:5038, FastAGI agi://IP:4573).
+#                          --node-ip wins. Default 127.0.0.1: the shipped config unchanged.
 #   ASTERISK_BOOT_TIMEOUT  seconds to wait for "fully booted" (default 30)
 #   CALLPOLICY_CACHE       lock dir of scripts/images.sh
 #
@@ -73,6 +78,7 @@ SCRIPT="$(readlink -f "${BASH_SOURCE[0]}")"
 REPO="$(cd "$(dirname "$SCRIPT")/.." && pwd)"
 RUN_DIR="${RUN_DIR:-/tmp/callpolicy-asterisk}"
 STATE_DIR="${CALLPOLICY_STATE_DIR:-}"
+NODE_IP="${ASTERISK_NODE_IP:-127.0.0.1}"
 BOOT_TIMEOUT="${ASTERISK_BOOT_TIMEOUT:-30}"
 MARKER=".callpolicy-run"
 
@@ -87,6 +93,8 @@ while [ $# -gt 0 ]; do
         --run-dir=*) RUN_DIR="${1#*=}"; shift ;;
         --state-dir) [ $# -ge 2 ] || usage; STATE_DIR="$2"; shift 2 ;;
         --state-dir=*) STATE_DIR="${1#*=}"; shift ;;
+        --node-ip) [ $# -ge 2 ] || usage; NODE_IP="$2"; shift 2 ;;
+        --node-ip=*) NODE_IP="${1#*=}"; shift ;;
         -h|--help) usage ;;
         *) break ;;
     esac
@@ -189,8 +197,10 @@ show_logs() {
     grep -E 'ERROR|WARNING' "$RUN_DIR/log/full" 2>/dev/null | tail -n 20 >&2 || true
 }
 
-udp_port_busy() {   # 127.0.0.1:5060 or 0.0.0.0:5060 already bound?
-    awk 'NR>1 { split($2,a,":"); if ((a[1]=="0100007F" || a[1]=="00000000") && a[2]=="13C4") f=1 } END { exit !f }' /proc/net/udp
+udp_port_busy() {   # $NODE_IP:5060 or 0.0.0.0:5060 already bound?
+    local hex
+    hex="$(printf '%02X' $(echo "$NODE_IP" | tr '.' ' ') | sed -E 's/(..)(..)(..)(..)/\4\3\2\1/')"
+    awk -v ip="$hex" 'NR>1 { split($2,a,":"); if ((a[1]==ip || a[1]=="00000000") && a[2]=="13C4") f=1 } END { exit !f }' /proc/net/udp
 }
 
 # ----------------------------------------------------------------- commands
@@ -238,7 +248,7 @@ do_start() {
         die "$RUN_DIR exists, is not empty and is not a callpolicy run dir; pick another RUN_DIR"
     fi
     if udp_port_busy; then
-        die "UDP 127.0.0.1:5060 is already in use (another Asterisk run? 'ss -ulpn | grep 5060')"
+        die "UDP $NODE_IP:5060 is already in use (another Asterisk run? 'ss -ulpn | grep 5060')"
     fi
 
     ROOTFS="$("$REPO/scripts/images.sh" rootfs | tail -n1)" \
@@ -267,6 +277,8 @@ do_start() {
         cp "$f" "$RUN_DIR/etc/asterisk/$name"
     done
     [ -f "$RUN_DIR/etc/asterisk/asterisk.conf" ] || die "no config/asterisk/asterisk.conf in $REPO"
+    "$REPO/scripts/asterisk-node-config.sh" "$RUN_DIR/etc/asterisk" "$NODE_IP" \
+        || die "no config for node $NODE_IP (see above)"
 
     # The fallback AGI's code as of now (the rootfs has its packages): copied, so a
     # run uses one version of it, and byte-compiled by the rootfs's python3 (the

@@ -14,8 +14,8 @@ export CALLPOLICY_STATE_DIR="$STATE"
 export ASTERISK_EXTRA_CONFIG="$REPO/config/demo"   # the demo AMI user
 BIN="$REPO/.venv/bin"
 ASTERISK="$REPO/scripts/asterisk-run.sh"
-
-say() { printf 'run: %s\n' "$*" >&2 || true; }
+# shellcheck source=scripts/demo-lib.sh
+. "$REPO/scripts/demo-lib.sh"
 [ "$(id -u)" -eq 0 ] || { say "needs root (chroot, mounts)"; exit 1; }
 
 "$REPO/scripts/install-deps.sh"
@@ -34,18 +34,14 @@ if [ ! -f "$DB" ]; then
         --ticket demo >&2
 fi
 
-WATCHDOG_PID=""
+DAEMON_PID=""
 cleanup() {
     # Nothing may interrupt the cleanup: not a second Ctrl-C, not a closed terminal or pipe
     # (`make run | tee log`: tee dies with the Ctrl-C, then every message would SIGPIPE us).
     trap '' INT TERM PIPE HUP
     trap - EXIT
     say "stopping"
-    if [ -n "$WATCHDOG_PID" ] && kill -0 "$WATCHDOG_PID" 2>/dev/null; then
-        kill -TERM "$WATCHDOG_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$WATCHDOG_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$WATCHDOG_PID" 2>/dev/null || true
-    fi
+    stop_daemon "$DAEMON_PID"
     "$ASTERISK" stop >>"$STATE/stop.log" 2>&1 || say "asterisk stop failed: see $STATE/stop.log"
     say "stopped; the database stays in $DB"
 }
@@ -53,19 +49,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 "$ASTERISK" start >&2
-while read -r number target _; do
-    case "$number" in ''|\#*) continue ;; esac
-    "$ASTERISK" rx "database put callforward $number $target" >/dev/null
-done < "$REPO/config/demo-forwards.txt"
-
-: >"$STATE/daemon.log"
-"$BIN/callpolicy" watchdog --pidfile "$STATE/daemon.pid" >>"$STATE/daemon.log" 2>&1 &
-WATCHDOG_PID=$!
-for _ in $(seq 200); do
-    grep -q '"event": "listening"' "$STATE/daemon.log" && break
-    kill -0 "$WATCHDOG_PID" 2>/dev/null || { say "daemon failed: see $STATE/daemon.log"; exit 1; }
-    sleep 0.1
-done
+load_forwards "$RUN_DIR"
+start_daemon "$CALLPOLICY_CONFIG" "$STATE/daemon.log" "$STATE/daemon.pid" || exit 1
 
 cat <<BANNER
 
@@ -88,4 +73,4 @@ cat <<BANNER
 
   Ctrl-C stops Asterisk and the daemon.
 BANNER
-wait "$WATCHDOG_PID"
+wait "$DAEMON_PID"

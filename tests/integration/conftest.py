@@ -163,5 +163,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.sections.append(("callpolicy harness", "\n\n".join(parts)))
 
 
-# The call-policy environment (demo customers, daemon): fixtures `live`, `daemon_up`.
+# The call-policy environment (demo customers, daemon): fixtures `live`, `daemon_up`; two
+# nodes on PostgreSQL (cluster.py): `cluster`, `each_node_clean`.
+from cluster import cluster, each_node_clean  # noqa: E402, F401
 from policy_env import daemon_up, live  # noqa: E402, F401

@@ -90,6 +90,9 @@ _live: set[subprocess.Popen] = set()
 
 
 _REGISTRY = Path(os.environ.get("CALLPOLICY_IT_REGISTRY", "/tmp/callpolicy-integration"))
+# the machine lock of this session, shared by its Asterisks (Asterisk._take_machine_lock)
+_lock_fd: int | None = None
+_lock_holders: set[Asterisk] = set()
 
 
 def _proc_identity(pid: int) -> str | None:
@@ -248,8 +251,9 @@ class Asterisk:
     """
 
     def __init__(self, base: Path, *, state_dir: Path | None = None,
-                 boot_timeout: float = 30.0) -> None:
+                 boot_timeout: float = 30.0, node_ip: str = ASTERISK_IP) -> None:
         self.base = Path(base)
+        self.node_ip = node_ip  # a cluster node's address (asterisk-run.sh --node-ip)
         self.run_dir = self.base / "run"
         # must not be inside RUN_DIR (wiped at each start)
         self.state_dir = Path(state_dir) if state_dir else self.base / "state"
@@ -279,6 +283,7 @@ class Asterisk:
         env["CALLPOLICY_STATE_DIR"] = str(self.state_dir)
         env["ASTERISK_EXTRA_CONFIG"] = str(REPO / "config" / "demo")  # demo AMI user
         env["ASTERISK_BOOT_TIMEOUT"] = str(int(self.boot_timeout))
+        env["ASTERISK_NODE_IP"] = self.node_ip
         return env
 
     def _script(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -292,8 +297,16 @@ class Asterisk:
 
     # ---------------------------------------------------------------- lifecycle
     def _take_machine_lock(self, timeout: float) -> None:
-        """One harness Asterisk per machine at a time (they all need 127.0.0.1:5060): wait
-        for another session's, and stop the Asterisk of a session that died (SIGKILL)."""
+        """One harness session per machine at a time (they all need 127.0.0.1:5060 and the
+        cluster nodes' addresses): wait for another session's, and stop the Asterisks of a
+        session that died (SIGKILL). The Asterisks of this session share the lock."""
+        global _lock_fd
+        if _lock_fd is not None:
+            self._lock_fd = _lock_fd
+            _lock_holders.add(self)
+            with (_REGISTRY / f"{os.getpid()}.run").open("a") as fh:
+                fh.write(str(self.run_dir) + "\n")
+            return
         _REGISTRY.mkdir(parents=True, exist_ok=True)
         fd = os.open(_REGISTRY / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
@@ -313,24 +326,36 @@ class Asterisk:
                           f"({_REGISTRY}/.lock)", file=sys.__stderr__, flush=True)
                     told = True
                 time.sleep(0.5)
-        self._lock_fd = fd
+        self._lock_fd = _lock_fd = fd
+        _lock_holders.add(self)
         # We hold the lock, so every registered run is a dead session's leftover.
         _kill_stale_processes()
         for entry in _REGISTRY.glob("*.run"):
-            run_dir = entry.read_text().strip()
-            if run_dir:
-                subprocess.run([str(RUN_SCRIPT), "--run-dir", run_dir, "stop"],
-                               capture_output=True, timeout=60, check=False)
+            for run_dir in entry.read_text().split("\n"):
+                if run_dir.strip():
+                    subprocess.run([str(RUN_SCRIPT), "--run-dir", run_dir.strip(), "stop"],
+                                   capture_output=True, timeout=60, check=False)
             entry.unlink(missing_ok=True)
         (_REGISTRY / f"{os.getpid()}.run").write_text(str(self.run_dir) + "\n")
 
     def _release_machine_lock(self) -> None:
-        (_REGISTRY / f"{os.getpid()}.run").unlink(missing_ok=True)
+        global _lock_fd
+        if self._lock_fd is None:
+            return
+        self._lock_fd = None
+        _lock_holders.discard(self)
+        runs = _REGISTRY / f"{os.getpid()}.run"
+        if _lock_holders:  # another Asterisk of this session still runs
+            with contextlib.suppress(OSError):
+                kept = [r for r in runs.read_text().split("\n") if r and r != str(self.run_dir)]
+                runs.write_text("".join(f"{r}\n" for r in kept))
+            return
+        runs.unlink(missing_ok=True)
         _kill_leftovers()
         (_REGISTRY / f"{os.getpid()}.procs").unlink(missing_ok=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if _lock_fd is not None:
+            os.close(_lock_fd)
+            _lock_fd = None
 
     def start(self, *, lock_timeout: float = 300.0, port_wait: float = 30.0) -> None:
         if os.geteuid() != 0:
@@ -340,7 +365,7 @@ class Asterisk:
         self.base.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + port_wait
-        while udp_bound(ASTERISK_IP, ASTERISK_PORT) and time.monotonic() < deadline:
+        while udp_bound(self.node_ip, ASTERISK_PORT) and time.monotonic() < deadline:
             time.sleep(0.2)  # another Asterisk (not under our lock) is stopping, maybe
         # first start may build the Asterisk image (scripts/images.sh, minutes): allow for it
         res = self._script("start", timeout=self.boot_timeout + 900)
@@ -349,9 +374,9 @@ class Asterisk:
                                 f"{res.stderr[-4000:]}\n{self.describe()}")
         self.started = True
         deadline = time.monotonic() + 10
-        while not udp_bound(ASTERISK_IP, ASTERISK_PORT):
+        while not udp_bound(self.node_ip, ASTERISK_PORT):
             if time.monotonic() > deadline:
-                raise AsteriskError(f"Asterisk booted but 127.0.0.1:5060 is not bound\n"
+                raise AsteriskError(f"Asterisk booted but {self.node_ip}:5060 is not bound\n"
                                     f"{self.describe()}")
             time.sleep(0.05)
         for hook in self._start_hooks:
@@ -776,8 +801,9 @@ class SipClient:
     so calls can run in parallel threads (a second call from the same IP gets an ephemeral
     local port: endpoints are identified by IP only)."""
 
-    def __init__(self, artifacts: Path) -> None:
+    def __init__(self, artifacts: Path, target: str = f"{ASTERISK_IP}:{ASTERISK_PORT}") -> None:
         self.artifacts = Path(artifacts)
+        self.target = target  # the Asterisk (node) the calls go to
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self.results: list[CallResult] = []
@@ -914,7 +940,7 @@ class SipClient:
             cmd.append("-aa")  # 200 to INFO/NOTIFY/OPTIONS/UPDATE the scenario doesn't expect
         for k, v in keys.items():
             cmd += ["-key", k, v]
-        cmd.append(f"{ASTERISK_IP}:{ASTERISK_PORT}")
+        cmd.append(self.target)
         (run / "command.txt").write_text(f"cd {shlex.quote(str(run))} && {shlex.join(cmd)}\n")
         timed_out = False
         with (run / "sipp.out").open("wb") as out:

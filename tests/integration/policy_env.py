@@ -24,9 +24,9 @@ ACME_101, ACME_102, BAKKERIJ = "127.0.0.2", "127.0.0.4", "127.0.0.5"
 AGI_PORT = 4573
 
 
-def agi_listening() -> bool:
+def agi_listening(host: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", AGI_PORT), timeout=0.2).close()
+        socket.create_connection((host, AGI_PORT), timeout=0.2).close()
         return True
     except OSError:
         return False
@@ -39,6 +39,7 @@ class Live:
     log: Path
     pidfile: Path
     supervisor: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # its FastAGI address (a cluster node's)
 
     def cli(self, *args: str) -> str:
         result = subprocess.run(
@@ -49,7 +50,7 @@ class Live:
 
     def start(self, config: Path | None = None) -> None:
         """The daemon under its watchdog, on `config` (default: the normal one)."""
-        assert not agi_listening(), "something else listens on 127.0.0.1:4573"
+        assert not agi_listening(self.host), f"something else listens on {self.host}:4573"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
         self.supervisor = subprocess.Popen(
             [sys.executable, "-m", "callpolicy.cli", "--config", str(config or self.config),
@@ -58,7 +59,7 @@ class Live:
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20
         try:
-            while not agi_listening():
+            while not agi_listening(self.host):
                 assert self.supervisor.poll() is None, self.log.read_text()[-2000:]
                 assert time.monotonic() < deadline, (
                     f"daemon did not start listening:\n{self.log.read_text()[-2000:]}")
@@ -77,7 +78,7 @@ class Live:
                 self.supervisor.wait(timeout=5)
         self.supervisor = None
         deadline = time.monotonic() + 5
-        while agi_listening():
+        while agi_listening(self.host):
             assert time.monotonic() < deadline, "daemon still listening after stop"
             time.sleep(0.05)
 

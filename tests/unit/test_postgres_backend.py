@@ -38,6 +38,7 @@ from callpolicy.store import (
     open_store,
     parse_location,
 )
+from callpolicy.store.local_copy import is_local_copy
 from callpolicy.store.postgres.changes import APPLICATION_NAME, ChangeFeed
 from callpolicy.store.postgres.connection import folded, plan
 from callpolicy.store.url import redacted
@@ -226,7 +227,8 @@ def test_serve_decides_from_postgresql_and_sees_cli_changes(pg_url: str, tmp_pat
         stop(daemon)
     output = log.read_text()
     assert '"snapshot_loaded"' in output and "postgresql://" in output, output[-2000:]
-    assert not (tmp_path / "local.db").exists()  # the store is PostgreSQL, not the local file
+    # the store is PostgreSQL; the local file is only the fallback's copy (test_local_snapshot)
+    assert is_local_copy(tmp_path / "local.db")
 
 
 def test_the_store_sql_in_postgresql_dialect() -> None:

@@ -8,6 +8,8 @@
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
 - SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
+- PostgreSQL: keeps a SQLite copy of the policy at `[store] path` for the fallback AGI, at
+  most a few seconds behind (service/local_snapshot.py).
 - Call records: written every 0.5 s by `RecordWriter` (live/records_writer.py), which spools them
   next to the database when it cannot take them and replays the spool first.
 - SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records (to the
@@ -44,6 +46,7 @@ from ..store import (
 )
 from .config import ConfigError, Settings, load_settings
 from .connection_slots import WANTED_OPEN_FILES, raise_open_files_limit
+from .local_snapshot import LocalSnapshot
 from .metrics import Metrics
 from .status import publish_forever
 from .watchdog import notify, ping_forever
@@ -93,6 +96,9 @@ class PolicyService:
         self.store_problem_since: float | None = None
         self.change_feed: ChangeFeed | None = None  # PostgreSQL's LISTEN connection
         self._changed = asyncio.Event()  # set by the change feed: refresh now
+        # PostgreSQL: the SQLite copy at [store] path that the fallback AGI decides from
+        self.local_snapshot = (LocalSnapshot(settings.db_url, settings.db_path)
+                               if settings.db_url else None)
         self.metrics.track_snapshot_age(
             lambda: time.time() - (self.snapshot_checked_at or self.started_at))
 
@@ -259,6 +265,8 @@ class PolicyService:
         assert self.engine is not None
         self.engine = self.engine.with_snapshot(snapshot)
         self.policy_changed.set()
+        if self.local_snapshot is not None:
+            self.local_snapshot.changed()
         log.info("snapshot_refreshed", customers=len(snapshot.customers))
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -360,6 +368,8 @@ async def serve(settings: Settings, config_arg: str | None = None,
                   asyncio.create_task(service.purge_forever()),
                   asyncio.create_task(publish_forever(service)),
                   asyncio.create_task(service.apply_schedules_forever()), *service.start_cluster()]
+    if service.local_snapshot is not None:
+        background.append(asyncio.create_task(service.local_snapshot.run_forever()))
     records = asyncio.create_task(service.write_records_forever(stopping))
     notify(b"READY=1")
     try:

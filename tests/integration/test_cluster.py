@@ -1,0 +1,127 @@
+"""Two Asterisk nodes, one policy in PostgreSQL (issue 13's acceptance, without cluster-wide
+live counting): real Asterisk x2 + SIPp + PostgreSQL (cluster.py: the `make run-cluster`
+topology, node a on 127.0.1.1, node b on 127.0.2.1, the trunk on 127.0.0.3:5080)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import Cluster, wait_for
+from harness import CallResult, Trunk
+from policy_env import ACME_101, ACME_102
+
+from callpolicy.live.records_spool import spool_path
+
+
+@pytest.fixture
+def shared_trunk(each_node_clean: Cluster, tmp_path: Path) -> Iterator[Trunk]:
+    """The trunk both nodes dial (127.0.0.3:5080), answering 200."""
+    t = Trunk(tmp_path / "trunk")
+    t.start()
+    try:
+        yield t
+    finally:
+        for node in each_node_clean.nodes.values():
+            node.asterisk.hangup_all()
+        t.stop()
+
+
+def events(log: Path, name: str, since: int = 0) -> list[dict]:
+    return [json.loads(line) for line in log.read_bytes()[since:].splitlines()
+            if f'"event": "{name}"'.encode() in line]
+
+
+def test_an_unblock_made_with_the_cli_passes_the_next_call_on_both_nodes(
+        cluster: Cluster, shared_trunk: Trunk, tmp_path: Path) -> None:
+    trunk = shared_trunk
+    a, b = (cluster.nodes[n].client(tmp_path) for n in ("a", "b"))
+    assert a.call(ACME_101, "0905123456").status == 403
+    assert b.call(ACME_102, "0905123456").status == 403
+    assert trunk.invites == []
+    cluster.cli("unblock", "acme", "--prefix", "0905", "--by", "tests", "--ticket", "T-1")
+    try:
+        time.sleep(1.0)  # live in every daemon within a second (LISTEN/NOTIFY: milliseconds)
+        on_a, on_b = a.call(ACME_101, "0905123456"), b.call(ACME_102, "0905123456")
+        assert (on_a.status, on_b.status) == (200, 200), (on_a.describe(), on_b.describe())
+        assert [i.ruri_user for i in trunk.invites] == ["+32905123456"] * 2
+    finally:
+        cluster.cli("reblock", "acme", "--prefix", "0905", "--by", "tests", "--ticket", "T-2")
+    time.sleep(1.0)
+    assert a.call(ACME_101, "0905123456").status == 403
+    assert b.call(ACME_102, "0905123456").status == 403
+    assert len(trunk.invites) == 2
+
+
+def test_postgresql_stopped_during_calls_decisions_go_on_and_records_are_replayed(
+        cluster: Cluster, shared_trunk: Trunk, tmp_path: Path) -> None:
+    trunk = shared_trunk
+    a, b = (cluster.nodes[n].client(tmp_path) for n in ("a", "b"))
+    marks = {n: node.daemon.log.stat().st_size for n, node in cluster.nodes.items()}
+    long_call: list[CallResult] = []
+    up = threading.Thread(target=lambda: long_call.append(
+        b.call(ACME_102, "092101311", hold=4, timeout=20)))
+    up.start()
+    try:
+        wait_for(lambda: trunk.invites, 10, "the long call did not reach the trunk")
+        with cluster.postgresql_stopped():
+            outage = {"a": [a.call(ACME_101, "092101312"), a.call(ACME_101, "0905123456")],
+                      "b": [b.call(ACME_102, "092101313"), b.call(ACME_102, "0905123456")]}
+            for node, (national, premium) in outage.items():
+                assert national.status == 200, (node, national.describe())
+                assert premium.status == 403, (node, premium.describe())
+            up.join(30)
+            assert long_call and long_call[0].status == 200, long_call
+            # the records wait in each daemon's spool beside its local snapshot
+            for name, node in cluster.nodes.items():
+                wait_for(lambda n=node, m=marks[name]: events(n.daemon.log,
+                                                              "call_records_spooled", m),
+                         10, f"node {name}: no record spooled while PostgreSQL is down")
+                assert spool_path(node.local_snapshot).stat().st_size > 0
+            assert [i.ruri_user for i in trunk.invites] == [
+                "+3292101311", "+3292101312", "+3292101313"]
+    finally:
+        up.join(30)
+    dialled = {"092101311", "092101312", "092101313", "0905123456"}
+    seen: set[str] = set()
+
+    def recorded() -> bool:
+        seen.update(r["dialled"] for r in cluster.calls())
+        return dialled <= seen
+
+    deadline = time.monotonic() + 20
+    while not recorded():
+        assert time.monotonic() < deadline, (
+            f"records of the calls made during the outage are not in PostgreSQL: "
+            f"{sorted(dialled - seen)} missing; the calls table: "
+            f"{cluster.pg.sql('SELECT dialled, uniqueid FROM calls', 'callpolicy')}")
+        time.sleep(0.2)
+    refused = [r for r in cluster.calls() if r["dialled"] == "0905123456"]
+    assert {(r["action"], r["reason"]) for r in refused} >= {("block", "premium")}
+    for name, node in cluster.nodes.items():
+        assert events(node.daemon.log, "call_spool_replayed", marks[name]), name
+
+
+def test_node_a_fallback_decides_with_its_daemon_dead_and_postgresql_stopped(
+        cluster: Cluster, shared_trunk: Trunk, tmp_path: Path) -> None:
+    trunk = shared_trunk
+    node = cluster.nodes["a"]
+    a = node.client(tmp_path)
+    node.daemon.stop()
+    with cluster.postgresql_stopped():
+        mark = node.asterisk.log_mark()
+        premium, national, emergency = (a.call(ACME_101, number) for number in
+                                        ("0905123456", "092101321", "112"))
+        assert premium.status == 403, premium.describe()
+        assert national.status == 200, national.describe()
+        assert emergency.status == 200, emergency.describe()
+        assert [i.ruri_user for i in trunk.invites] == ["+3292101321", "112"]
+        # decided by the fallback, from node a's local snapshot (not the last resort)
+        log = node.asterisk.log_since(mark)
+        notices = [line for line in log.splitlines() if "] NOTICE[" in line]
+        assert sum("source=fallback" in line for line in notices) == 3, log[-3000:]
+        assert "last resort" not in log, log[-3000:]
