@@ -293,3 +293,11 @@ def test_no_long_module_or_function_without_a_reason_next_to_it() -> None:
     assert long_modules == [], f"split them (at most {MAX_MODULE_LINES} lines)"
     assert long_functions == [], (f"split them (at most {MAX_FUNCTION_LINES} lines) or write "
                                   "the reason in a '# long: …' comment next to the def")
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (no packages under tests/): two files of one
+    name stop the whole run at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [path.name for path in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
