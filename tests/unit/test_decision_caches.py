@@ -37,7 +37,8 @@ def test_a_flood_of_distinct_numbers_never_grows_the_caches_past_the_bound(
     engine = make_engine(customer, config=replace(config, cache_entries=BOUND))
     peak = dict.fromkeys(engine.classifier.caches(), 0)
     for n in range(20 * BOUND):
-        decision = engine.decide(CallRequest(dialled(n), NOW, customer_id=customer.id))
+        decision = engine.decide(CallRequest(dialled(n), NOW, customer_id=customer.id,
+                                             caller_id=f"+3292{n:07d}"))
         assert decision.action in (Action.ALLOW, Action.BLOCK)
         for name, size in engine.classifier.caches().items():
             peak[name] = max(peak[name], size)
@@ -96,7 +97,8 @@ def test_the_daemon_decides_through_one_set_of_bounded_caches(tmp_path: Path) ->
         try:
             assert service.engine is not None
             for n in range(10 * BOUND):
-                request = CallRequest(dialled(n), NOW, endpoint=f"ep-{n}", caller_id=f"+32{n}")
+                request = CallRequest(dialled(n), NOW, endpoint="acme-101",
+                                      caller_id=f"+3292{n:07d}")
                 service.decide(request)
                 service.fail_safe(request, "test")
             return service.engine.classifier.caches()
@@ -106,4 +108,4 @@ def test_the_daemon_decides_through_one_set_of_bounded_caches(tmp_path: Path) ->
 
     sizes = asyncio.run(scenario())
     print(f"daemon cache sizes after {10 * BOUND} distinct calls: {sizes}")
-    assert sizes["normalise"] == sizes["classify"] == BOUND
+    assert sizes["normalise"] == sizes["number"] == sizes["classify"] == BOUND

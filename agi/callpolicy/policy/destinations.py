@@ -16,7 +16,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 from .model import Category, PolicyConfig
-from .numbers import MAX_INPUT, Dialled, fixed_line_pattern, normalise
+from .numbers import MAX_INPUT, Dialled, fixed_line_pattern, normalise, normalise_number
 
 # EU-27 plus the territories that are EU although they have their own region code in
 # libphonenumber: Åland (+358 18), and the outermost regions Guadeloupe, French Guiana,
@@ -127,13 +127,15 @@ class Classifier:
         self._premium = tuple(sorted(config.premium_prefixes, key=len, reverse=True))
         size = config.cache_entries
         self._normalised = lru_cache(maxsize=size)(self._normalise)
+        self._numbers = lru_cache(maxsize=size)(normalise_number)  # caller IDs, forwarders
         self.classify = lru_cache(maxsize=size)(self._classify)
         self.region = lru_cache(maxsize=size)(region_from_metadata)
 
     def caches(self) -> dict[str, int]:
         """Entries held per cache (for tests and the status page)."""
         return {name: cache.cache_info().currsize for name, cache in
-                (("normalise", self._normalised), ("classify", self.classify),
+                (("normalise", self._normalised), ("number", self._numbers),
+                 ("classify", self.classify),
                  ("region", self.region))}
 
     def normalise(self, raw: object) -> Dialled:
@@ -142,6 +144,12 @@ class Classifier:
         if isinstance(raw, str) and len(raw) <= MAX_INPUT:
             return self._normalised(raw)
         return normalise(raw, self.config.restriction_prefix)
+
+    def number(self, raw: str) -> str | None:
+        """`numbers.normalise_number` (a caller ID, a forwarding number), cached likewise."""
+        if isinstance(raw, str) and len(raw) <= MAX_INPUT:
+            return self._numbers(raw)
+        return normalise_number(raw)
 
     def _normalise(self, raw: str) -> Dialled:
         return normalise(raw, self.config.restriction_prefix)

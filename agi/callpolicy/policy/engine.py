@@ -39,7 +39,7 @@ from .model import (
     Unblock,
     UnblockKind,
 )
-from .numbers import Dialled, national_form, normalise_number
+from .numbers import Dialled, national_form
 
 PrefixUnblockEffect = Literal["opens", "too_short", "not_blocked"]
 
@@ -123,7 +123,7 @@ class Engine:
             customer_id = endpoint.customer_id
         if customer_id is None and request.forwarded_from:
             customer_id = snapshot.number_owners.get(
-                normalise_number(request.forwarded_from) or "")
+                self.classifier.number(request.forwarded_from) or "")
         customer = snapshot.customers.get(customer_id) if customer_id else None
         if endpoint is not None and (customer is None or endpoint.customer_id != customer.id):
             endpoint = None
@@ -188,6 +188,7 @@ class Engine:
             emergency=dest.category is Category.EMERGENCY,
             destination=dialled.destination,
             forwarded_from=request.forwarded_from,
+            number_of=self.classifier.number,
         )
         return _Call(request, dialled, dest, customer, caller, restricted)
 
