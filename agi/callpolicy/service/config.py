@@ -40,9 +40,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "metrics": ("listen",),
     "log": ("format",),
 }
-#: [policy] cache_entries: entries per decision cache (numbers.normalise, classify, region);
-#: about 0.6 KB per dialled number over the three (4096: ~2.5 MB). The upper bound keeps a
-#: typo from costing gigabytes.
+#: [policy] cache_entries: entries per decision cache (Classifier: dial strings, caller IDs,
+#: classifications, regions); about 0.6 KB per dialled number over all (4096: ~3 MB). The
+#: upper bound keeps a typo from costing gigabytes.
 MAX_CACHE_ENTRIES = 1_000_000
 #: Keys still accepted but no longer used: a warning, not an error (operators have them).
 DEPRECATED = {
