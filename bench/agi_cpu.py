@@ -15,6 +15,11 @@ with Asterisk's full channel-snapshot headers. The daemon's CPU (utime+stime fro
 its background work at that rate (refresh, revocation rounds, record writes, status), as a
 whole `make bench` run does. `--idle` seconds measure the background alone.
 
+`--soak SECONDS` instead keeps one daemon per tree busy that long at `--rate`, every call a
+new dialled number (national, mobile, EU and non-EU international, premium), and prints the
+daemon's RSS (/proc/PID/status VmRSS) every 10 s, at 1 minute and at the end: the caches
+must fill within the first minute and then stay flat.
+
 Runs of different trees are interleaved (A B A B …) so that machine noise spreads over all;
 the table gives each run and, per tree, the median and the spread (min-max).
 """
@@ -183,7 +188,7 @@ class Daemon:
 
     def configure(self) -> Path:
         config = self.workdir / "callpolicy.toml"
-        text = (REPO / "config" / "callpolicy.toml").read_text()
+        text = (self.tree / "config" / "callpolicy.toml").read_text()
         text = text.replace('path = "/var/lib/callpolicy/callpolicy.db"',
                             f'path = "{self.workdir / "cp.db"}"')
         text = text.replace('listen = "127.0.0.1:4573"', f'listen = "127.0.0.1:{self.port}"')
@@ -197,7 +202,7 @@ class Daemon:
         config.write_text(text)
         if not (self.workdir / "cp.db").exists():
             subprocess.run([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
-                            "customer", "import", str(REPO / "config/demo-customers.toml")],
+                            "customer", "import", str(self.tree / "config/demo-customers.toml")],
                            env=self.env(), check=True, capture_output=True, timeout=120)
         return config
 
@@ -248,8 +253,24 @@ class Daemon:
                 self.proc.wait()
 
 
-async def one_call(port: int, n: int, ami: FakeAmi) -> bool:
-    endpoint, dialled, caller = MIX[n % len(MIX)]
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for {pid}")
+
+
+# --soak: every call a number never dialled before, of each kind the classifier tells apart
+DISTINCT = ("09{:07d}", "047{:07d}", "+3314{:07d}", "+1415{:07d}", "0905{:05d}",
+            "+4420{:08d}", "00{:011d}")
+
+
+def distinct_call(n: int) -> tuple[str, str, str]:
+    return "acme-101", DISTINCT[n % len(DISTINCT)].format(n // len(DISTINCT)), "+3292101234"
+
+
+async def one_call(port: int, n: int, ami: FakeAmi, distinct: bool = False) -> bool:
+    endpoint, dialled, caller = distinct_call(n) if distinct else MIX[n % len(MIX)]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(env_block(n, endpoint, dialled, caller))
@@ -262,7 +283,8 @@ async def one_call(port: int, n: int, ami: FakeAmi) -> bool:
     return line.startswith(b'EXEC MSet "CP_ACTION=')
 
 
-async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int) -> int:
+async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int,
+                distinct: bool = False) -> int:
     """`calls` sessions started at `rate` per second; returns how many got a decision."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -271,7 +293,7 @@ async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int) ->
         delay = start + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one_call(port, first + i, ami)))
+        tasks.append(asyncio.create_task(one_call(port, first + i, ami, distinct)))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     return sum(r is True for r in results)
 
@@ -308,6 +330,41 @@ async def run_once(tree: Path, workdir: Path, args: argparse.Namespace,
     finally:
         daemon.stop()
         server.close()
+
+
+async def soak(tree: Path, workdir: Path, args: argparse.Namespace) -> list[float]:
+    """One daemon driven `args.soak` seconds with distinct numbers: RSS (MB) each 10 s."""
+    ami = FakeAmi()
+    server = await asyncio.start_server(ami.serve, "127.0.0.1", 0)
+    daemon = Daemon(tree, workdir, server.sockets[0].getsockname()[1])
+    await asyncio.to_thread(daemon.start, None)
+    try:
+        await asyncio.wait_for(ami.logged_in.wait(), 10)
+        await asyncio.sleep(1.0)
+        curve, step, first = [rss_mb(daemon.pid)], 10, 0
+        print(f"soak {tree}: {curve[0]:.1f} MB at start", flush=True)
+        for elapsed in range(step, int(args.soak) + 1, step):
+            calls = round(args.rate * step)
+            ok = await drive(daemon.port, ami, calls, args.rate, first, distinct=True)
+            if ok != calls:
+                raise SystemExit(f"{tree}: only {ok} of {calls} calls got a decision")
+            first += calls
+            curve.append(rss_mb(daemon.pid))
+            print(f"soak {tree}: {curve[-1]:.1f} MB at {elapsed} s ({first} calls)", flush=True)
+        return curve
+    finally:
+        daemon.stop()
+        server.close()
+
+
+def report_soaks(curves: dict[Path, list[float]], args: argparse.Namespace) -> None:
+    print(f"\n{'tree':40} {'start MB':>9} {'1 min MB':>9} {'end MB':>9} {'growth MB':>10}"
+          f"  (after the first minute, {args.soak:.0f} s at {args.rate:.0f} calls/s)")
+    for tree, curve in curves.items():
+        at_minute = curve[min(6, len(curve) - 1)]
+        print(f"{tree!s:40} {curve[0]:9.1f} {at_minute:9.1f} {curve[-1]:9.1f} "
+              f"{curve[-1] - at_minute:10.1f}")
+        print("  curve (each 10 s): " + " ".join(f"{mb:.1f}" for mb in curve))
 
 
 def answered_and_ended(workdir: Path) -> tuple[int, int]:
@@ -354,6 +411,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=150.0, help="calls per second")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle measured")
     parser.add_argument("--profile", type=Path, help="py-spy raw output prefix (per run)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead: one daemon per tree (one after another) driven this "
+                        "long with distinct numbers, its RSS each 10 s")
     args = parser.parse_args()
     trees = [t if str(t) == FLOOR else t.parent.resolve() / t.name if t.name.endswith(UVLOOP)
              else t.resolve() for t in (args.tree or [REPO])]
@@ -362,6 +422,10 @@ def main() -> None:
         workdirs = {t: Path(tmp) / f"tree{i}" for i, t in enumerate(trees)}
         for workdir in workdirs.values():
             workdir.mkdir()
+        if args.soak:
+            curves = {t: asyncio.run(soak(t, workdirs[t], args)) for t in trees}
+            report_soaks(curves, args)
+            return
         for round_no, tree in itertools.product(range(args.rounds), trees):
             profile = (Path(f"{args.profile}-{round_no}-{trees.index(tree)}.txt")
                        if args.profile else None)

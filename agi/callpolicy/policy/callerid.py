@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .model import CallerId, Customer, Endpoint, Event, Presentation
@@ -44,11 +45,12 @@ def geographic_number(customer: Customer, endpoint: Endpoint | None) -> str:
     return candidates[0]
 
 
-def _requested_number(raw: str | None) -> str | None:
+def _requested_number(raw: str | None,
+                      number_of: Callable[[str], str | None]) -> str | None:
     """The E.164 number the phone asked for, or None if it asked for nothing usable."""
     if raw is None or raw.strip().lower() in _NO_REQUEST:
         return None
-    return normalise_number(raw)
+    return number_of(raw)
 
 
 def decide_caller_id(
@@ -60,7 +62,9 @@ def decide_caller_id(
     emergency: bool,
     destination: str | None,
     forwarded_from: str | None,
+    number_of: Callable[[str], str | None] = normalise_number,
 ) -> CallerIdResult:
+    """`number_of`: normalise_number, or the engine's cached one (Classifier.number)."""
     if customer is None:
         # Nobody to vouch for: present nothing rather than whatever the phone sent.
         presentation = Presentation.ALLOWED if emergency else Presentation.RESTRICTED
@@ -69,10 +73,10 @@ def decide_caller_id(
     presentation = Presentation.RESTRICTED if restricted else Presentation.ALLOWED
     # Adapters pass unset channel variables as "": only a real number makes a forwarded leg,
     # anything else keeps the spoofing rules on.
-    forwarding = normalise_number(forwarded_from) if forwarded_from else None
+    forwarding = number_of(forwarded_from) if forwarded_from else None
     if forwarding is not None and not emergency:
         diversion = forwarding if forwarding in customer.numbers else customer.main_number
-        original = _requested_number(requested)
+        original = _requested_number(requested, number_of)
         if destination in customer.verified_forward_targets and original:
             number = original
         else:
@@ -80,7 +84,7 @@ def decide_caller_id(
         return CallerIdResult(CallerId(number, presentation, number), diversion, ())
 
     fallback = (geographic_number if emergency else default_number)(customer, endpoint)
-    asked = _requested_number(requested)
+    asked = _requested_number(requested, number_of)
     events: tuple[Event, ...] = ()
     if asked is not None and asked not in customer.numbers:
         detail = {"requested": asked, "replaced_by": fallback,

@@ -16,7 +16,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 from .model import Category, PolicyConfig
-from .numbers import fixed_line_pattern
+from .numbers import MAX_INPUT, Dialled, fixed_line_pattern, normalise, normalise_number
 
 # EU-27 plus the territories that are EU although they have their own region code in
 # libphonenumber: Åland (+358 18), and the outermost regions Guadeloupe, French Guiana,
@@ -27,8 +27,6 @@ EU_MEMBER_STATES = frozenset({
     "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
 })
 EU_REGIONS = EU_MEMBER_STATES | {"AX", "GP", "GF", "MQ", "YT", "RE", "MF"}
-
-_CLASSIFY_CACHE = 200_000
 
 #: Belgian freephone numbers (0800 …, +32 800 …): free to the caller
 FREEPHONE_PREFIX = "+32800"
@@ -65,9 +63,9 @@ def _bl_fixed_pattern() -> re.Pattern[str]:
 _BL_FIXED = _bl_fixed_pattern()
 
 
-@lru_cache(maxsize=_CLASSIFY_CACHE)
 def region_from_metadata(e164: str) -> str | None:
-    """libphonenumber's region for a number (about 17 µs uncached): only where it matters."""
+    """libphonenumber's region for a number (about 17 µs): only where it matters. Uncached;
+    the engine asks through its Classifier's bounded cache."""
     try:
         return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:
@@ -119,13 +117,42 @@ class Destination:
 
 
 class Classifier:
-    """Classifies destinations for one PolicyConfig, with a bounded cache."""
+    """Normalises and classifies destinations for one PolicyConfig. Its caches hold at most
+    `config.cache_entries` entries each: every key is a string a caller chose, so a flood of
+    distinct numbers only evicts (a long-running daemon's memory stays flat)."""
 
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         # Longest first, so the first match is the longest prefix.
         self._premium = tuple(sorted(config.premium_prefixes, key=len, reverse=True))
-        self.classify = lru_cache(maxsize=_CLASSIFY_CACHE)(self._classify)
+        size = config.cache_entries
+        self._normalised = lru_cache(maxsize=size)(self._normalise)
+        self._numbers = lru_cache(maxsize=size)(normalise_number)  # caller IDs, forwarders
+        self.classify = lru_cache(maxsize=size)(self._classify)
+        self.region = lru_cache(maxsize=size)(region_from_metadata)
+
+    def caches(self) -> dict[str, int]:
+        """Entries held per cache (for tests and the status page)."""
+        return {name: cache.cache_info().currsize for name, cache in
+                (("normalise", self._normalised), ("number", self._numbers),
+                 ("classify", self.classify),
+                 ("region", self.region))}
+
+    def normalise(self, raw: object) -> Dialled:
+        """`numbers.normalise` with this config's restriction prefix, cached (what is not a
+        string of at most MAX_INPUT characters is refused there, uncached)."""
+        if isinstance(raw, str) and len(raw) <= MAX_INPUT:
+            return self._normalised(raw)
+        return normalise(raw, self.config.restriction_prefix)
+
+    def number(self, raw: str) -> str | None:
+        """`numbers.normalise_number` (a caller ID, a forwarding number), cached likewise."""
+        if isinstance(raw, str) and len(raw) <= MAX_INPUT:
+            return self._numbers(raw)
+        return normalise_number(raw)
+
+    def _normalise(self, raw: str) -> Dialled:
+        return normalise(raw, self.config.restriction_prefix)
 
     def _classify(self, destination: str, short: bool) -> Destination:
         config = self.config

@@ -12,13 +12,13 @@ An invalid dial string is blocked before any of these: it cannot be a must-reach
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
 from .callerid import CallerIdResult, decide_caller_id
-from .destinations import Classifier, Destination, region_from_metadata
+from .destinations import Classifier, Destination
 from .location import locate, parse_ip
 from .model import (
     Action,
@@ -39,7 +39,7 @@ from .model import (
     Unblock,
     UnblockKind,
 )
-from .numbers import Dialled, national_form, normalise, normalise_number
+from .numbers import Dialled, national_form
 
 PrefixUnblockEffect = Literal["opens", "too_short", "not_blocked"]
 
@@ -83,7 +83,8 @@ def _premium_unblock(
 
 
 def _non_eu_unblock(
-    customer: Customer, destination: str, dest: Destination, now: datetime
+    customer: Customer, destination: str, dest: Destination, now: datetime,
+    region_of: Callable[[str], str | None],
 ) -> Unblock | None:
     for unblock in customer.unblocks:
         if not unblock.active(now):
@@ -91,7 +92,7 @@ def _non_eu_unblock(
         if unblock.kind is UnblockKind.COUNTRY:
             region = dest.region
             if region is None and unblock.value in dest.candidates:
-                region = region_from_metadata(destination)
+                region = region_of(destination)
             if region is not None and unblock.value == region:
                 return unblock
         elif (unblock.kind is UnblockKind.CATEGORY and unblock.value == Category.NON_EU) or (
@@ -122,7 +123,7 @@ class Engine:
             customer_id = endpoint.customer_id
         if customer_id is None and request.forwarded_from:
             customer_id = snapshot.number_owners.get(
-                normalise_number(request.forwarded_from) or "")
+                self.classifier.number(request.forwarded_from) or "")
         customer = snapshot.customers.get(customer_id) if customer_id else None
         if endpoint is not None and (customer is None or endpoint.customer_id != customer.id):
             endpoint = None
@@ -166,13 +167,13 @@ class Engine:
         if category is Category.PREMIUM:  # 4.
             return _premium(call, customer)
         if category is Category.NON_EU:  # 5.
-            return _non_eu(call, customer)
+            return _non_eu(call, customer, self.classifier.region)
         return call.answer(Action.ALLOW, Reason.ALLOWED, call.dest.why)  # 6.
 
     def _call(self, request: CallRequest) -> _Call:
         """What the rules read: the dial string normalised and classified, the customer, and
         the caller ID to present."""
-        dialled = normalise(request.dialled, self.snapshot.config.restriction_prefix)
+        dialled = self.classifier.normalise(request.dialled)
         customer, endpoint = self._resolve(request)
         restricted = dialled.restriction_requested or request.privacy
         if not dialled.valid:
@@ -187,6 +188,7 @@ class Engine:
             emergency=dest.category is Category.EMERGENCY,
             destination=dialled.destination,
             forwarded_from=request.forwarded_from,
+            number_of=self.classifier.number,
         )
         return _Call(request, dialled, dest, customer, caller, restricted)
 
@@ -259,11 +261,12 @@ def _premium(call: _Call, customer: Customer) -> Decision:
                        f"premium prefix {shown} open by {unblock.describe()}")
 
 
-def _non_eu(call: _Call, customer: Customer) -> Decision:
+def _non_eu(call: _Call, customer: Customer,
+            region_of: Callable[[str], str | None]) -> Decision:
     """Rule 5, outside the EU (art. 3.10): blocked unless unblocked."""
     destination, dest = call.dialled.destination, call.dest
     assert destination is not None
-    unblock = _non_eu_unblock(customer, destination, dest, call.request.now)
+    unblock = _non_eu_unblock(customer, destination, dest, call.request.now, region_of)
     if unblock is None:
         return call.answer(Action.BLOCK, Reason.NON_EU,
                            f"art. 3.10: {dest.why}; blocked by default")
@@ -283,7 +286,7 @@ def _suspension_rule(customer: Customer) -> str:
 
 
 def fail_safe_decision(classifier: Classifier, request: CallRequest, why: str) -> Decision:
-    dialled = normalise(request.dialled, classifier.config.restriction_prefix)
+    dialled = classifier.normalise(request.dialled)
     if dialled.valid:
         dest = classifier.classify(dialled.destination, dialled.short)
     else:

@@ -173,6 +173,11 @@ class Customer:
         return self.suspended or (self.suspend_at is not None and now >= self.suspend_at)
 
 
+#: entries per decision cache unless `[policy] cache_entries` says otherwise: at ~85 new
+#: numbers a second they are full within a minute; real traffic repeats numbers
+DEFAULT_CACHE_ENTRIES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     """Operator-wide rules. Lists hold normalised destinations / E.164 prefixes."""
@@ -182,6 +187,9 @@ class PolicyConfig:
     emergency: frozenset[str]  # short numbers that are emergency services
     restriction_prefix: str = "#31#"
     fraud_limits: FraudLimits = FraudLimits(10, 20, 2)  # operator defaults
+    # entries in each of the classifier's caches (normalised dial strings, classifications,
+    # regions): bounded, because every key is a number a caller chose
+    cache_entries: int = DEFAULT_CACHE_ENTRIES
 
 
 @dataclass(frozen=True, slots=True)

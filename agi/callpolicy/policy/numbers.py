@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import phonenumbers
 
@@ -60,7 +59,6 @@ def normalise(raw: object, restriction_prefix: str = "#31#") -> Dialled:
     return _normalise(raw, restriction_prefix)
 
 
-@lru_cache(maxsize=65_536)  # pure; bounded, so a flood of distinct strings only evicts
 def _normalise(raw: str, restriction_prefix: str) -> Dialled:
     text = raw.strip()
     restricted = False

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..policy import FraudLimits, PolicyConfig, build_policy_config
 from ..policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
+from ..policy.model import DEFAULT_CACHE_ENTRIES
 from ..policy.zones import ZoneTable
 from ..store.url import StoreLocation, StoreURLError, parse_location
 
@@ -32,7 +33,7 @@ PACKAGED_ZONES = "telephone-zones.toml"
 SECTIONS: dict[str, tuple[str, ...]] = {
     "store": ("path", "url", "listen"),
     "policy": ("premium_prefixes", "must_reach", "emergency_numbers", "restriction_prefix",
-               "zones_file"),
+               "zones_file", "cache_entries"),
     "agi": ("listen", "decision_deadline_ms"),
     "ami": ("host", "port", "username", "secret"),
     "fraud": ("max_concurrent", "max_per_minute", "max_concurrent_risky"),
@@ -41,6 +42,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "log": ("format",),
     "cluster": ("node", "node_timeout"),
 }
+#: [policy] cache_entries: entries per decision cache (Classifier: dial strings, caller IDs,
+#: classifications, regions); about 0.6 KB per dialled number over all (4096: ~3 MB). The
+#: upper bound keeps a typo from costing gigabytes.
+MAX_CACHE_ENTRIES = 1_000_000
 #: Keys still accepted but no longer used: a warning, not an error (operators have them).
 DEPRECATED = {
     ("agi", "decision_deadline_ms"): "the decision is made in memory; the daemon listens "
@@ -342,7 +347,16 @@ def _policy_config(policy: dict[str, Any], fraud: dict[str, Any]) -> PolicyConfi
     except ValueError as exc:
         raise ConfigError(f"[policy] {exc}") from exc
     # Operator-wide fraud limits; a customer's overrides (`callpolicy limits set`) win.
-    return replace(policy_config, fraud_limits=_fraud_limits(fraud))
+    return replace(policy_config, fraud_limits=_fraud_limits(fraud),
+                   cache_entries=_cache_entries(policy))
+
+
+def _cache_entries(policy: dict[str, Any]) -> int:
+    entries = _get(policy, "cache_entries", int, DEFAULT_CACHE_ENTRIES, "policy")
+    if not 0 <= entries <= MAX_CACHE_ENTRIES:
+        raise ConfigError(f"policy.cache_entries must be between 0 and {MAX_CACHE_ENTRIES}, "
+                          f"got {entries}")
+    return entries
 
 
 def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:

@@ -205,7 +205,7 @@ class PolicyService:
         self.store = await open_store(self.settings.db)
         self.source = SnapshotSource(self.store, self.settings.policy)
         snapshot = await self.source.load()
-        self.engine = Engine(snapshot)
+        self.engine = Engine(snapshot, self._config_only.classifier)  # one set of caches
         self.snapshot_checked_at = time.time()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
                  endpoints=len(snapshot.endpoints), db=str(self.settings.db))
@@ -326,8 +326,8 @@ class PolicyService:
         self.settings = settings
         assert self.source is not None and self.engine is not None
         self.source.set_config(settings.policy)
-        self.engine = Engine(self.source.snapshot)
         self._config_only = Engine(Snapshot(settings.policy))
+        self.engine = Engine(self.source.snapshot, self._config_only.classifier)
         self.policy_changed.set()
         log.info("config_reloaded", path=str(settings.path),
                  premium_prefixes=list(settings.policy.premium_prefixes),
