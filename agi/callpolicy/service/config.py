@@ -23,6 +23,7 @@ from ..policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
 from ..policy.model import DEFAULT_CACHE_ENTRIES
 from ..policy.zones import ZoneTable
 from ..store.url import StoreLocation, StoreURLError, parse_location
+from .config_file import ConfigError, read_text, read_toml
 
 SYSTEM_CONFIG = Path("/etc/callpolicy/callpolicy.toml")
 #: The zone table shipped with the package (art. 3.8); `[policy] zones_file` replaces it.
@@ -55,15 +56,6 @@ DEPRECATED = {
 FALLBACK_SECTIONS = ("store", "policy")
 
 REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "callpolicy.toml"
-
-
-class ConfigError(Exception):
-    """A config problem, with a message naming the file and the key. `bad_value`: the file
-    says something wrong (the CLI exits 2, bad usage), else it could not be read (exit 1)."""
-
-    def __init__(self, message: str, *, bad_value: bool = True) -> None:
-        super().__init__(message)
-        self.bad_value = bad_value
 
 
 @dataclass(frozen=True)
@@ -240,59 +232,7 @@ def load_zones(path: Path | None = None) -> ZoneTable:
     if path is None:
         packaged = resources.files("callpolicy").joinpath("data", PACKAGED_ZONES)
         return _parse_zones(packaged.read_text("utf-8"), f"(packaged) {PACKAGED_ZONES}")
-    return _parse_zones(_read_text(path, "zone table"), str(path))
-
-
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text("utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} does not exist", bad_value=False) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read {what} {path}: {reason}",
-                          bad_value=isinstance(exc, (UnicodeDecodeError, IsADirectoryError))
-                          ) from exc
-
-
-# A table header: [name], [name.sub], [[name]]; the section is the first name.
-_SECTION_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_-]+)[A-Za-z0-9_.\s\"-]*\]\]?\s*(#.*)?$")
-
-
-def _sections_text(text: str, wanted: Collection[str]) -> str | None:
-    """The root table and the `wanted` top-level sections (for a file broken elsewhere);
-    None if a broken table header makes it unclear where a section starts."""
-    keep, lines = True, []  # the root table's lines are kept: garbage there is no section's
-    for line in text.splitlines():
-        header = _SECTION_HEADER.match(line)
-        if header:
-            keep = header.group(1) in wanted
-        elif line.lstrip().startswith("["):
-            return None
-        if keep:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def _read_toml(path: Path, only: Collection[str] | None) -> dict[str, Any]:
-    text = _read_text(path, "config file")
-    try:
-        return tomllib.loads(text)
-    # RecursionError: 100 000 nested `[`; ValueError: an integer of 5 000 digits
-    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
-        why = (exc if isinstance(exc, tomllib.TOMLDecodeError)
-               else "nested too deeply" if isinstance(exc, RecursionError)
-               else "a number too long to read")
-        error = ConfigError(f"config file {path} is not valid TOML: {why}")
-        if only is None:
-            raise error from None
-    wanted = _sections_text(text, only)  # a reader of some sections: others may be broken
-    if wanted is None:
-        raise error
-    try:
-        return tomllib.loads(wanted)
-    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
-        raise error from None
+    return _parse_zones(read_text(path, "zone table"), str(path))
 
 
 def load_settings(explicit: str | None = None, *,
@@ -304,7 +244,7 @@ def load_settings(explicit: str | None = None, *,
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
-        data = _read_toml(path, only)
+        data = read_toml(path, only)
         base = path.resolve().parent
     if only is not None:
         data = {section: table for section, table in data.items() if section in only}
