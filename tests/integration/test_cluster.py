@@ -1,5 +1,5 @@
-"""Two Asterisk nodes, one policy in PostgreSQL (issue 13's acceptance, without cluster-wide
-live counting): real Asterisk x2 + SIPp + PostgreSQL (cluster.py: the `make run-cluster`
+"""Two Asterisk nodes, one policy in PostgreSQL (issue 13's acceptance, cluster-wide live
+control included): real Asterisk x2 + SIPp + PostgreSQL (cluster.py: the `make run-cluster`
 topology, node a on 127.0.1.1, node b on 127.0.2.1, the trunk on 127.0.0.3:5080)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,15 @@ def shared_trunk(each_node_clean: Cluster, tmp_path: Path) -> Iterator[Trunk]:
 def events(log: Path, name: str, since: int = 0) -> list[dict]:
     return [json.loads(line) for line in log.read_bytes()[since:].splitlines()
             if f'"event": "{name}"'.encode() in line]
+
+
+def counted_live_calls(cluster: Cluster, seen_by: str, of: str) -> int | None:
+    """The live calls of node `of` as node `seen_by`'s daemon counts them (`status`: its last
+    read of the cluster tables); None while it does not count that node."""
+    state = json.loads(cluster.nodes[seen_by].daemon.status("--json").stdout)
+    other = f"node-{cluster.nodes[of].ip}"
+    return next((n["live_calls"] for n in state["cluster"]["nodes"] or []
+                 if n["node"] == other and n["counted"]), None)
 
 
 def test_an_unblock_made_with_the_cli_passes_the_next_call_on_both_nodes(
@@ -120,13 +130,84 @@ def test_node_a_fallback_decides_with_its_daemon_dead_and_postgresql_stopped(
         assert national.status == 200, national.describe()
         assert emergency.status == 200, emergency.describe()
         assert [i.ruri_user for i in trunk.invites] == ["+3292101321", "112"]
-        # decided by the fallback, from node a's local snapshot (not the last resort)
-        # (production logging: only the blocked call leaves a NOTICE; every call that the
-        # daemon could not take leaves the fallback's "using the fallback AGI" line)
+        # decided by the fallback, from node a's local snapshot (not the last resort, which
+        # refuses a national number); production logging: a NOTICE for the block only
         log = node.asterisk.log_since(mark)
-        lines = [line for line in log.splitlines()
-                 if "] WARNING[" in line or "] ERROR[" in line or "] NOTICE[" in line]
-        assert sum("using the fallback AGI" in line for line in lines) == 3, log[-3000:]
-        blocks = [line for line in lines if "callpolicy: BLOCK" in line]
-        assert len(blocks) == 1 and "source=fallback" in blocks[0], log[-3000:]
+        warnings = [line for line in log.splitlines()
+                    if "] WARNING[" in line or "] ERROR[" in line or "] NOTICE[" in line]
+        assert sum("using the fallback AGI" in line for line in warnings) == 3, warnings
+        blocks = [line for line in warnings if "callpolicy: BLOCK" in line]
+        assert len(blocks) == 1 and "source=fallback" in blocks[0], warnings
         assert "last resort" not in log, log[-3000:]
+
+
+def test_a_suspension_hangs_up_a_live_call_on_node_b_but_not_112_on_node_a(
+        cluster: Cluster, shared_trunk: Trunk, tmp_path: Path) -> None:
+    trunk = shared_trunk
+    a, b = (cluster.nodes[n].client(tmp_path) for n in ("a", "b"))
+    log_b = cluster.nodes["b"].daemon.log
+    mark = log_b.stat().st_size
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        national = pool.submit(b.call, ACME_102, "092101331", hold=20, timeout=40)
+        sos = pool.submit(a.call, ACME_101, "112", hold=6, timeout=40)
+        trunk.wait_for_invites(2, timeout=10)
+        time.sleep(0.5)  # both answered
+        before = time.time()
+        cluster.cli("customer", "suspend", "acme", "--by", "tests", "--ticket", "T-SUSP")
+        committed = time.time()  # the suspension committed between `before` and now
+        try:
+            national_result = national.result(timeout=40)
+            sos_result = sos.result(timeout=40)
+        finally:
+            cluster.cli("customer", "reactivate", "acme", "--by", "tests", "--ticket", "T-BACK")
+    assert national_result.status == 200, national_result.describe()
+    assert national_result.hung_up_by == "remote", national_result.describe()
+    bye = next(m for m in national_result.messages
+               if m.method == "BYE" and m.direction == "received")
+    print(f"node b's BYE {bye.timestamp - committed:.2f}-{bye.timestamp - before:.2f} s after "
+          "the suspension's commit")
+    assert bye.timestamp - committed < 2.0, (
+        f"node b hung up {bye.timestamp - committed:.2f} s after the suspension")
+    assert sos_result.status == 200, sos_result.describe()
+    assert sos_result.hung_up_by == "phone", sos_result.describe()  # 112 on node a stayed up
+    revoked = events(log_b, "call_revoked", mark)
+    assert [e.get("reason") for e in revoked] == ["suspended"], revoked
+
+
+def test_max_concurrent_counts_the_calls_of_both_nodes(
+        cluster: Cluster, shared_trunk: Trunk, tmp_path: Path) -> None:
+    trunk = shared_trunk
+    a, b = (cluster.nodes[n].client(tmp_path) for n in ("a", "b"))
+    cluster.cli("limits", "set", "acme", "--max-concurrent", "2", "--max-per-minute", "100",
+                "--by", "tests", "--ticket", "T-LIM")
+    try:
+        time.sleep(1.0)  # live in every daemon within a second
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            short, long = (pool.submit(a.call, ACME_101, number, hold=hold, timeout=30)
+                           for number, hold in (("092101341", 3), ("092101342", 8)))
+            trunk.wait_for_invites(2, timeout=10)
+            wait_for(lambda: counted_live_calls(cluster, "b", "a") == 2, 5,
+                     "node b does not count node a's two calls")
+            third = b.call(ACME_102, "092101343")
+            assert third.status == 403, third.describe()
+            assert short.result(timeout=30).status == 200
+            wait_for(lambda: counted_live_calls(cluster, "b", "a") == 1, 5,
+                     "node b still counts node a's ended call")
+            assert not long.done()
+            after_one_ended = b.call(ACME_102, "092101344")
+            assert after_one_ended.status == 200, after_one_ended.describe()
+            assert long.result(timeout=30).status == 200
+    finally:
+        cluster.cli("limits", "set", "acme", "--default", "max_concurrent", "max_per_minute",
+                    "--by", "tests", "--ticket", "T-LIM2")
+    assert sorted(i.ruri_user for i in trunk.invites) == [
+        "+3292101341", "+3292101342", "+3292101344"]  # the refused call never reached it
+    refused: list[dict] = []
+
+    def recorded() -> bool:
+        refused[:] = [r for r in cluster.calls() if r["dialled"] == "092101343"]
+        return bool(refused)
+
+    wait_for(recorded, 5, "no record of the refused call")
+    assert [(r["node"], r["action"], r["reason"]) for r in refused] == [
+        (f"node-{cluster.nodes['b'].ip}", "block", "fraud_limit")], refused
