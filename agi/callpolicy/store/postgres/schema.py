@@ -13,6 +13,8 @@ Equivalences that matter:
 
 from __future__ import annotations
 
+from ..schema import MIGRATIONS as SQLITE_MIGRATIONS
+
 #: The channel the daemons LISTEN on for committed changes (migration 5)
 CHANGES_CHANNEL = "callpolicy_changes"
 #: The channel a daemon NOTIFYs (payload: its node id) when it published its live calls
@@ -177,16 +179,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scheduled_suspensions_due ON scheduled_suspensions(due_at)
         WHERE state = 'pending';
     """,
-    # 4: free calls keep their real duration (see store/schema.py)
-    """
-    ALTER TABLE calls ADD COLUMN free INTEGER NOT NULL DEFAULT 0 CHECK (free IN (0, 1));
-    ALTER TABLE calls ADD COLUMN duration_seconds INTEGER NOT NULL DEFAULT 0
-        CHECK (duration_seconds >= 0);
-    UPDATE calls SET duration_seconds = billable_seconds;
-    UPDATE calls SET free = 1
-        WHERE category IN ('emergency', 'must_reach') OR destination LIKE '+32800%';
-    UPDATE calls SET billable_seconds = 0 WHERE free = 1;
-    """,
+    # 4: free calls keep their real duration: the same SQL on both backends (see there)
+    SQLITE_MIGRATIONS[3],
     # 5: every transaction that writes the audit log (every change: see store/sqlite/audit.py)
     # announces it on CHANGES_CHANNEL at COMMIT (NOTIFY is transactional: nothing for a
     # rollback). The payload is constant so that PostgreSQL folds the notifications of one
