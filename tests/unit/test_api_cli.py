@@ -103,6 +103,8 @@ def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None
         assert server.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     output = log.read_text()
     assert "listening on http://127.0.0.1:" in output
+    assert output.count("api_request") == 4  # every request logged, with the token's name
+    assert "ops-a" in output
     assert token not in output and token[4:20] not in output
 
 
