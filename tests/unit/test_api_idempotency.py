@@ -7,6 +7,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from api_server import LiveApi
+from backends import query
 
 from callpolicy.store import open_store
 
@@ -71,22 +72,23 @@ def test_a_refused_request_is_not_stored_and_a_bad_key_is_refused(api: LiveApi) 
     assert "Idempotency-Key" in long_key.json()["detail"]
 
 
-def test_stored_responses_expire_and_are_purged(api: LiveApi) -> None:
-    async def run() -> tuple[object, object, int]:
-        async with await open_store(api.db) as store:
-            now = datetime.now(UTC)
-            await store.save_idempotent_response("a", "old", "h", 200, "{}",
-                                                 now + timedelta(seconds=0.2))
-            kept = await store.idempotent_response("a", "old", now)
-            await asyncio.sleep(0.3)
-            gone = await store.idempotent_response("a", "old", datetime.now(UTC))
-            await store.save_idempotent_response("a", "new", "h", 200, "{}",
-                                                 datetime.now(UTC) + timedelta(hours=24))
-        with sqlite3.connect(api.db) as db:
-            rows = db.execute("SELECT key FROM idempotency_keys WHERE owner = 'a'").fetchall()
-        return kept, gone, len(rows)
-
-    kept, gone, rows = asyncio.run(run())
+async def test_stored_responses_expire_and_are_purged_on_both_backends(db_location: str
+                                                                      ) -> None:
+    """Migration 7 and the two store methods, on SQLite and PostgreSQL."""
+    async with await open_store(db_location, create=True) as store:
+        now = datetime.now(UTC)
+        await store.save_idempotent_response("a", "old", "h", 200, "{}",
+                                             now + timedelta(seconds=0.2))
+        kept = await store.idempotent_response("a", "old", now)
+        await asyncio.sleep(0.3)
+        gone = await store.idempotent_response("a", "old", datetime.now(UTC))
+        await store.save_idempotent_response("a", "new", "h2", 201, '{"id": 1}',
+                                             datetime.now(UTC) + timedelta(hours=24))
+        await store.save_idempotent_response("b", "new", "h3", 200, "{}",
+                                             datetime.now(UTC) + timedelta(hours=24))
+        new = await store.idempotent_response("a", "new", datetime.now(UTC))
+    rows = await query(db_location, "SELECT owner, key FROM idempotency_keys ORDER BY owner")
     assert kept == {"request_hash": "h", "status": 200, "body": "{}"}
     assert gone is None
-    assert rows == 1  # the expired one was purged when the new one was stored
+    assert new == {"request_hash": "h2", "status": 201, "body": '{"id": 1}'}
+    assert rows == [("a", "new"), ("b", "new")]  # the expired one was purged
