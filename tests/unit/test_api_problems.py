@@ -3,6 +3,7 @@ detail; bad input is a 4xx, never a 500; the database or the daemon down is a 50
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -136,3 +137,19 @@ def test_a_bug_is_a_500_problem_logged_with_its_traceback(tmp_path: Path) -> Non
     assert "boom" not in body["detail"]
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
         "api_internal_error"]
+
+
+def test_a_body_over_the_bound_is_refused_before_it_is_read(api: LiveApi) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        # announces 64 MiB + 1, sends 2 bytes: answered at once, before the token is checked
+        sock.sendall(b"POST /v1/customers/acme/suspend HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: 67108865\r\n\r\n{}")
+        head = ""
+        while "}" not in head:  # the status line, headers and the problem's JSON
+            chunk = sock.recv(65536).decode()
+            assert chunk, head
+            head += chunk
+    assert head.startswith("HTTP/1.1 413 ")
+    assert "application/problem+json" in head and "Request too large" in head

@@ -19,11 +19,13 @@ from fastapi.routing import APIRoute
 from ..service.config import Settings
 from . import calls, customers, inspect, unblocks
 from .auth import TokenSource, required_scope
-from .problems import install_problem_handlers
+from .problems import Problem, install_problem_handlers, problem_response
 
 __all__ = ["API_PREFIX", "create_app"]
 
 log = structlog.get_logger("callpolicy.api")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
 
 API_PREFIX = "/v1"
 DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
@@ -45,11 +47,22 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.state.idempotency_lock = asyncio.Lock()
     install_problem_handlers(app)
     app.middleware("http")(_log_request)
+    app.middleware("http")(_bounded_body)
     for module in (customers, unblocks, calls, inspect):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
     for router in routers:
         app.include_router(_document_scopes(router))
     return app
+
+
+async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                        ) -> Response:
+    """A body announced over MAX_BODY_BYTES is refused before it is read (413)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return problem_response(Problem(413, "Request too large", "the body must be at most "
+                                        f"{MAX_BODY_BYTES} bytes"))
+    return await call_next(request)
 
 
 async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
