@@ -1,0 +1,86 @@
+"""The FastAPI application: `create_app(settings, tokens)`.
+
+Every route is under /v1 and needs a bearer token (auth.require_scope); every error is a
+problem (problems.py). The OpenAPI document is at /v1/openapi.json (Swagger UI: /v1/docs).
+More routers (the status page) join with `create_app(..., routers=[router])` or
+`app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.routing import APIRoute
+
+from ..service.config import Settings
+from . import calls, customers, inspect, unblocks
+from .auth import TokenSource, required_scope
+from .problems import Problem, install_problem_handlers, problem_response
+
+__all__ = ["API_PREFIX", "create_app"]
+
+log = structlog.get_logger("callpolicy.api")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
+
+API_PREFIX = "/v1"
+DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
+support): the same operations as the `callpolicy` CLI, with the same checks, errors and
+audit. Authenticate with `Authorization: Bearer TOKEN`; the token's name is the audit's
+`by`, and every change carries a `ticket`. Writes accept an `Idempotency-Key` header.
+Errors are `application/problem+json`."""
+
+
+def create_app(settings: Settings, tokens: TokenSource | Path, *,
+               routers: Iterable[APIRouter] = ()) -> FastAPI:
+    """The API over the database and daemon that `settings` name, trusting `tokens` (a
+    token file, re-read when it changes)."""
+    app = FastAPI(title="callpolicy API", version="1", description=DESCRIPTION,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+                  redoc_url=None)
+    app.state.settings = settings
+    app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
+    app.state.idempotency_lock = asyncio.Lock()
+    install_problem_handlers(app)
+    app.middleware("http")(_log_request)
+    app.middleware("http")(_bounded_body)
+    for module in (customers, unblocks, calls, inspect):
+        app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
+    for router in routers:
+        app.include_router(_document_scopes(router))
+    return app
+
+
+async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                        ) -> Response:
+    """A body announced over MAX_BODY_BYTES is refused before it is read (413)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return problem_response(Problem(413, "Request too large", "the body must be at most "
+                                        f"{MAX_BODY_BYTES} bytes"))
+    return await call_next(request)
+
+
+async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                       ) -> Response:
+    """One `api_request` line per request: method, path, status, the token's name, time;
+    never a header (the token) nor a body."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    token = getattr(request.state, "token", None)
+    log.info("api_request", method=request.method, path=request.url.path,
+             status=response.status_code, token=token.name if token else None,
+             ms=round((time.perf_counter() - started) * 1000, 1))
+    return response
+
+
+def _document_scopes(router: APIRouter) -> APIRouter:
+    """Each route's scope in its OpenAPI operation (`x-required-scope`)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and (scope := required_scope(route.dependant)):
+            route.openapi_extra = {**(route.openapi_extra or {}), "x-required-scope": scope}
+    return router
