@@ -157,6 +157,7 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
         "live_calls": _live_calls(service, now),
         "decisions": _decisions(service),
         "cluster": _cluster(service, now),
+        "alerts": service.alerts.status(now),
     }
     found = problems(status, now)
     status["healthy"] = not found
