@@ -129,7 +129,8 @@ class Outbox:
         """Mark rows pending for longer than `give_up_after` expired: their (kind, channel)."""
         cutoff = now - give_up_after
         rows = await self._conn.execute_fetchall(
-            "SELECT id, kind, channel FROM outbox WHERE state = 'pending' AND created < ?",
+            "SELECT id, kind, channel FROM outbox WHERE state = 'pending' AND created < ? "
+            "ORDER BY id",
             (cutoff,))
         await self._conn.executemany(
             "UPDATE outbox SET state = 'expired', done_at = ? WHERE id = ?",
