@@ -84,6 +84,7 @@ class Alerter:
         """An alert-worthy decision (the caller checked `worth_noting`): queued, O(1)."""
         if len(self._queue) >= QUEUE_MAX:
             self.dropped += 1
+            self.metrics.alerts_dropped_add(1)
             return
         self._queue.append(Noted(decision, request.endpoint, request.source_ip,
                                  env.get(ENV_UNIQUEID, ""), self.clock()))
