@@ -47,6 +47,7 @@ STATE_CONFIRM = 3.0  # s a condition must hold before it is raised (no alert for
 QUEUE_MAX = 10_000  # alert-worthy decisions waiting for the next round; beyond: dropped
 RECENT = 3600.0  # s: event alerts listed in the status
 RECENT_MAX = 1000  # (kind, key) entries in that list
+COUNT_EVERY = 1.0  # s: the outbox's pending rows are counted (for the status) this often
 HOUSEKEEPING = 60.0  # s between expiry/purge rounds of the outbox
 UNWRITTEN_MAX = 10_000  # outbox rows kept in memory while the outbox file fails
 
@@ -77,6 +78,7 @@ class Alerter:
         self._recent: dict[tuple[str, str], dict[str, Any]] = {}
         self._outbox_failing = False
         self._housekept = 0.0
+        self._counted_at = 0.0  # when `pending` was last read from the outbox
         self.conditions: Conditions = lambda: ([], set())  # the state kinds' sources
 
     # -- the per-call path -----------------------------------------------------------------
@@ -114,8 +116,15 @@ class Alerter:
         await self.open()
         delivering = asyncio.create_task(self._deliver())
         try:
+            failing = False
             while True:
-                await self.round()
+                try:
+                    await self.round()
+                    failing = False
+                except Exception:  # a bug must not end alerting for good: logged once
+                    if not failing:
+                        log.exception("alerts_round_failed")
+                    failing = True
                 await asyncio.sleep(TICK)
         finally:
             delivering.cancel()
@@ -153,10 +162,13 @@ class Alerter:
         if self.outbox is None:
             self._keep_unwritten()
             return
+        if not self._unwritten and now - self._counted_at < COUNT_EVERY:
+            return
         try:
             dropped = await self.outbox.add(self._unwritten, now)
             self._unwritten = []
             self.pending = await self.outbox.pending_count()
+            self._counted_at = now
         except Exception as exc:
             self._outbox_failed(exc)
             self._keep_unwritten()
