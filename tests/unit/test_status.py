@@ -137,3 +137,19 @@ def test_fetch_errors_are_one_clear_line(metrics: Metrics) -> None:
     assert str(refused.value) == f"no daemon answering on {url}: connection refused"
     assert status_url("0.0.0.0", 9464) == "http://127.0.0.1:9464/status"
     assert status_url("::", 9464) == "http://[::1]:9464/status"
+
+
+async def test_the_alerts_section(service: PolicyService) -> None:
+    place(service, "e1", "112")  # the daemon's per-call hook queues it
+    place(service, "n1")  # an ordinary call: nothing
+    await service.alerts.open()
+    try:
+        await service.alerts.round()
+        status = json.loads(json.dumps(build_status(service)))
+    finally:
+        await service.alerts.close()
+    alerts = status["alerts"]
+    assert [(a["kind"], a["key"], a["count"]) for a in alerts["open"]] == [
+        ("emergency_call", "acme", 1)]
+    assert (alerts["outbox_pending"], alerts["channels"]) == (0, {})  # no channel: only logged
+    assert "alerts       1 open or in the last hour, 0 waiting in the outbox" in render(status)

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..alerts.config import AlertSettings, parse_alerts
 from ..policy import FraudLimits, PolicyConfig, build_policy_config
 from ..policy.defaults import PREMIUM_PREFIXES, RESTRICTION_PREFIX
 from ..policy.model import DEFAULT_CACHE_ENTRIES
@@ -44,6 +45,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "cluster": ("node", "node_timeout"),
     "api": ("host", "port", "tokens"),  # read by api/settings.py (`callpolicy api serve`)
 }
+#: Sections with their own parser, which checks their keys: [alerts] (alerts/config.py).
+OWN_PARSER_SECTIONS = ("alerts",)
 #: [policy] cache_entries: entries per decision cache (Classifier: dial strings, caller IDs,
 #: classifications, regions); about 0.6 KB per dialled number over all (4096: ~3 MB). The
 #: upper bound keeps a typo from costing gigabytes.
@@ -91,6 +94,7 @@ class Settings:
     # how long another node's heartbeat may be silent before its live calls stop counting
     node: str = field(default_factory=lambda: default_node())
     node_timeout: float = 5.0
+    alerts: AlertSettings = field(default_factory=AlertSettings)  # [alerts]
 
     @property
     def db(self) -> StoreLocation:
@@ -260,9 +264,11 @@ def _check_sections(data: dict[str, Any]) -> list[str]:
     """Unknown sections and keys are errors; deprecated keys give warnings."""
     warnings = []
     for section, table in data.items():
+        if section in OWN_PARSER_SECTIONS:
+            continue
         if section not in SECTIONS:
             raise ConfigError(f"unknown section [{section}] (expected one of "
-                              f"{', '.join(SECTIONS)})")
+                              f"{', '.join((*SECTIONS, *OWN_PARSER_SECTIONS))})")
         if not isinstance(table, dict):
             raise ConfigError(f"[{section}] must be a table")
         _check_keys(table, SECTIONS[section], section)
@@ -352,4 +358,5 @@ def _settings(path: Path | None, base: Path, data: dict[str, Any]) -> Settings:
         warnings=tuple(warnings),
         node=node,
         node_timeout=node_timeout,
+        alerts=parse_alerts(data.get("alerts", {}), base),
     )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..alerts.alerter import daemon_alerter
 from ..asterisk.ami import AmiLink
 from ..asterisk.fastagi import FastAgiServer
 from ..live.cluster import local_report, published_rows
@@ -101,6 +102,7 @@ class PolicyService:
                                if settings.db_url else None)
         self.metrics.track_snapshot_age(
             lambda: time.time() - (self.snapshot_checked_at or self.started_at))
+        self.alerts = daemon_alerter(self)  # README: Alerts
 
     def start_cluster(self) -> list[asyncio.Task[None]]:
         """PostgreSQL: publish this node's live calls, count the other nodes' (a task)."""
@@ -130,6 +132,8 @@ class PolicyService:
                     request: CallRequest, env: dict[str, str]) -> None:
         self.metrics.observe_decision(decision, source, seconds)
         self.control.decided(request, decision, env, source)
+        if decision.events or decision.emergency:  # alert-worthy: queued, O(1)
+            self.alerts.note(decision, request, env)
 
     async def write_records_forever(self, stop: asyncio.Event) -> None:
         """Call records to the database every 0.5 s (else the spool: RecordWriter), until
@@ -363,7 +367,7 @@ async def serve(settings: Settings, config_arg: str | None = None,
         log.error("metrics_unavailable", error=str(exc))
     service.ami.start()
     background = [asyncio.create_task(service.refresh_forever()),
-                  asyncio.create_task(ping_forever()),
+                  asyncio.create_task(ping_forever()), asyncio.create_task(service.alerts.run()),
                   asyncio.create_task(service.control.revoke_forever(service.policy_changed)),
                   asyncio.create_task(service.purge_forever()),
                   asyncio.create_task(publish_forever(service)),

@@ -106,6 +106,23 @@ class Metrics:
         self.snapshot_age = Gauge(
             "callpolicy_snapshot_age_seconds",
             "Seconds since the snapshot was last checked against the database", registry=r)
+        self.alerts_raised = Counter(
+            "callpolicy_alerts_raised", "Alerts raised (README: Alerts), by kind and status "
+            "(raised / resolved)", ("kind", "status"), registry=r)
+        self.alerts_delivered = Counter(
+            "callpolicy_alerts_delivered", "Alert deliveries that succeeded, by kind and channel",
+            ("kind", "channel"), registry=r)
+        self.alerts_failed = Counter(
+            "callpolicy_alerts_failed", "Alert delivery attempts that failed (retried with "
+            "back-off), by kind and channel", ("kind", "channel"), registry=r)
+        self.alerts_expired = Counter(
+            "callpolicy_alerts_expired", "Alerts given up: undelivered for [alerts] "
+            "give_up_after", ("kind", "channel"), registry=r)
+        self.alerts_dropped = Counter(
+            "callpolicy_alerts_dropped", "Alerts lost to a bound: the outbox full of pending "
+            "ones, or alert-worthy calls beyond the queue", registry=r)
+        self.alerts_pending = Gauge(
+            "callpolicy_alerts_pending", "Alert deliveries waiting in the outbox", registry=r)
         self.store_ok.set(1)
         self.change_feed_connected: Gauge | None = None  # PostgreSQL only: see below
         self.cluster_gauges: tuple[Gauge, Gauge] | None = None  # PostgreSQL only
@@ -207,6 +224,25 @@ class Metrics:
         return {(s.labels["action"], s.labels["reason"], s.labels["source"]): int(s.value)
                 for family in self.decisions.collect() for s in family.samples
                 if s.name.endswith("_total")}
+
+    def alert_raised(self, kind: str, status: str) -> None:
+        self.alerts_raised.labels(kind, status).inc()
+
+    def alert_delivered(self, kind: str, channel: str) -> None:
+        """`channel`: a configured channel ("webhook:ops"): a small set fixed by the config."""
+        self.alerts_delivered.labels(kind, channel).inc()
+
+    def alert_failed(self, kind: str, channel: str) -> None:
+        self.alerts_failed.labels(kind, channel).inc()
+
+    def alert_expired(self, kind: str, channel: str) -> None:
+        self.alerts_expired.labels(kind, channel).inc()
+
+    def alerts_dropped_add(self, count: int) -> None:
+        self.alerts_dropped.inc(count)
+
+    def set_alerts_pending(self, count: int) -> None:
+        self.alerts_pending.set(count)
 
     def call_hung_up(self, rule: str) -> None:
         """The daemon hung up a live call; `rule` is a short fixed name ("fraud_limit",

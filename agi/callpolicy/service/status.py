@@ -157,6 +157,7 @@ def build_status(service: PolicyService, now: float | None = None) -> dict[str, 
         "live_calls": _live_calls(service, now),
         "decisions": _decisions(service),
         "cluster": _cluster(service, now),
+        "alerts": service.alerts.status(now),
     }
     found = problems(status, now)
     status["healthy"] = not found
@@ -347,6 +348,12 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
         if live["customers"] > len(rows):
             lines.append(f"  … {live['customers'] - len(rows)} more")
     lines += _render_cluster(status.get("cluster"), lag)
+    alerts = status.get("alerts")
+    if alerts:  # an older daemon has none
+        failing = [ref for ref, channel in alerts["channels"].items() if channel["failing"]]
+        lines.append(f"alerts       {len(alerts['open'])} open or in the last hour, "
+                     f"{alerts['outbox_pending']} waiting in the outbox"
+                     + (f", delivery FAILING: {', '.join(failing)}" if failing else ""))
     by_reason = ", ".join(f"{reason} {count}" for reason, count
                           in sorted(decisions["by_reason"].items(), key=lambda i: -i[1]))
     lines.append(f"decisions    {decisions['total']}"

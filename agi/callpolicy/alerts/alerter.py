@@ -1,0 +1,305 @@
+"""The daemon's alerting: decisions, UserEvents and the daemon's state in; alerts logged
+(`alert_raised`), counted, written to the outbox and delivered by background tasks.
+
+The per-call cost is the daemon's test `worth_noting(decision)` (two attribute reads) and,
+for an alert-worthy call only, one deque append (`note`); everything else runs every TICK
+on the event loop, off the call's path, and the disk work in aiosqlite's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..asterisk.variables import ENV_UNIQUEID
+from ..policy import CallRequest, Decision
+from ..service.metrics import Metrics
+from .aggregate import Aggregator, Condition, StateTracker
+from .config import AlertSettings, Email, outbox_path, read_secret
+from .delivery import Delivery
+from .kinds import EVENT_KINDS, NODE_HEARTBEAT_LOST, STATE_KINDS, Alert, encode, iso
+from .outbox import NewRow, Outbox
+from .senders import EmailSender, Sender, WebhookSender
+from .sources import (
+    Noted,
+    ami_condition,
+    node_conditions,
+    occurrences,
+    store_condition,
+    user_event_occurrence,
+)
+
+if TYPE_CHECKING:
+    from ..service.daemon import PolicyService
+
+log = structlog.get_logger("callpolicy.alerts")
+
+TICK = 0.2  # s between two rounds of aggregation and condition checks
+STATE_CONFIRM = 3.0  # s a condition must hold before it is raised (no alert for a blip)
+QUEUE_MAX = 10_000  # alert-worthy decisions waiting for the next round; beyond: dropped
+RECENT = 3600.0  # s: event alerts listed in the status
+RECENT_MAX = 1000  # (kind, key) entries in that list
+COUNT_EVERY = 1.0  # s: the outbox's pending rows are counted (for the status) this often
+HOUSEKEEPING = 60.0  # s between expiry/purge rounds of the outbox
+UNWRITTEN_MAX = 10_000  # outbox rows kept in memory while the outbox file fails
+
+Conditions = Callable[[], tuple[list[Condition], set[str]]]
+_LEVEL = {"critical": "error", "warning": "warning", "info": "info"}
+
+
+class Alerter:
+    def __init__(self, settings: AlertSettings, node: str, metrics: Metrics, outbox_path: Path,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.node = node
+        self.metrics = metrics
+        self.outbox_path = outbox_path
+        self.clock = clock
+        self.senders: dict[str, Sender] = {
+            ref: EmailSender(ch) if isinstance(ch, Email) else WebhookSender(ch, read_secret(ch))
+            for ref, ch in settings.channels.items()}  # a missing secret: ConfigError at start
+        self.aggregator = Aggregator(lambda kind: settings.route(kind).window)
+        self.states = StateTracker(STATE_CONFIRM)
+        self.outbox: Outbox | None = None
+        self.delivery: Delivery | None = None
+        self.pending = 0  # outbox rows not yet delivered (as of the last round)
+        self.dropped = 0  # alert-worthy decisions or outbox rows lost to a bound
+        self._queue: deque[Noted] = deque()
+        self._ready: list[Alert] = []
+        self._unwritten: list[NewRow] = []
+        self._recent: dict[tuple[str, str], dict[str, Any]] = {}
+        self._outbox_failing = False
+        self._housekept = 0.0
+        self._counted_at = 0.0  # when `pending` was last read from the outbox
+        self.conditions: Conditions = lambda: ([], set())  # the state kinds' sources
+
+    # -- the per-call path -----------------------------------------------------------------
+    def note(self, decision: Decision, request: CallRequest, env: dict[str, str]) -> None:
+        """An alert-worthy decision (the caller checked `worth_noting`): queued, O(1)."""
+        if len(self._queue) >= QUEUE_MAX:
+            self.dropped += 1
+            self.metrics.alerts_dropped_add(1)
+            return
+        self._queue.append(Noted(decision, request.endpoint, request.source_ip,
+                                 env.get(ENV_UNIQUEID, ""), self.clock()))
+
+    def on_user_event(self, event: dict[str, str]) -> None:
+        occurrence = user_event_occurrence(event, self.clock())
+        if occurrence is not None:
+            self._ready.extend(self.aggregator.add(occurrence))
+
+    # -- rounds ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self.outbox = await Outbox.open(self.outbox_path, self.settings.outbox_max_rows)
+            self.pending = await self.outbox.pending_count()
+        except Exception as exc:  # alerts are still logged and counted; retried per round
+            self._outbox_failed(exc)
+            return
+        self.metrics.set_alerts_pending(self.pending)
+        if self.delivery is None:
+            self.delivery = Delivery(self.outbox, self.senders, self.metrics,
+                                     self.settings.retry_max, self.clock)
+        log.info("alerts_ready", channels=list(self.senders), outbox=str(self.outbox_path),
+                 pending=self.pending)
+
+    async def run(self) -> None:
+        """Rounds every TICK, and the delivery tasks, until cancelled; then `close`."""
+        await self.open()
+        delivering = asyncio.create_task(self._deliver())
+        try:
+            failing = False
+            while True:
+                try:
+                    await self.round()
+                    failing = False
+                except Exception:  # a bug must not end alerting for good: logged once
+                    if not failing:
+                        log.exception("alerts_round_failed")
+                    failing = True
+                await asyncio.sleep(TICK)
+        finally:
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
+            await self.close()
+
+    async def _deliver(self) -> None:
+        while self.delivery is None:  # the outbox could not be opened yet
+            await asyncio.sleep(1.0)
+        await self.delivery.run()
+
+    def _take_noted(self) -> list[Alert]:
+        alerts, self._ready = self._ready, []
+        while self._queue:
+            for occurrence in occurrences(self._queue.popleft()):
+                alerts += self.aggregator.add(occurrence)
+        return alerts
+
+    async def round(self) -> None:
+        now = self.clock()
+        alerts = self._take_noted() + self.aggregator.due(now)
+        holding, covered = self.conditions()
+        alerts += self.states.observe(now, holding, covered)
+        await self.raise_alerts(alerts, now)
+        if now - self._housekept >= HOUSEKEEPING and self.outbox is not None:
+            self._housekept = now
+            await self._housekeeping(now)
+
+    async def raise_alerts(self, alerts: list[Alert], now: float) -> None:
+        for alert in alerts:
+            self._raised(alert, now)
+        if self.outbox is None and self.senders:
+            await self.open()
+        if self.outbox is None:
+            self._keep_unwritten()
+            return
+        if not self._unwritten and now - self._counted_at < COUNT_EVERY:
+            return
+        try:
+            dropped = await self.outbox.add(self._unwritten, now)
+            self._unwritten = []
+            self.pending = await self.outbox.pending_count()
+            self._counted_at = now
+        except Exception as exc:
+            self._outbox_failed(exc)
+            self._keep_unwritten()
+            return
+        if self._outbox_failing:
+            log.info("alert_outbox_recovered", outbox=str(self.outbox_path))
+            self._outbox_failing = False
+        if dropped:
+            self.dropped += len(dropped)
+            self.metrics.alerts_dropped_add(len(dropped))
+            log.error("alert_outbox_full", dropped=len(dropped), kinds=sorted(set(dropped)),
+                      max_rows=self.settings.outbox_max_rows)
+        self.metrics.set_alerts_pending(self.pending)
+        if self.delivery is not None and alerts:
+            self.delivery.wake()
+
+    def _raised(self, alert: Alert, now: float) -> None:
+        route = self.settings.route(alert.kind)
+        payload = alert.payload(self.node)
+        getattr(log, _LEVEL[alert.severity])(
+            "alert_raised", kind=alert.kind, status=alert.status, severity=alert.severity,
+            key=alert.key, count=alert.count, summary=payload["summary"], alert_id=alert.id,
+            to=list(route.to), details=payload["details"])
+        self.metrics.alert_raised(alert.kind, alert.status)
+        self._remember(alert, payload, now)
+        body = encode(payload)
+        self._unwritten += [NewRow(alert.id, alert.kind, ref, body) for ref in route.to]
+
+    def _keep_unwritten(self) -> None:
+        excess = len(self._unwritten) - UNWRITTEN_MAX
+        if excess > 0:
+            del self._unwritten[:excess]
+            self.dropped += excess
+            self.metrics.alerts_dropped_add(excess)
+
+    def _outbox_failed(self, exc: BaseException) -> None:
+        if not self._outbox_failing:
+            log.error("alert_outbox_failed", outbox=str(self.outbox_path),
+                      error=f"{type(exc).__name__}: {exc}",
+                      meanwhile="alerts logged and kept in memory, retried every round")
+        self._outbox_failing = True
+
+    async def _housekeeping(self, now: float) -> None:
+        assert self.outbox is not None
+        try:
+            expired = await self.outbox.expire(now, self.settings.give_up_after)
+            await self.outbox.purge(now)
+        except Exception as exc:
+            self._outbox_failed(exc)
+            return
+        for kind, channel in expired:
+            self.metrics.alert_expired(kind, channel)
+        if expired:
+            log.error("alerts_expired", count=len(expired),
+                      channels=sorted({c for _, c in expired}),
+                      undelivered_for_s=self.settings.give_up_after)
+
+    async def close(self) -> None:
+        """At shutdown: open aggregation windows go to the outbox now (not lost)."""
+        with contextlib.suppress(Exception):
+            await self.raise_alerts(self._take_noted() + self.aggregator.flush(), self.clock())
+        for sender in self.senders.values():
+            with contextlib.suppress(Exception):
+                await sender.close()
+        if self.outbox is not None:
+            with contextlib.suppress(Exception):
+                await self.outbox.close()
+
+    # -- status ------------------------------------------------------------------------------
+    def _remember(self, alert: Alert, payload: dict[str, Any], now: float) -> None:
+        if alert.kind not in EVENT_KINDS:
+            return
+        entry = self._recent.pop((alert.kind, alert.key), None)
+        if entry is None or _epoch(entry["last_seen"]) < now - RECENT:
+            entry = {"kind": alert.kind, "key": alert.key, "count": 0, "alerts": 0,
+                     "first_seen": payload["first_seen"]}
+        entry.update(count=entry["count"] + alert.count, alerts=entry["alerts"] + 1,
+                     last_seen=payload["last_seen"], severity=alert.severity,
+                     summary=payload["summary"])
+        self._recent[(alert.kind, alert.key)] = entry  # the newest last
+        while len(self._recent) > RECENT_MAX:
+            self._recent.pop(next(iter(self._recent)))
+
+    def status(self, now: float) -> dict[str, Any]:
+        """The `alerts` section of /status: open state alerts, event alerts of the last
+        hour (with counts), the outbox's pending rows, each channel's delivery state."""
+        open_states = [{"kind": a.kind, "key": a.key, "status": "open", "severity": a.severity,
+                        "since": iso(a.first_seen), "summary": a.summary(),
+                        "details": dict(a.details)} for a in self.states.open()]
+        recent = [dict(e) for e in self._recent.values()
+                  if _epoch(e["last_seen"]) >= now - RECENT]
+        return {
+            "open": open_states + recent[::-1],
+            "outbox_pending": self.pending,
+            "outbox": str(self.outbox_path),
+            "outbox_ok": self.outbox is not None and not self._outbox_failing,
+            "dropped": self.dropped,
+            "channels": {ref: state.as_status() for ref, state in
+                         (self.delivery.channels.items() if self.delivery else ())},
+        }
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def daemon_alerter(service: PolicyService) -> Alerter:
+    """The daemon's Alerter: its outbox beside the database, the dialplan's fallback
+    UserEvents from the AMI link, the state kinds read from the daemon every round."""
+    settings = service.settings
+    alerter = Alerter(settings.alerts, settings.node, service.metrics,
+                      outbox_path(settings.alerts, settings.db_path))
+    service.ami.on("UserEvent", alerter.on_user_event)
+    alerter.conditions = functools.partial(daemon_conditions, service)
+    return alerter
+
+
+def daemon_conditions(service: PolicyService) -> tuple[list[Condition], set[str]]:
+    """The state kinds' conditions that hold now, and the kinds that were read."""
+    ami, settings = service.ami, service.settings
+    holding = ami_condition(ami.configured, ami.connected, f"{settings.ami.host}:"
+                            f"{settings.ami.port}", ami.since)
+    holding += store_condition(service.store_problem, service.store_problem_since,
+                               str(settings.db))
+    covered = set(STATE_KINDS) - {NODE_HEARTBEAT_LOST}
+    if service.cluster is not None:
+        nodes = node_conditions(service.cluster.view)
+        if nodes is not None:
+            holding += nodes
+            covered.add(NODE_HEARTBEAT_LOST)
+    return holding, covered
+
+
+__all__ = ["Alerter", "daemon_alerter", "daemon_conditions"]

@@ -1,0 +1,91 @@
+"""Delivering one stored alert over one channel: a webhook POST (httpx, signed) or an e-mail
+(stdlib smtplib in a worker thread). Each raises DeliveryError with a one-line reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import time
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+
+from .config import Email, Webhook
+from .signature import ALERT_ID_HEADER, headers
+
+USER_AGENT = "callpolicy-alerts/1"
+MAX_SUBJECT = 150
+
+
+class DeliveryError(Exception):
+    """A delivery that failed (retried with back-off)."""
+
+
+class Sender(Protocol):
+    async def send(self, alert_id: str, body: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class WebhookSender:
+    def __init__(self, hook: Webhook, secret: bytes) -> None:
+        self.hook = hook
+        self._secret = secret
+        # no proxy from the environment, no redirects: the configured URL gets the alert
+        self._client = httpx.AsyncClient(timeout=hook.timeout, trust_env=False,
+                                         follow_redirects=False)
+
+    async def send(self, alert_id: str, body: bytes) -> None:
+        sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                ALERT_ID_HEADER: alert_id, **headers(self._secret, int(time.time()), body)}
+        try:
+            response = await self._client.post(self.hook.url, content=body, headers=sent)
+        except httpx.TimeoutException as exc:
+            raise DeliveryError(f"no answer within {self.hook.timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}".strip(": ")) from exc
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class EmailSender:
+    def __init__(self, mail: Email) -> None:
+        self.mail = mail
+
+    async def send(self, alert_id: str, body: bytes) -> None:
+        message = email_message(self.mail, body)
+        try:
+            await asyncio.to_thread(self._send, message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"SMTP {self.mail.host}:{self.mail.port}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+
+    def _send(self, message: EmailMessage) -> None:
+        with smtplib.SMTP(self.mail.host, self.mail.port, timeout=self.mail.timeout) as smtp:
+            if self.mail.starttls:
+                smtp.starttls()
+            smtp.send_message(message)
+
+    async def close(self) -> None:
+        return None
+
+
+def email_message(mail: Email, body: bytes) -> EmailMessage:
+    """Plain text: the summary, then the JSON payload inline (indented)."""
+    payload = json.loads(body)
+    subject = f"[callpolicy] {payload['kind']} {payload['status']}: {payload['summary']}"
+    message = EmailMessage()
+    message["Subject"] = subject[:MAX_SUBJECT].replace("\n", " ")
+    message["From"] = mail.sender
+    message["To"] = ", ".join(mail.to)
+    message["X-Callpolicy-Alert-Id"] = str(payload["id"])
+    message.set_content(
+        f"{payload['summary']}\n\nseverity {payload['severity']}, node {payload['node']}, "
+        f"count {payload['count']}, first seen {payload['first_seen']}, last seen "
+        f"{payload['last_seen']}\n\n{json.dumps(payload, indent=2, sort_keys=True)}\n")
+    return message

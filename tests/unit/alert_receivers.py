@@ -1,0 +1,118 @@
+"""Real local receivers for alert tests: a webhook server (http.server on 127.0.0.1, in a
+thread) and an SMTP sink (aiosmtpd on 127.0.0.1). Also used by the integration test."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from callpolicy.alerts.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    def signed_with(self, secret: bytes) -> bool:
+        return verify(secret, self.headers.get(TIMESTAMP_HEADER, ""),
+                      self.headers.get(SIGNATURE_HEADER, ""), self.body, time.time())
+
+
+@dataclass
+class WebhookReceiver:
+    """POSTs to any path are recorded; `status` is the answer (e.g. 500 to refuse)."""
+
+    port: int = field(default_factory=free_port)
+    status: int = 200
+    deliveries: list[Delivery] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.status < 300:
+                    receiver.deliveries.append(Delivery(dict(self.headers.items()), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def of_kind(self, kind: str) -> list[Delivery]:
+        return [d for d in self.deliveries if d.payload["kind"] == kind]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+class SmtpSink:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._handler = _Sink()
+        self._controller = Controller(self._handler, hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def messages(self) -> list[Message]:
+        return self._handler.messages
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
