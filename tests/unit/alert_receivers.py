@@ -41,11 +41,14 @@ class Delivery:
 
 @dataclass
 class WebhookReceiver:
-    """POSTs to any path are recorded; `status` is the answer (e.g. 500 to refuse)."""
+    """POSTs to any path are recorded; `status` is the answer (e.g. 500 to refuse), or
+    `status_for[alert id]`; `attempts`: every alert id posted, refused ones too."""
 
     port: int = field(default_factory=free_port)
     status: int = 200
+    status_for: dict[str, int] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
+    attempts: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> WebhookReceiver:
@@ -54,9 +57,12 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if receiver.status < 300:
+                alert_id = self.headers.get("X-Callpolicy-Alert-Id", "")
+                receiver.attempts.append(alert_id)
+                status = receiver.status_for.get(alert_id, receiver.status)
+                if status < 300:
                     receiver.deliveries.append(Delivery(dict(self.headers.items()), body))
-                self.send_response(receiver.status)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -70,12 +70,12 @@ async def test_the_outbox_keeps_its_rows_across_a_restart(tmp_path: Path, closin
     box = await Outbox.open(path, max_rows=100)
     closing.append(box)
     await box.add([row(1), row(2), row(3, "email:m")], now=10.0)
-    [first, _] = await box.pending("webhook:ops")
+    [first, _] = await box.pending("webhook:ops", now=100.0)
     await box.delivered(first.id, now=11.0)
     await box.close()
     box = await Outbox.open(path, max_rows=100)  # the daemon restarted
-    assert [r.alert_id for r in await box.pending("webhook:ops")] == ["a2"]
-    assert [r.alert_id for r in await box.pending("email:m")] == ["a3"]
+    assert [r.alert_id for r in await box.pending("webhook:ops", now=100.0)] == ["a2"]
+    assert [r.alert_id for r in await box.pending("email:m", now=100.0)] == ["a3"]
     assert await box.pending_count() == 2
     assert await box.expire(now=100.0, give_up_after=1000.0) == []
     assert await box.expire(now=2000.0, give_up_after=1000.0) == [
@@ -89,13 +89,47 @@ async def test_the_outbox_is_bounded_dropping_delivered_rows_first(tmp_path: Pat
     box = await Outbox.open(tmp_path / "o.sqlite", max_rows=3)
     closing.append(box)
     await box.add([row(1), row(2)], now=0.0)
-    [one, _] = await box.pending("webhook:ops")
+    [one, _] = await box.pending("webhook:ops", now=100.0)
     await box.delivered(one.id, now=1.0)
     assert await box.add([row(3)], now=2.0) == []
     assert await box.add([row(4)], now=3.0) == []  # the delivered a1 made room
-    assert [r.alert_id for r in await box.pending("webhook:ops")] == ["a2", "a3", "a4"]
+    assert [r.alert_id for r in await box.pending("webhook:ops", now=100.0)] == ["a2", "a3", "a4"]
     assert await box.add([row(5, kind="spoofing_attempt")], now=4.0) == ["fraud_limit"]
-    assert [r.alert_id for r in await box.pending("webhook:ops")] == ["a3", "a4", "a5"]
+    assert [r.alert_id for r in await box.pending("webhook:ops", now=100.0)] == ["a3", "a4", "a5"]
+    await box.close()
+
+
+async def test_an_alert_whose_content_is_refused_waits_alone_the_channel_goes_on(
+        tmp_path: Path, receiver: WebhookReceiver, closing) -> None:
+    """A 400 refuses that alert, not the channel: the later alerts are delivered (no
+    head-of-line blocking), the refused one is retried on its own back-off, not dropped; a
+    503 is the channel's and holds everything back."""
+    settings = webhook_settings(receiver.url, tmp_path)
+    box = await Outbox.open(tmp_path / "o.sqlite", 100)
+    closing.append(box)
+    now = [1000.0]
+    sender = WebhookSender(settings.channels["webhook:ops"], SECRET)
+    delivery = Delivery(box, {"webhook:ops": sender}, Metrics(), retry_max=60.0,
+                        clock=lambda: now[0])
+    await box.add([row(1), row(2), row(3)], now=now[0])
+    receiver.status_for = {"a1": 400}
+    assert await delivery.deliver_pending("webhook:ops") is None
+    assert receiver.attempts == ["a1", "a2", "a3"]
+    assert [d.payload["id"] for d in receiver.deliveries] == ["a2", "a3"]
+    assert not delivery.channels["webhook:ops"].as_status()["failing"]
+    assert [r.alert_id for r in await box.pending("webhook:ops", now=now[0] + 0.5)] == []
+    [waiting] = await box.pending("webhook:ops", now=now[0] + 1.0)  # its own back-off: 1 s
+    assert waiting.alert_id == "a1" and waiting.attempts == 1
+    receiver.status_for = {}
+    now[0] += 1.0
+    assert await delivery.deliver_pending("webhook:ops") is None
+    assert [d.payload["id"] for d in receiver.deliveries] == ["a2", "a3", "a1"]
+    await box.add([row(4), row(5)], now=now[0])
+    receiver.status = 503  # the channel's failure: nothing after it is tried
+    assert await delivery.deliver_pending("webhook:ops") == 1.0
+    assert receiver.attempts[-1] == "a4"  # a5 not tried while the channel fails
+    assert await box.pending_count() == 2
+    await sender.close()
     await box.close()
 
 
@@ -244,7 +278,7 @@ async def test_open_windows_go_to_the_outbox_at_shutdown(tmp_path: Path, closing
     await alerter.close()  # before the 60 s window ended
     box = await Outbox.open(path, 100)
     closing.append(box)
-    [stored] = await box.pending("webhook:ops")
+    [stored] = await box.pending("webhook:ops", now=100.0)
     assert json.loads(stored.payload)["count"] == 2
     await box.close()
 

@@ -16,7 +16,7 @@ import structlog
 
 from ..service.metrics import Metrics
 from .kinds import iso
-from .outbox import Outbox
+from .outbox import Outbox, OutboxRow
 from .senders import DeliveryError, Sender
 
 log = structlog.get_logger("callpolicy.alerts")
@@ -84,13 +84,16 @@ class Delivery:
         """Send the channel's pending rows, oldest first, until one fails: then the pause
         before the next attempt (None: nothing left)."""
         sender, state = self.senders[ref], self.channels[ref]
-        while rows := await self.outbox.pending(ref, BATCH):
+        while rows := await self.outbox.pending(ref, self.clock(), BATCH):
             for row in rows:
                 try:
                     await sender.send(row.alert_id, row.payload)
                 except DeliveryError as exc:
-                    await self.outbox.failed(row.id, str(exc))
                     self.metrics.alert_failed(row.kind, ref)
+                    if exc.content:  # this alert refused, not the channel: go on
+                        await self._set_aside(ref, row, str(exc))
+                        continue
+                    await self.outbox.failed(row.id, str(exc))
                     return self._failed(ref, str(exc), row.kind)
                 now = self.clock()
                 await self.outbox.delivered(row.id, now)
@@ -104,6 +107,15 @@ class Delivery:
                 log.info("alert_delivered", channel=ref, kind=row.kind, alert_id=row.alert_id,
                          attempts=row.attempts + 1, waited_s=round(now - row.created, 1))
         return None
+
+    async def _set_aside(self, ref: str, row: OutboxRow, error: str) -> None:
+        """The receiver refused this alert's content: it alone waits (its own back-off,
+        until delivered or expired); the channel's later alerts are not held up by it."""
+        pause = backoff(row.attempts + 1, self.retry_max)
+        await self.outbox.failed(row.id, error, not_before=self.clock() + pause)
+        log.warning("alert_refused_by_receiver", channel=ref, kind=row.kind,
+                    alert_id=row.alert_id, error=error, attempts=row.attempts + 1,
+                    retry_in_s=round(pause, 1))
 
     def _failed(self, ref: str, error: str, kind: str | None) -> float:
         state = self.channels[ref]

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'expired')),
-    done_at REAL
+    done_at REAL,
+    not_before REAL NOT NULL DEFAULT 0  -- a row whose content a receiver refused waits
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, channel, id);
 """
@@ -64,6 +65,11 @@ class Outbox:
             await conn.execute("PRAGMA synchronous=FULL")  # a written alert survives a crash
             await conn.execute("PRAGMA busy_timeout=5000")
             await conn.executescript(SCHEMA)
+            columns = {row[1] for row in await conn.execute_fetchall(
+                "PRAGMA table_info(outbox)")}
+            if "not_before" not in columns:  # an outbox file of the first release
+                await conn.execute(
+                    "ALTER TABLE outbox ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
         except BaseException:
             await conn.close()
             raise
@@ -108,11 +114,12 @@ class Outbox:
                                      [(row[0],) for row in oldest])
         return [str(row[1]) for row in oldest]
 
-    async def pending(self, channel: str, limit: int = 20) -> list[OutboxRow]:
-        """The channel's undelivered rows, oldest first."""
+    async def pending(self, channel: str, now: float, limit: int = 20) -> list[OutboxRow]:
+        """The channel's undelivered rows due at `now`, oldest first."""
         rows = await self._conn.execute_fetchall(
             "SELECT id, alert_id, kind, channel, payload, created, attempts FROM outbox "
-            "WHERE state = 'pending' AND channel = ? ORDER BY id LIMIT ?", (channel, limit))
+            "WHERE state = 'pending' AND channel = ? AND not_before <= ? ORDER BY id LIMIT ?",
+            (channel, now, limit))
         return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     async def delivered(self, row_id: int, now: float) -> None:
@@ -120,10 +127,11 @@ class Outbox:
             "UPDATE outbox SET state = 'delivered', done_at = ?, attempts = attempts + 1 "
             "WHERE id = ?", (now, row_id))
 
-    async def failed(self, row_id: int, error: str) -> None:
+    async def failed(self, row_id: int, error: str, not_before: float = 0.0) -> None:
+        """One more failed attempt; `not_before`: the row alone waits until then."""
         await self._conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-            (error[:500], row_id))
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, not_before = ? "
+            "WHERE id = ?", (error[:500], not_before, row_id))
 
     async def expire(self, now: float, give_up_after: float) -> list[tuple[str, str]]:
         """Mark rows pending for longer than `give_up_after` expired: their (kind, channel)."""

@@ -19,8 +19,19 @@ USER_AGENT = "callpolicy-alerts/1"
 MAX_SUBJECT = 150
 
 
+# Answers that refuse this one alert (its content), not the channel: the row waits with its
+# own back-off and the channel's later rows go on. Any other failure (timeout, refused
+# connection, 401/403/404, 408, 429, 5xx) is the channel's: it pauses the channel.
+REFUSED_CONTENT = frozenset({400, 413, 415, 422})
+
+
 class DeliveryError(Exception):
-    """A delivery that failed (retried with back-off)."""
+    """A delivery that failed (retried with back-off). `content`: the receiver refused this
+    alert itself, so the channel's other alerts still go."""
+
+    def __init__(self, message: str, *, content: bool = False) -> None:
+        super().__init__(message)
+        self.content = content
 
 
 class Sender(Protocol):
@@ -47,7 +58,8 @@ class WebhookSender:
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}".strip(": ")) from exc
         if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase}")
+            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase}",
+                                content=response.status_code in REFUSED_CONTENT)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -61,6 +73,11 @@ class EmailSender:
         message = email_message(self.mail, body)
         try:
             await asyncio.to_thread(self._send, message)
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+            # 5xx to this message: a permanent refusal of its content (size, policy)
+            raise DeliveryError(f"SMTP {self.mail.host}:{self.mail.port}: "
+                                f"{type(exc).__name__}: {exc}",
+                                content=500 <= exc.smtp_code < 600) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"SMTP {self.mail.host}:{self.mail.port}: "
                                 f"{type(exc).__name__}: {exc}") from exc
