@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import NoReturn
 
+from ..ops.values import MAX_AUDIT_TEXT, MAX_SPAN, MAX_SPAN_TEXT
+from ..ops.values import MAX_COUNT as MAX_COUNT  # re-exported: the parser's --limit
 from ..policy.location import parse_ip
 from ..store import LIMIT_FIELDS, contract_today
 from .text import CUT
@@ -75,17 +77,8 @@ _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-# The ranges every value on the command line is checked against (documented in --help/README).
-MAX_SPAN = timedelta(days=3650)  # durations, and times from now: 10 years
-
-
-MAX_SPAN_TEXT = "3650d (10 years)"
-
-
-MAX_COUNT = 1_000_000  # fraud limits and --limit
-
-
-MAX_AUDIT_TEXT = 200  # --by, --ticket, --reason: characters
+# The ranges every value on the command line is checked against (documented in --help/README),
+# shared with the HTTP API: ops/values.py.
 
 
 def parse_duration(text: str, option: str = "--for") -> timedelta:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,20 +25,6 @@ _CALL_TABLE = ("started_at", "node", "customer_id", "endpoint", "dialled", "dest
                "action", "reason", "free", "billable_seconds", "hangup_cause")
 
 
-_PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
-
-
-def _csv_cell(value: object) -> object:
-    """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
-    it is just a number, like +3292101234). A flag (free) is true/false, as in --json."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
-            and not _PHONE_TEXT.fullmatch(value)):
-        return "'" + value
-    return value
-
-
 def _table_row(record: CallRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in _CALL_TABLE}
     row["started_at"] = (record.started_at.astimezone(UTC).isoformat(timespec="seconds")
@@ -56,7 +41,7 @@ def _exporter(*, csv_format: bool) -> Callable[[CallRecord], None]:
         return lambda record: print_json(record.to_dict())
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    return lambda record: writer.writerow([_csv_cell(v) for v in record.to_dict().values()])
+    return lambda record: writer.writerow(record.csv_row())
 
 
 async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .api import add_api_parsers
 from .args import (
     MAX_AUDIT_TEXT,
     MAX_COUNT,
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add_family in (add_customer_parsers, add_unblock_parsers, add_inspect_parsers,
                        add_limits_parsers, add_calls_parsers, add_daemon_parsers,
-                       add_db_parsers):
+                       add_db_parsers, add_api_parsers):
         add_family(sub, parents)  # in this order: the order of `callpolicy --help`
     return parser
 

@@ -13,6 +13,7 @@ the invoice; `policy.free_call`): 0 billable seconds, the real duration kept.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -159,3 +160,21 @@ class CallRecord:
             else:
                 values[name] = getattr(self, name)
         return values
+
+    def csv_row(self) -> list[object]:
+        """The CSV export's row (CSV_COLUMNS), each cell safe for a spreadsheet."""
+        return [csv_cell(value) for value in self.to_dict().values()]
+
+
+_PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
+
+
+def csv_cell(value: object) -> object:
+    """Spreadsheets run a cell starting with = + - @ as a formula: neutralise those (unless
+    it is just a number, like +3292101234). A flag (free) is true/false, as in JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
+            and not _PHONE_TEXT.fullmatch(value)):
+        return "'" + value
+    return value

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..policy.zones import ZoneTable
 from ..store import Actor, Store, StoreError, iso
-from ..store.importer import ImportPlan, paused_gc, read_import_file
+from ..store.importer import ImportPlan, paused_gc, plan_customers, read_import_file
 from ..store.model import ImportResult, ReminderResult, Settlement
 from .errors import ImportRejected, store_problems
 from .session import require_customer
@@ -21,6 +21,7 @@ __all__ = [
     "customers",
     "import_customers",
     "plan_import",
+    "plan_import_data",
     "reactivate",
     "record_payment",
     "record_reminder",
@@ -36,6 +37,13 @@ def plan_import(path: Path, zones: ZoneTable, *, accept_zone_violations: bool = 
     warnings."""
     with paused_gc():
         return read_import_file(path, zones, accept_zone_violations=accept_zone_violations)
+
+
+def plan_import_data(data: dict[str, Any], source: str, zones: ZoneTable, *,
+                     accept_zone_violations: bool = False) -> ImportPlan:
+    """The same check as plan_import, of customers already parsed (`{"customer": [...]}`,
+    from a JSON body); problems name `source`."""
+    return plan_customers(data, source, zones, accept_zone_violations=accept_zone_violations)
 
 
 def check_import(plan: ImportPlan) -> None:

@@ -42,6 +42,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "metrics": ("listen",),
     "log": ("format",),
     "cluster": ("node", "node_timeout"),
+    "api": ("host", "port", "tokens"),  # read by api/settings.py (`callpolicy api serve`)
 }
 #: [policy] cache_entries: entries per decision cache (Classifier: dial strings, caller IDs,
 #: classifications, regions); about 0.6 KB per dialled number over all (4096: ~3 MB). The

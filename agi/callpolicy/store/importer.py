@@ -73,7 +73,15 @@ def read_import_file(path: Path, zones: ZoneTable, *, accept_zone_violations: bo
     except (RecursionError, ValueError):  # 100 000 nested `[`, an integer of 5 000 digits
         plan.errors.append(f"{path}: not valid TOML: nested too deeply or a number too long")
         return plan
+    return plan_customers(data, str(path), zones, accept_zone_violations=accept_zone_violations)
 
+
+def plan_customers(data: dict[str, Any], source: str, zones: ZoneTable, *,
+                   accept_zone_violations: bool = False) -> ImportPlan:
+    """`{"customer": [ … ]}` as parsed from an import file (or a JSON body), checked; each
+    problem names `source` and the customer."""
+    plan = ImportPlan()
+    path = source
     extra = set(data) - {"customer"}
     if extra:
         plan.errors.append(

@@ -204,3 +204,15 @@ class StoreBackend(Protocol):
 
     async def load_endpoints(self, ids: Iterable[str] | None = None) -> list[Endpoint]:
         """The endpoints of all customers, or of these customer ids."""
+
+    # -- the HTTP API's idempotency keys (not policy: not audited) -----------------------
+
+    async def idempotent_response(self, owner: str, key: str,
+                                  now: datetime) -> dict[str, Any] | None:
+        """The response stored for (owner, key) and not expired at `now`: request_hash,
+        status, body (JSON text); None if there is none."""
+
+    async def save_idempotent_response(self, owner: str, key: str, request_hash: str,
+                                       status: int, body: str, expires_at: datetime) -> None:
+        """Store (or replace) the response for (owner, key) until `expires_at`; expired
+        entries are purged in the same transaction."""

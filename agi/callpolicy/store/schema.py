@@ -173,6 +173,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN node TEXT;
     """,
+    # 7: the HTTP API's Idempotency-Key (api/idempotency.py): a write's response, kept per
+    # (token name, key) until it expires, so that a retried request is answered again
+    # without being done again. Not policy data: not audited, not in TABLES (not copied).
+    """
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("customers", "numbers", "endpoints", "site_networks", "forward_targets", "unblocks",

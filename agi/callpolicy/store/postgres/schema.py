@@ -218,4 +218,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE calls ADD COLUMN node {_T};
     """,
+    # 7: the HTTP API's idempotency keys: the same SQL on both backends (see there)
+    SQLITE_MIGRATIONS[6],
 )

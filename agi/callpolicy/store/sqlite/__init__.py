@@ -12,7 +12,7 @@
 `Store` is put together from one class per concern, all over one connection (`connection`):
 `transaction` (the write lock, BEGIN IMMEDIATE … COMMIT), `audit`, `customers`,
 `customer_import`, `suspensions` (schedules, payment reminders), `unblocks`, `limits`,
-`calls` and `snapshot_queries`.
+`calls`, `snapshot_queries` and `idempotency` (the HTTP API's Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .calls import Calls
 from .connection import file_identity
 from .customer_import import IMPORT_BATCH_ROWS, IMPORT_PAUSE_SECONDS, CustomerImport
+from .idempotency import IdempotencyKeys
 from .limits import Limits
 from .snapshot_queries import SnapshotQueries
 from .suspensions import Suspensions
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["IMPORT_BATCH_ROWS", "IMPORT_PAUSE_SECONDS", "Store", "file_identity"]
 
 
-class Store(CustomerImport, Suspensions, Unblocks, Limits, Calls, SnapshotQueries):
+class Store(CustomerImport, Suspensions, Unblocks, Limits, Calls, SnapshotQueries,
+            IdempotencyKeys):
     """A callpolicy database in one SQLite file: `await Store.open(path)`."""
 
 

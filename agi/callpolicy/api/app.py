@@ -1,0 +1,55 @@
+"""The FastAPI application: `create_app(settings, tokens)`.
+
+Every route is under /v1 and needs a bearer token (auth.require_scope); every error is a
+problem (problems.py). The OpenAPI document is at /v1/openapi.json (Swagger UI: /v1/docs).
+More routers (the status page) join with `create_app(..., routers=[router])` or
+`app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from ..service.config import Settings
+from . import calls, customers, inspect, unblocks
+from .auth import TokenSource, required_scope
+from .problems import install_problem_handlers
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/v1"
+DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
+support): the same operations as the `callpolicy` CLI, with the same checks, errors and
+audit. Authenticate with `Authorization: Bearer TOKEN`; the token's name is the audit's
+`by`, and every change carries a `ticket`. Writes accept an `Idempotency-Key` header.
+Errors are `application/problem+json`."""
+
+
+def create_app(settings: Settings, tokens: TokenSource | Path, *,
+               routers: Iterable[APIRouter] = ()) -> FastAPI:
+    """The API over the database and daemon that `settings` name, trusting `tokens` (a
+    token file, re-read when it changes)."""
+    app = FastAPI(title="callpolicy API", version="1", description=DESCRIPTION,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+                  redoc_url=None)
+    app.state.settings = settings
+    app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
+    app.state.idempotency_lock = asyncio.Lock()
+    install_problem_handlers(app)
+    for module in (customers, unblocks, calls, inspect):
+        app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
+    for router in routers:
+        app.include_router(_document_scopes(router))
+    return app
+
+
+def _document_scopes(router: APIRouter) -> APIRouter:
+    """Each route's scope in its OpenAPI operation (`x-required-scope`)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and (scope := required_scope(route.dependant)):
+            route.openapi_extra = {**(route.openapi_extra or {}), "x-required-scope": scope}
+    return router
