@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from ..service.config import Settings
-from . import calls, customers, inspect, unblocks
+from . import calls, customers, inspect, overview, status_page, unblocks
 from .auth import TokenSource, required_scope
 from .problems import install_problem_handlers
 
@@ -40,8 +40,9 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
     install_problem_handlers(app)
-    for module in (customers, unblocks, calls, inspect):
+    for module in (customers, unblocks, calls, inspect, overview):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
+    app.include_router(status_page.router)  # /status: the page (public, no data)
     for router in routers:
         app.include_router(_document_scopes(router))
     return app

@@ -30,13 +30,13 @@ def _asset(name: str) -> bytes:
     return files(__package__).joinpath("static", name).read_bytes()
 
 
-@router.get("/status", include_in_schema=False)
+@router.api_route("/status", methods=["GET", "HEAD"], include_in_schema=False)
 async def status_page() -> Response:
     return Response(_asset("status.html"), media_type="text/html; charset=utf-8",
                     headers=_HEADERS)
 
 
-@router.get("/status.js", include_in_schema=False)
+@router.api_route("/status.js", methods=["GET", "HEAD"], include_in_schema=False)
 async def status_script() -> Response:
     script = _asset("status.js").replace(b"__REFRESH_MS__", str(REFRESH_MS).encode())
     return Response(script, media_type="text/javascript; charset=utf-8", headers=_HEADERS)
