@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import Trunk
+from harness import Asterisk, Trunk
 from policy_env import ACME_101, REPO, Live
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -186,7 +186,8 @@ def add_hostile_record(live: Live) -> None:
 
 
 def test_the_status_page_shows_a_refused_call_within_2_s_and_the_live_state(
-        live: Live, api: Api, browser: webdriver.Chrome, call, trunk: Trunk) -> None:
+        live: Live, api: Api, browser: webdriver.Chrome, call, trunk: Trunk,
+        asterisk: Asterisk) -> None:
     driver = browser
     driver.get(f"{api.url}/status")
     assert "callpolicy status" in driver.title
@@ -219,7 +220,8 @@ def test_the_status_page_shows_a_refused_call_within_2_s_and_the_live_state(
     assert rule and has_row(rows(driver, "#refusals"), c2="0905123456", c6=rule)
 
     # Live calls: acme's national call while it is up, per customer and per category.
-    up = threading.Thread(target=call, args=(ACME_101, "092101299"), kwargs={"hold": 6})
+    up = threading.Thread(target=call, args=(ACME_101, "092101299"),
+                          kwargs={"hold": 20, "timeout": 30})  # hung up below
     up.start()
     try:
         wait_rows(driver, "#live-customers", lambda t: has_row(t, c0="acme", c1="1"), 8,
@@ -231,6 +233,7 @@ def test_the_status_page_shows_a_refused_call_within_2_s_and_the_live_state(
         assert driver.save_screenshot(str(shot)), shot
         print(f"screenshot: {shot}")
     finally:
+        asterisk.hangup_all()
         up.join(30)
 
     # Open alerts: the daemon's, or "none".
