@@ -37,3 +37,36 @@ stop_daemon() {   # stop_daemon PID
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
 }
+
+# The HTTP API's demo tokens: a new token file (the old one's tokens stop working), one token
+# per scope, named demo-<scope>; sets DEMO_TOKENS ("scope token" lines). DEMO ONLY.
+demo_api_tokens() {   # demo_api_tokens CONFIG TOKENS_FILE
+    local config="$1" file="$2" scope token
+    rm -f "$file"
+    DEMO_TOKENS=""
+    for scope in read billing ops; do
+        token="$("$BIN/callpolicy" --config "$config" api token add --name "demo-$scope" \
+            --scope "$scope" --file "$file" 2>/dev/null)" || { say "api token add failed"; return 1; }
+        DEMO_TOKENS+="$scope $token"$'\n'
+    done
+}
+
+# `callpolicy api serve` in the background on CONFIG ([api] host/port); waits until it
+# answers (20 s). Sets API_PID and API_URL.
+start_api() {   # start_api CONFIG LOG
+    local config="$1" log="$2" host port
+    read -r host port < <("$BIN/python" -c 'import sys, tomllib
+api = tomllib.load(open(sys.argv[1], "rb")).get("api", {})
+print(api.get("host", "127.0.0.1"), api.get("port", 8480))' "$config")
+    : >"$log"
+    "$BIN/callpolicy" --config "$config" api serve >>"$log" 2>&1 &
+    API_PID=$!
+    API_URL="http://$host:$port"
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
+        kill -0 "$API_PID" 2>/dev/null || { say "API failed: see $log"; return 1; }
+        sleep 0.1
+    done
+    say "API not answering after 20 s: see $log"
+    return 1
+}

@@ -3,6 +3,7 @@
 #   Asterisk 22 (the callpolicy-asterisk image's filesystem, chroot) on 127.0.0.1:5060,
 #   AMI 127.0.0.1:5038
 #   callpolicy daemon (FastAGI 127.0.0.1:4573) under its watchdog, embedded SQLite
+#   the HTTP API on 127.0.0.1:8480 ([api] of config/demo.toml), a new demo token per scope
 # Ctrl-C stops everything and leaves no process or mount behind.
 # Env: CALLPOLICY_DEMO_DIR (default /var/lib/callpolicy-demo): database, config, logs.
 #      CALLPOLICY_DEMO_RESET=1 re-creates the database from config/demo-customers.toml.
@@ -35,12 +36,14 @@ if [ ! -f "$DB" ]; then
 fi
 
 DAEMON_PID=""
+API_PID=""
 cleanup() {
     # Nothing may interrupt the cleanup: not a second Ctrl-C, not a closed terminal or pipe
     # (`make run | tee log`: tee dies with the Ctrl-C, then every message would SIGPIPE us).
     trap '' INT TERM PIPE HUP
     trap - EXIT
     say "stopping"
+    stop_daemon "$API_PID"
     stop_daemon "$DAEMON_PID"
     "$ASTERISK" stop >>"$STATE/stop.log" 2>&1 || say "asterisk stop failed: see $STATE/stop.log"
     say "stopped; the database stays in $DB"
@@ -51,6 +54,8 @@ trap 'exit 130' INT TERM HUP
 "$ASTERISK" start >&2
 load_forwards "$RUN_DIR"
 start_daemon "$CALLPOLICY_CONFIG" "$STATE/daemon.log" "$STATE/daemon.pid" || exit 1
+demo_api_tokens "$CALLPOLICY_CONFIG" "$STATE/api-tokens.toml" || exit 1
+start_api "$CALLPOLICY_CONFIG" "$STATE/api.log" || exit 1
 
 cat <<BANNER
 
@@ -62,6 +67,10 @@ cat <<BANNER
     FastAGI daemon      127.0.0.1:4573   log: $STATE/daemon.log (one JSON line per decision)
     AMI                 127.0.0.1:5038   Asterisk log: $RUN_DIR/log/full (grep callpolicy:)
     database            $DB
+    HTTP API            $API_URL/v1/docs   log: $STATE/api.log
+
+api: $API_URL
+$(while read -r scope token; do [ -n "$scope" ] && echo "token $scope: $token"; done <<<"$DEMO_TOKENS")
 
   Try it (in another terminal):
     sipp -sn uas -i 127.0.0.3 -p 5080 &                       # the trunk
@@ -70,7 +79,8 @@ cat <<BANNER
     $BIN/callpolicy --db $DB unblock acme --prefix 0905 --for 1h --by you --ticket T-1
     $BIN/callpolicy --db $DB check --customer acme 0905123456   # why?
     $BIN/callpolicy --config $STATE/callpolicy.toml status      # the daemon: AMI, live calls
+    curl -H "Authorization: Bearer <token ops>" $API_URL/v1/customers/acme
 
-  Ctrl-C stops Asterisk and the daemon.
+  Ctrl-C stops Asterisk, the daemon and the API.
 BANNER
 wait "$DAEMON_PID"

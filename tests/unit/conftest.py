@@ -215,3 +215,12 @@ def db_location(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "postgresql":
         return str(request.getfixturevalue("pg_url"))
     return str(tmp_path / "cp.db")
+
+
+@pytest.fixture
+def api(tmp_path):
+    """A live HTTP API (tests/unit/api_server.py) over the demo customers."""
+    from api_server import serve
+
+    with serve(tmp_path) as live:
+        yield live

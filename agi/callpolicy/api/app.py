@@ -8,18 +8,24 @@ More routers (the status page) join with `create_app(..., routers=[router])` or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from ..service.config import Settings
 from . import calls, customers, inspect, overview, status_page, unblocks
 from .auth import TokenSource, required_scope
-from .problems import install_problem_handlers
+from .problems import Problem, install_problem_handlers, problem_response
 
 __all__ = ["API_PREFIX", "create_app"]
+
+log = structlog.get_logger("callpolicy.api")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
 
 API_PREFIX = "/v1"
 DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
@@ -40,12 +46,37 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
     install_problem_handlers(app)
+    app.middleware("http")(_log_request)
+    app.middleware("http")(_bounded_body)
     for module in (customers, unblocks, calls, inspect, overview):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
     app.include_router(status_page.router)  # /status: the page (public, no data)
     for router in routers:
         app.include_router(_document_scopes(router))
     return app
+
+
+async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                        ) -> Response:
+    """A body announced over MAX_BODY_BYTES is refused before it is read (413)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return problem_response(Problem(413, "Request too large", "the body must be at most "
+                                        f"{MAX_BODY_BYTES} bytes"))
+    return await call_next(request)
+
+
+async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                       ) -> Response:
+    """One `api_request` line per request: method, path, status, the token's name, time;
+    never a header (the token) nor a body."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    token = getattr(request.state, "token", None)
+    log.info("api_request", method=request.method, path=request.url.path,
+             status=response.status_code, token=token.name if token else None,
+             ms=round((time.perf_counter() - started) * 1000, 1))
+    return response
 
 
 def _document_scopes(router: APIRouter) -> APIRouter:

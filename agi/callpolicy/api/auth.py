@@ -71,7 +71,7 @@ class TokenSource:
 _bearer = HTTPBearer(auto_error=False, description="a token from `callpolicy api token add`")
 
 
-def require_scope(scope: str) -> Callable[[Request], Awaitable[Token]]:
+def require_scope(scope: str) -> Callable[..., Awaitable[Token]]:
     """The dependency admitting a token that grants `scope` (one of SCOPES)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -78,7 +78,7 @@ async def export_calls(token: Reader, request: Request, customer: Customer = Non
                                       'attachment; filename="calls.csv"'})
 
 
-async def _csv(store: Store, stream: AsyncIterator[CallRecord]) -> AsyncIterator[str]:
+async def _csv(store: Store, stream: AsyncGenerator[CallRecord, None]) -> AsyncIterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

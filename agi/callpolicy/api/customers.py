@@ -4,7 +4,7 @@ time, reactivate, payment reminders, payments (the `billing` scope may do these 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -75,8 +75,8 @@ async def put_customer(customer_id: CustomerId, body: CustomerPut, token: Ops,
 
     async def write(store: Store) -> CustomerWritten:
         result = await customer_ops.import_customers(store, plan, who)
-        outcome = ("created" if result.created else "updated" if result.updated
-                   else "unchanged")
+        outcome: Literal["created", "updated", "unchanged"] = (
+            "created" if result.created else "updated" if result.updated else "unchanged")
         return CustomerWritten(result=outcome, warnings=[*plan.warnings, *result.warnings],
                                customer=CustomerView(**await customer_ops.show(
                                    store, customer_id)))

@@ -58,11 +58,18 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
     if body:
         lines += [f"Body: {_type(body['schema'])}.", ""]
-    responses = ", ".join(
-        f"{code} {_type(next(iter(r.get('content', {}).values()), {}).get('schema', {}))}"
-        if code.startswith("2") else code for code, r in operation.get("responses", {}).items())
+    responses = ", ".join(_response(code, r)
+                          for code, r in operation.get("responses", {}).items())
     lines += [f"Responses: {responses}.", ""]
     return lines
+
+
+def _response(code: str, response: dict[str, Any]) -> str:
+    """`200 CustomerView` for a success, the bare code for a problem."""
+    if not code.startswith("2"):
+        return code
+    content: dict[str, Any] = next(iter(response.get("content", {}).values()), {})
+    return f"{code} {_type(content.get('schema', {}))}"
 
 
 def _schema(name: str, schema: dict[str, Any]) -> list[str]:

@@ -6,14 +6,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..service.config import Settings
 from ..service.logging import configure_logging
 from .args import Parents, Parser, Subparsers, UsageError
 from .output import render_table
 
+if TYPE_CHECKING:
+    from ..api.settings import ApiSettings
 
-def _api_settings(settings: Settings):  # -> api.settings.ApiSettings (imported lazily)
+
+def _api_settings(settings: Settings) -> ApiSettings:  # the api package imported lazily
     from ..api.settings import load_api_settings
 
     return load_api_settings(settings)

@@ -1,0 +1,155 @@
+"""Every error of the HTTP API is application/problem+json with a clear title and a one-line
+detail; bad input is a 4xx, never a 500; the database or the daemon down is a 503."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+from api_server import LiveApi, serve
+from fastapi import APIRouter, Depends
+
+from callpolicy.api import require_scope
+
+
+def problem(response: httpx.Response, status: int, title: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["status"], body["title"]) == (status, title)
+    assert body["detail"] and "\n" not in body["detail"]
+    return body
+
+
+def test_unknown_customer_is_404(api: LiveApi) -> None:
+    with api.client("ops") as client:
+        for response in (client.get("/v1/customers/nobody"),
+                         client.get("/v1/customers/nobody/limits"),
+                         client.get("/v1/audit", params={"customer": "nobody"}),
+                         client.post("/v1/customers/nobody/suspend", json={"ticket": "T"}),
+                         client.post("/v1/customers/nobody/unblocks",
+                                     json={"ticket": "T", "category": "premium"})):
+            body = problem(response, 404, "Unknown customer")
+            assert body["detail"] == "unknown customer 'nobody'"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "T", "prefix": "abc"}, "prefix"),
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "T", "country": "FR"}, "country"),
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "T", "prefix": "0905",
+                                              "country": "CH"}, "prefix"),
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "T", "prefix": "0905",
+                                              "expires_at": "2020-01-01T00:00:00Z"},
+     "expires_at"),
+    ("POST", "/v1/customers/acme/suspend", {"ticket": "T", "at": "9999-12-31T00:00:00+14:00"},
+     "at"),
+    ("POST", "/v1/customers/acme/reminders", {"ticket": "T", "sent_on": "2999-01-01"},
+     "sent_on"),
+    ("PATCH", "/v1/customers/acme/limits", {"ticket": "T"}, "default"),
+    ("PUT", "/v1/customers/acme", {"ticket": "T", "customer": {
+        "id": "other", "name": "x", "main_number": "1", "numbers": [],
+        "install_address": {"street": "s", "house_number": "1", "postcode": "9030",
+                            "municipality": "Gent", "country": "BE"}}}, "customer.id"),
+])
+def test_bad_values_are_422_naming_the_field(api: LiveApi, method: str, path: str,
+                                             body: dict, field: str) -> None:
+    before = api.audit_count()
+    with api.client("ops") as client:
+        found = problem(client.request(method, path, json=body), 422, "Invalid request")
+    assert field in found["fields"]
+    assert api.audit_count() == before
+
+
+def test_malformed_requests_are_422_not_500(api: LiveApi) -> None:
+    with api.client("ops") as client:
+        for response in (
+                client.post("/v1/customers/acme/suspend", content=b"{not json",
+                            headers={"Content-Type": "application/json"}),
+                client.post("/v1/customers/acme/suspend", json=["T"]),
+                client.post("/v1/customers/acme/suspend", json={"ticket": "T", "tikket": 1}),
+                client.patch("/v1/customers/acme/limits",
+                             json={"ticket": "T", "max_concurrent": -1}),
+                client.get("/v1/calls", params={"since": "yesterday"}),
+                client.get("/v1/calls", params={"since": "2026-01-01T00:00:00"}),
+                client.get("/v1/calls", params={"since": "0001-01-01T00:00:00+05:00"}),
+                client.get("/v1/audit", params={"limit": 0}),
+                client.get("/v1/check", params={"customer": "acme"}),
+                client.get("/v1/check", params={"number": "112"}),
+                client.get("/v1/check", params={"customer": "acme", "number": "112",
+                                                "source_ip": "not-an-ip"})):
+            body = problem(response, 422, "Invalid request")
+            assert len(body["detail"]) < 300
+
+
+def test_an_import_problem_lists_every_problem(api: LiveApi) -> None:
+    customer = {"name": "New", "main_number": "+3292101234", "numbers": ["+3292101234"],
+                "install_address": {"street": "s", "house_number": "1", "postcode": "9030",
+                                    "municipality": "Gent", "country": "NL"}}
+    with api.client("ops") as client:
+        body = problem(client.put("/v1/customers/newco", json={"ticket": "T",
+                                                               "customer": customer}),
+                       422, "Import rejected")
+    assert any("Belgium" in p or "BE" in p for p in body["problems"]), body["problems"]
+
+
+def test_a_refused_change_is_409(api: LiveApi) -> None:
+    with api.client("billing") as client:
+        body = problem(client.post("/v1/customers/bakkerij/suspend", json={"ticket": "T"}),
+                       409, "Refused by the store")
+    assert body["detail"] == "customer 'bakkerij' is already suspended"
+
+
+def test_unknown_routes_and_methods_are_problems(api: LiveApi) -> None:
+    with api.client("ops") as client:
+        problem(client.get("/v1/nothing-here"), 404, "Not found")
+        problem(client.delete("/v1/customers/acme"), 405, "Method not allowed")
+
+
+def test_the_database_gone_is_503_for_reads_and_writes(api: LiveApi) -> None:
+    api.db.rename(api.db.with_suffix(".moved"))
+    with api.client("ops") as client:
+        read = problem(client.get("/v1/customers"), 503, "Database unavailable")
+        write = problem(client.post("/v1/customers/acme/suspend", json={"ticket": "T"}),
+                        503, "Database unavailable")
+    assert "does not exist" in read["detail"] and "does not exist" in write["detail"]
+    assert not api.db.exists()  # a write never creates a fresh empty database
+
+
+def test_the_daemon_down_is_503_for_status(api: LiveApi) -> None:
+    with api.client("read") as client:
+        body = problem(client.get("/v1/status"), 503, "Daemon unavailable")
+    assert "no daemon answering" in body["detail"]
+
+
+def test_a_bug_is_a_500_problem_logged_with_its_traceback(tmp_path: Path) -> None:
+    broken = APIRouter()
+
+    @broken.get("/v1/broken", dependencies=[Depends(require_scope("read"))])
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    with structlog.testing.capture_logs() as logs, \
+            serve(tmp_path, routers=[broken]) as live, live.client("read") as client:
+        body = problem(client.get("/v1/broken"), 500, "Internal error")
+    assert "boom" not in body["detail"]
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+        "api_internal_error"]
+
+
+def test_a_body_over_the_bound_is_refused_before_it_is_read(api: LiveApi) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        # announces 64 MiB + 1, sends 2 bytes: answered at once, before the token is checked
+        sock.sendall(b"POST /v1/customers/acme/suspend HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: 67108865\r\n\r\n{}")
+        head = ""
+        while "}" not in head:  # the status line, headers and the problem's JSON
+            chunk = sock.recv(65536).decode()
+            assert chunk, head
+            head += chunk
+    assert head.startswith("HTTP/1.1 413 ")
+    assert "application/problem+json" in head and "Request too large" in head
