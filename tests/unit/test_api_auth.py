@@ -3,8 +3,10 @@ request writes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from api_server import SCOPES, LiveApi
+from api_server import SCOPES, LiveApi, serve
 
 from callpolicy.api.tokens import add_token, hash_token, load_tokens
 
@@ -35,11 +37,19 @@ ROUTES = [
 GRANTED = {"read": {"read"}, "billing": {"read", "billing"}, "ops": set(SCOPES)}
 
 
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+    """One server for the matrix (a refusal must write nothing whatever came before)."""
+    with serve(tmp_path_factory.mktemp("auth")) as live:
+        yield live
+
+
 @pytest.mark.parametrize(("method", "path", "body", "needs"), ROUTES,
                          ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
-def test_each_scope_may_do_what_it_grants_and_nothing_else(api: LiveApi, method: str,
+def test_each_scope_may_do_what_it_grants_and_nothing_else(shared_api: LiveApi, method: str,
                                                             path: str, body: dict | None,
                                                             needs: str) -> None:
+    api = shared_api
     for scope in SCOPES:
         before = api.audit_count()
         with api.client(scope) as client:
@@ -57,8 +67,9 @@ def test_each_scope_may_do_what_it_grants_and_nothing_else(api: LiveApi, method:
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer not-a-token", "Basic dXNlcjpwdw==",
                                     "bearer cpt_" + "A" * 43])
-def test_no_or_an_unknown_token_is_401_with_a_challenge(api: LiveApi, header: str | None
-                                                        ) -> None:
+def test_no_or_an_unknown_token_is_401_with_a_challenge(shared_api: LiveApi,
+                                                        header: str | None) -> None:
+    api = shared_api
     headers = {"Authorization": header} if header else {}
     with api.client(None, **headers) as client:
         for method, path, body, _ in ROUTES:
