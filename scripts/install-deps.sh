@@ -2,14 +2,15 @@
 # Installs what callpolicy needs on a fresh Debian machine of this kind, and nothing twice:
 #   - Debian packages: SIPp (sip-tester), buildah (builds the container images, scripts/images.sh),
 #     mmdebstrap (makes their Debian base images), python3-yaml (tests/unit/test_compose.py),
-#     python3-venv, postgresql (the PostgreSQL backend's tests start their own server with it)
+#     python3-venv, postgresql (the PostgreSQL backend's tests start their own server with it),
+#     chromium + chromium-driver (tests/integration/test_status_page.py: headless, via selenium)
 #   - the Python venv .venv with callpolicy and its test tools (pip, from pyproject.toml)
 # Idempotent and quick when everything is there. Run as root (apt-get).
 set -euo pipefail
 REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
 PY="${PYTHON:-python3}"
-DEBS=(sip-tester buildah mmdebstrap python3-yaml postgresql)
+DEBS=(sip-tester buildah mmdebstrap python3-yaml postgresql chromium chromium-driver)
 
 missing=()
 for pkg in "${DEBS[@]}"; do

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,14 +83,11 @@ def wait_for(predicate: Callable[[], object], seconds: float, what: str) -> None
         time.sleep(0.2)
 
 
-def _start_node(name: str, ip: str, url: str, base: Path, nodes: dict[str, Node]) -> None:
+def _start_asterisk(name: str, ip: str, base: Path, nodes: dict[str, Node]) -> None:
     state = base / f"node-{name}" / "state"
     state.mkdir(parents=True)
-    config = state / "callpolicy.toml"
-    config.write_text(subprocess.run(
-        [str(REPO / "scripts" / "callpolicy-node-config.sh"), ip, url], capture_output=True,
-        text=True, timeout=30, check=True).stdout)
     asterisk = Asterisk(base / f"node-{name}", state_dir=state, node_ip=ip)
+    config = state / "callpolicy.toml"  # written by _start_daemon, once the database is up
     daemon = Live(state, config, state / "daemon.log", state / "daemon.pid", host=ip)
     nodes[name] = Node(name, ip, asterisk, daemon)  # before start: torn down whatever happens
     asterisk.add_start_hook(load_forwards, run_now=False)
@@ -97,30 +95,21 @@ def _start_node(name: str, ip: str, url: str, base: Path, nodes: dict[str, Node]
         asterisk.start()
     except AsteriskError as exc:
         pytest.fail(f"could not start node {name}'s Asterisk: {exc}", pytrace=False)
-    daemon.start()
 
 
-def _stop(nodes: dict[str, Node], pg: PgServer) -> None:
-    try:
-        for node in nodes.values():
-            with contextlib.suppress(Exception):
-                node.daemon.stop()
-    finally:
-        try:
-            for node in nodes.values():
-                node.asterisk.stop()
-        finally:
-            destroy(pg)
+def _start_daemon(node: Node, url: str) -> None:
+    node.daemon.config.write_text(subprocess.run(
+        [str(REPO / "scripts" / "callpolicy-node-config.sh"), node.ip, url],
+        capture_output=True, text=True, timeout=30, check=True).stdout)
+    node.daemon.start()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("cluster")
+def _database() -> tuple[PgServer, str]:
+    """The throw-away PostgreSQL server with the demo customers; its URL."""
     try:
         pg = start_server()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
-    nodes: dict[str, Node] = {}
     try:
         pg.sql("CREATE DATABASE callpolicy")
         url = pg.url("callpolicy")
@@ -130,9 +119,44 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
              str(REPO / "config" / "demo-customers.toml"), "--by", "tests", "--ticket", "setup"],
             capture_output=True, text=True, timeout=60, env=env, check=False)
         assert imported.returncode == 0, imported.stderr
-        started = time.monotonic()
-        for name, ip in NODES.items():
-            _start_node(name, ip, url, base, nodes)
+    except BaseException:
+        destroy(pg)
+        raise
+    return pg, url
+
+
+def _stop(nodes: dict[str, Node], pg: PgServer | None) -> None:
+    try:
+        for node in nodes.values():
+            with contextlib.suppress(Exception):
+                node.daemon.stop()
+    finally:
+        try:
+            for node in nodes.values():
+                node.asterisk.stop()
+        finally:
+            if pg is not None:
+                destroy(pg)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("cluster")
+    nodes: dict[str, Node] = {}
+    pg: PgServer | None = None
+    started = time.monotonic()
+    try:
+        # In parallel (CI time): PostgreSQL with the customers beside the two Asterisks (one
+        # after the other: they share the harness's machine lock), then the two daemons.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            database = pool.submit(_database)
+            try:
+                for name, ip in NODES.items():
+                    _start_asterisk(name, ip, base, nodes)
+            finally:
+                pg, url = database.result()
+            for daemon in [pool.submit(_start_daemon, node, url) for node in nodes.values()]:
+                daemon.result()
         cluster = Cluster(pg, url, nodes)
         print(f"cluster: two nodes up in {time.monotonic() - started:.1f} s")
         yield cluster

@@ -184,7 +184,7 @@ def test_max_concurrent_counts_the_calls_of_both_nodes(
         time.sleep(1.0)  # live in every daemon within a second
         with ThreadPoolExecutor(max_workers=2) as pool:
             short, long = (pool.submit(a.call, ACME_101, number, hold=hold, timeout=30)
-                           for number, hold in (("092101341", 3), ("092101342", 8)))
+                           for number, hold in (("092101341", 3), ("092101342", 20)))
             trunk.wait_for_invites(2, timeout=10)
             wait_for(lambda: counted_live_calls(cluster, "b", "a") == 2, 5,
                      "node b does not count node a's two calls")
@@ -196,6 +196,8 @@ def test_max_concurrent_counts_the_calls_of_both_nodes(
             assert not long.done()
             after_one_ended = b.call(ACME_102, "092101344")
             assert after_one_ended.status == 200, after_one_ended.describe()
+            assert not long.done()
+            cluster.nodes["a"].asterisk.hangup_all()  # its hold (a ceiling) is not needed now
             assert long.result(timeout=30).status == 200
     finally:
         cluster.cli("limits", "set", "acme", "--default", "max_concurrent", "max_per_minute",

@@ -1,7 +1,7 @@
 """Issue 12, live control at scale, with the real Asterisk, SIPp and the daemon:
 
-- acme has SUSPEND_CALLS (200, the issue's figure) calls up; `callpolicy customer suspend`
-  hangs them all up within 2 s of the suspension's commit;
+- acme has SUSPEND_CALLS (the issue's figure: 200; the suite: 100) calls up; `callpolicy
+  customer suspend` hangs them all up within 2 s of the suspension's commit;
 - with REBUILD_CALLS calls up (two channels each: the phone's, in callpolicy-enforce, and the
   trunk's) the daemon restarts: its new process logs in to AMI and rebuilds its live table,
   from nothing, within 2 s; and a dropped AMI connection is rebuilt the same way (the table
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shlex
 import socket
@@ -48,10 +49,11 @@ from harness import (
 from policy_env import ACME_101, Live
 from sip import SipMessage, parse_message_file
 
-SUSPEND_CALLS = 200
-# 500 up channels is the issue's figure (measured once: see the lead's note); the suite keeps
-# a count that sets up in a few seconds on a shared 2-core machine.
-REBUILD_CALLS = 100
+# The issue's figures are 200 calls hung up and 500 up channels rebuilt; the suite keeps counts
+# that set up in a few seconds on a shared 2-core machine (CI's 10-minute budget). The issue-
+# sized run: CALLPOLICY_SUSPEND_CALLS=200 CALLPOLICY_REBUILD_CALLS=250 (bench/README.md).
+SUSPEND_CALLS = int(os.environ.get("CALLPOLICY_SUSPEND_CALLS", "100"))
+REBUILD_CALLS = int(os.environ.get("CALLPOLICY_REBUILD_CALLS", "100"))
 CALL_RATE = 50  # calls/s: well under the policy knee, no SIPp retransmissions
 HOLD = 60.0  # s: the phone never hangs up first within a test
 NATIONAL = "092101299"
@@ -229,11 +231,20 @@ def limits_for(live: Live, count: int) -> Iterator[None]:
                  "--by", "tests", "--ticket", "T-SCALE2")
 
 
+@pytest.fixture(scope="module")
+def behind_delay(live: Live) -> Iterator[DelayProxy]:
+    """The daemon behind a DelayProxy, acme's limits raised for the module's calls: set up
+    once for both tests (each daemon restart and limits change costs CI time)."""
+    with daemon_behind_delay(live) as proxy, \
+            limits_for(live, max(SUSPEND_CALLS, REBUILD_CALLS)):
+        yield proxy
+
+
 @pytest.mark.trunk(hold=HOLD)
-def test_suspending_a_customer_hangs_up_200_live_calls_within_2_s(
-        live: Live, asterisk: Asterisk, trunk: Trunk, tmp_path: Path, daemon_up: Live) -> None:
-    with daemon_behind_delay(live), limits_for(live, SUSPEND_CALLS), \
-            acme_calls(tmp_path, SUSPEND_CALLS) as calls:
+def test_suspending_a_customer_hangs_up_all_its_live_calls_within_2_s(
+        live: Live, asterisk: Asterisk, behind_delay: DelayProxy, trunk: Trunk, tmp_path: Path,
+        daemon_up: Live) -> None:
+    with acme_calls(tmp_path, SUSPEND_CALLS) as calls:
         wait_until_up(live, asterisk, calls)
         asked = time.time()
         try:
@@ -242,11 +253,12 @@ def test_suspending_a_customer_hangs_up_200_live_calls_within_2_s(
             calls.proc.wait(timeout=30)  # every call ends with its BYE: SIPp is done
         finally:
             live.cli("customer", "reactivate", "acme", "--by", "tests", "--ticket", "T-BACK")
+            time.sleep(1.0)  # the daemon (kept for the next test) sees it within a second
         byes = calls.bye_times()
     assert len(byes) == SUSPEND_CALLS, f"{len(byes)} BYEs to the phone ({calls.run})"
     last = byes[-1] - committed
     # What the 2 s holds: the daemon sees the suspension (its snapshot refresh, <= 1 s by
-    # design), its next revocation round, 200 AMI Hangups, Asterisk's BYEs to the phone.
+    # design), its next revocation round, one AMI Hangup per call, Asterisk's BYEs to the phone.
     print(f"\n(AMI {AMI_DELAY * 1000:.0f} ms away) {SUSPEND_CALLS} calls hung up: BYEs "
           f"reached the phone "
           f"{byes[0] - committed:.2f} s (first), {statistics.median(byes) - committed:.2f} s "
@@ -279,9 +291,10 @@ def wait_rebuilt(live: Live, mark: int, what: str) -> dict:
 
 @pytest.mark.trunk(hold=HOLD)
 def test_the_live_table_of_all_up_channels_is_rebuilt_within_2_s(
-        live: Live, asterisk: Asterisk, trunk: Trunk, tmp_path: Path, daemon_up: Live) -> None:
-    with daemon_behind_delay(live) as proxy, limits_for(live, REBUILD_CALLS), \
-            acme_calls(tmp_path, REBUILD_CALLS) as calls:
+        live: Live, asterisk: Asterisk, behind_delay: DelayProxy, trunk: Trunk, tmp_path: Path,
+        daemon_up: Live) -> None:
+    proxy = behind_delay
+    with acme_calls(tmp_path, REBUILD_CALLS) as calls:
         wait_until_up(live, asterisk, calls)
         channels = asterisk.active_channels()
         assert channels == 2 * REBUILD_CALLS, channels

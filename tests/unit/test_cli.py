@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cli_runner import one_error_line, run
+from cli_runner import copy_database, demo_database, one_error_line, run
 
 REPO = Path(__file__).resolve().parents[2]
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -22,18 +24,20 @@ JSON_KEYS = {"number", "destination", "action", "reason", "category", "caller_id
 
 
 
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_database(tmp_path_factory.mktemp("demo"))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "cp.db"
-    result = run("customer", "import", str(REPO / "config" / "demo-customers.toml"),
-                 "--by", "tester", db=path)
-    assert result.returncode == 0, result.stderr
-    assert "2 created" in result.stdout
-    return path
+def db(demo_db: Path, tmp_path: Path) -> Path:
+    """The demo customers, imported once per module (CI time): this test's own copy."""
+    return copy_database(demo_db, tmp_path / "cp.db")
 
 
 def audit_count(db: Path) -> int:
-    return len(run("audit", "--json", "--limit", "1000", db=db).stdout.splitlines())
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return connection.execute("SELECT count(*) FROM audit").fetchone()[0]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cli_runner import REPO, one_error_line, run
+from cli_runner import REPO, copy_database, demo_database, one_error_line, run
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -31,13 +31,15 @@ NOW = datetime.now(UTC)
 IN_11_YEARS = (NOW + timedelta(days=11 * 365)).date().isoformat() + "T00:00Z"
 
 
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_database(tmp_path_factory.mktemp("demo"))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "cp.db"
-    result = run("customer", "import", str(REPO / "config" / "demo-customers.toml"),
-                 "--by", "tester", db=path)
-    assert result.returncode == 0, result.stderr
-    return path
+def db(demo_db: Path, tmp_path: Path) -> Path:
+    """The demo customers, imported once per module (CI time): this test's own copy."""
+    return copy_database(demo_db, tmp_path / "cp.db")
 
 
 def audit_count(db: Path) -> int:

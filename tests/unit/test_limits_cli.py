@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_runner import one_error_line, run
+from cli_runner import copy_database, demo_database, one_error_line, run
 
 from callpolicy.policy import FraudLimits
 from callpolicy.service.config import ConfigError, load_settings
@@ -19,13 +19,15 @@ WHO = ("--by", "alice", "--ticket", "FRAUD-1")
 
 
 
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_database(tmp_path_factory.mktemp("demo"))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "cp.db"
-    result = run("customer", "import", str(REPO / "config" / "demo-customers.toml"),
-                 "--by", "tester", db=path)
-    assert result.returncode == 0, result.stderr
-    return path
+def db(demo_db: Path, tmp_path: Path) -> Path:
+    """The demo customers, imported once per module (CI time): this test's own copy."""
+    return copy_database(demo_db, tmp_path / "cp.db")
 
 
 def show(db: Path, customer: str = "acme", config: Path | None = None) -> dict:

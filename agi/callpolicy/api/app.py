@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from ..service.config import Settings
-from . import calls, customers, inspect, unblocks
+from . import calls, customers, inspect, overview, status_page, unblocks
 from .auth import TokenSource, required_scope
 from .problems import Problem, install_problem_handlers, problem_response
 
@@ -48,8 +48,9 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     install_problem_handlers(app)
     app.middleware("http")(_log_request)
     app.middleware("http")(_bounded_body)
-    for module in (customers, unblocks, calls, inspect):
+    for module in (customers, unblocks, calls, inspect, overview):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
+    app.include_router(status_page.router)  # /status: the page (public, no data)
     for router in routers:
         app.include_router(_document_scopes(router))
     return app
