@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,44 +359,112 @@ class Soak:
     rss_mb: list[float]  # at start, then each 10 s
     us_per_call: list[float]  # the daemon's CPU per call, each 10 s
     other_cores: list[float]  # the rest of the machine (not the daemon, not this script)
+    floor_us: list[float] = field(default_factory=list)  # --soak-floor: its CPU per call
+    # --versus-fresh: (which, daemon µs/call, floor µs/call) per 10 s block, interleaved
+    versus: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+SOAK_STEP = 10  # s
 
 
 async def soak(tree: Path, workdir: Path, args: argparse.Namespace) -> Soak:
     """One daemon driven `args.soak` seconds with distinct numbers: RSS (MB) and CPU per call
-    each 10 s."""
+    each 10 s; with --soak-floor, the do-nothing server driven alongside at the same rate (the
+    machine's speed in that window); with --versus-fresh N, then N blocks of 10 s each on the
+    aged daemon and on a fresh one (a fresh copy of the store), interleaved."""
+    customers = customer_count(args.customers_db) if args.customers_db else 0
+    async with contextlib.AsyncExitStack() as stack:
+        aged = await stack.enter_async_context(soak_daemon(tree, workdir / "aged", args))
+        floor = None
+        if args.soak_floor or args.versus_fresh:
+            floor = await stack.enter_async_context(soak_daemon(Path(FLOOR), workdir / "floor",
+                                                                args))
+        pid = aged.daemon.pid
+        result = Soak([rss_mb(pid)], [], [])
+        print(f"soak {tree}: {result.rss_mb[0]:.1f} MB at start"
+              f"{f' ({customers} customers)' if customers else ''}", flush=True)
+        first = 0
+        for elapsed in range(SOAK_STEP, int(args.soak) + 1, SOAK_STEP):
+            busy = machine_busy_seconds()
+            mine = cpu_seconds(os.getpid())
+            (used, calls), floor_used = await step(aged, floor, args.rate, first, customers)
+            other = machine_busy_seconds() - busy - used - (cpu_seconds(os.getpid()) - mine) \
+                - (floor_used or 0) * calls / 1e6
+            first += calls
+            result.rss_mb.append(rss_mb(pid))
+            result.us_per_call.append(used / calls * 1e6)
+            result.other_cores.append(max(0.0, other / SOAK_STEP))
+            if floor_used is not None:
+                result.floor_us.append(floor_used)
+            print(f"soak {tree}: {result.rss_mb[-1]:.1f} MB, "
+                  f"{result.us_per_call[-1]:5.0f} µs/call"
+                  f"{f' (floor {floor_used:4.0f})' if floor_used is not None else ''}, other "
+                  f"load {result.other_cores[-1]:.2f} cores at {elapsed} s ({first} calls)",
+                  flush=True)
+        if args.versus_fresh:
+            assert floor is not None
+            fresh = await stack.enter_async_context(soak_daemon(tree, workdir / "fresh", args))
+            fresh_first = 10_000_000
+            for _ in range(args.versus_fresh):
+                for name, which in (("aged", aged), ("fresh", fresh)):
+                    at = first if name == "aged" else fresh_first
+                    (used, calls), floor_used = await step(which, floor, args.rate, at,
+                                                           customers)
+                    if name == "aged":
+                        first += calls
+                    else:
+                        fresh_first += calls
+                    assert floor_used is not None
+                    result.versus.append((name, used / calls * 1e6, floor_used))
+                    print(f"versus {name:5}: {used / calls * 1e6:5.0f} µs/call "
+                          f"(floor {floor_used:4.0f})", flush=True)
+        return result
+
+
+@dataclass
+class SoakDaemon:
+    daemon: Daemon
+    ami: FakeAmi
+
+
+@contextlib.asynccontextmanager
+async def soak_daemon(tree: Path, workdir: Path, args: argparse.Namespace
+                      ) -> AsyncIterator[SoakDaemon]:
+    """A daemon (or the floor) with its own fake AMI, started; stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
     ami = FakeAmi()
     server = await asyncio.start_server(ami.serve, "127.0.0.1", 0)
     daemon = Daemon(tree, workdir, server.sockets[0].getsockname()[1],
                     customers_db=args.customers_db)
-    customers = customer_count(args.customers_db) if args.customers_db else 0
     await asyncio.to_thread(daemon.start, None)
     try:
-        await asyncio.wait_for(ami.logged_in.wait(), 10)
-        await asyncio.sleep(1.0)
-        result, step, first = Soak([rss_mb(daemon.pid)], [], []), 10, 0
-        print(f"soak {tree}: {result.rss_mb[0]:.1f} MB at start"
-              f"{f' ({customers} customers)' if customers else ''}", flush=True)
-        for elapsed in range(step, int(args.soak) + 1, step):
-            calls = round(args.rate * step)
-            cpu, mine, busy, wall = (cpu_seconds(daemon.pid), cpu_seconds(os.getpid()),
-                                     machine_busy_seconds(), time.monotonic())
-            ok = await drive(daemon.port, ami, calls, args.rate, first, True, customers)
-            if ok != calls:
-                raise SystemExit(f"{tree}: only {ok} of {calls} calls got a decision")
-            used = cpu_seconds(daemon.pid) - cpu
-            other = (machine_busy_seconds() - busy - used - (cpu_seconds(os.getpid()) - mine))
-            first += calls
-            result.rss_mb.append(rss_mb(daemon.pid))
-            result.us_per_call.append(used / calls * 1e6)
-            result.other_cores.append(max(0.0, other / (time.monotonic() - wall)))
-            print(f"soak {tree}: {result.rss_mb[-1]:.1f} MB, "
-                  f"{result.us_per_call[-1]:5.0f} µs/call, other load "
-                  f"{result.other_cores[-1]:.2f} cores at {elapsed} s ({first} calls)",
-                  flush=True)
-        return result
+        if not daemon.floor:
+            await asyncio.wait_for(ami.logged_in.wait(), 10)
+            await asyncio.sleep(1.0)
+        yield SoakDaemon(daemon, ami)
     finally:
         daemon.stop()
         server.close()
+
+
+async def step(which: SoakDaemon, floor: SoakDaemon | None, rate: float, first: int,
+               customers: int) -> tuple[tuple[float, int], float | None]:
+    """SOAK_STEP seconds of calls at `rate` on `which` (and the floor alongside): (CPU
+    seconds it used, calls), the floor's µs per call."""
+    calls = round(rate * SOAK_STEP)
+    pid = which.daemon.pid
+    cpu = cpu_seconds(pid)
+    floor_cpu = cpu_seconds(floor.daemon.pid) if floor else 0.0
+    drives = [drive(which.daemon.port, which.ami, calls, rate, first, True, customers)]
+    if floor is not None:
+        drives.append(drive(floor.daemon.port, floor.ami, calls, rate, first, True, customers))
+    oks = await asyncio.gather(*drives)
+    if any(ok != calls for ok in oks):
+        raise SystemExit(f"only {oks} of {calls} calls got a decision")
+    used = cpu_seconds(pid) - cpu
+    floor_us = ((cpu_seconds(floor.daemon.pid) - floor_cpu) / calls * 1e6
+                if floor is not None else None)
+    return (used, calls), floor_us
 
 
 def customer_count(db: Path) -> int:
@@ -418,6 +487,21 @@ def report_soaks(results: dict[Path, Soak], args: argparse.Namespace) -> None:
               + " ".join(f"{statistics.median(m):.0f}" for m in minutes))
         print("  other load per minute (cores):                        "
               + " ".join(f"{statistics.median(o):.2f}" for o in others))
+        if result.floor_us:
+            floors = [result.floor_us[i:i + 6] for i in range(0, len(result.floor_us), 6)]
+            print("  floor µs/call per minute (alongside):                 "
+                  + " ".join(f"{statistics.median(f):.0f}" for f in floors))
+            ratios = [[d / f for d, f in zip(m, fl, strict=True)]
+                      for m, fl in zip(minutes, floors, strict=True)]
+            print("  daemon/floor per minute:                              "
+                  + " ".join(f"{statistics.median(r):.2f}" for r in ratios))
+        for name in ("aged", "fresh"):
+            runs = [(d, f) for n, d, f in result.versus if n == name]
+            if runs:
+                print(f"  {name:5} (interleaved 10 s blocks): median "
+                      f"{statistics.median(d for d, _ in runs):.0f} µs/call, "
+                      f"daemon/floor {statistics.median(d / f for d, f in runs):.2f}; "
+                      + " ".join(f"{d:.0f}" for d, _ in runs))
 
 
 def answered_and_ended(workdir: Path) -> tuple[int, int]:
@@ -467,6 +551,12 @@ def main() -> None:
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead: one daemon per tree (one after another) driven this "
                         "long with distinct numbers, its RSS and CPU per call each 10 s")
+    parser.add_argument("--soak-floor", action="store_true",
+                        help="--soak: drive the do-nothing server alongside at the same rate, "
+                        "as the machine's speed reference (daemon/floor per minute)")
+    parser.add_argument("--versus-fresh", type=int, default=0, metavar="N",
+                        help="--soak: then N 10 s blocks each on the aged daemon and on a "
+                        "fresh one, interleaved (with the floor alongside)")
     parser.add_argument("--customers-db", type=Path, metavar="FILE",
                         help="--soak on a copy of this store, calls spread over its bench-<n> "
                         "customers (make bench's cache: /var/cache/callpolicy/bench/)")
