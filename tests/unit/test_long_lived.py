@@ -16,6 +16,7 @@ from cli_runner import run
 from callpolicy.policy import CallRequest
 from callpolicy.service.config import load_settings
 from callpolicy.service.daemon import PolicyService
+from callpolicy.service.long_lived import long_lived
 from conftest import NOW
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo-customers.toml"
@@ -72,12 +73,11 @@ def test_the_loaded_snapshot_is_not_walked_by_the_collector(tmp_path: Path, thaw
     assert entries > 0 and left == 0
 
 
-def test_a_failed_load_freezes_nothing_and_leaves_the_collector_on(tmp_path: Path,
-                                                                   thawed) -> None:
-    from callpolicy.service.long_lived import loading_long_lived
-
-    before = gc.get_freeze_count()
-    with pytest.raises(RuntimeError), loading_long_lived():
+def test_a_failed_load_freezes_nothing_and_leaves_the_collector_on(thawed) -> None:
+    async def failing_load() -> None:
         assert not gc.isenabled()
         raise RuntimeError("the store failed mid-load")
-    assert gc.isenabled() and gc.get_freeze_count() == before == 0
+
+    with pytest.raises(RuntimeError, match="mid-load"):
+        asyncio.run(long_lived(failing_load()))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
