@@ -18,7 +18,12 @@ whole `make bench` run does. `--idle` seconds measure the background alone.
 `--soak SECONDS` instead keeps one daemon per tree busy that long at `--rate`, every call a
 new dialled number (national, mobile, EU and non-EU international, premium), and prints the
 daemon's RSS (/proc/PID/status VmRSS) every 10 s, at 1 minute and at the end: the caches
-must fill within the first minute and then stay flat.
+must fill within the first minute and then stay flat. It also prints the daemon's CPU per
+call each 10 s and per minute (with the rest of the machine's load, to read noise by): it
+must not creep as the call records pile up. `--customers-db FILE` starts the daemon on a
+copy of that store (e.g. make bench's cached 100 000 customers,
+/var/cache/callpolicy/bench/customers-100000-*.db) and spreads the calls over its
+`bench-<n>` customers instead of one demo customer.
 
 Runs of different trees are interleaved (A B A B …) so that machine noise spreads over all;
 the table gives each run and, per tree, the median and the spread (min-max).
@@ -34,6 +39,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -41,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +180,7 @@ class Daemon:
     pid: int = 0  # the daemon's (under py-spy, the spy's child)
 
     uvloop_path: str | None = None  # run the daemon on uvloop, importable from here ("" : venv)
+    customers_db: Path | None = None  # a prepared store (--customers-db) instead of the demo
 
     @property
     def floor(self) -> bool:
@@ -200,6 +208,8 @@ class Daemon:
         for key in ("max_concurrent", "max_per_minute", "max_concurrent_risky"):
             text = re.sub(rf"^{key} = \d+", f"{key} = 1000000", text, flags=re.M)
         config.write_text(text)
+        if self.customers_db is not None and not (self.workdir / "cp.db").exists():
+            shutil.copy(self.customers_db, self.workdir / "cp.db")
         if not (self.workdir / "cp.db").exists():
             subprocess.run([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
                             "customer", "import", str(self.tree / "config/demo-customers.toml")],
@@ -265,12 +275,18 @@ DISTINCT = ("09{:07d}", "047{:07d}", "+3314{:07d}", "+1415{:07d}", "0905{:05d}",
             "+4420{:08d}", "00{:011d}")
 
 
-def distinct_call(n: int) -> tuple[str, str, str]:
-    return "acme-101", DISTINCT[n % len(DISTINCT)].format(n // len(DISTINCT)), "+3292101234"
+def distinct_call(n: int, customers: int = 0) -> tuple[str, str, str]:
+    """Call n of a soak: on `customers` bench customers (bench/mix.py's), else the demo's."""
+    dialled = DISTINCT[n % len(DISTINCT)].format(n // len(DISTINCT))
+    if customers:
+        who = (n * 7919) % customers  # spread over all of them
+        return f"bench-{who}", dialled, f"+329{2_000_000 + who:07d}"
+    return "acme-101", dialled, "+3292101234"
 
 
-async def one_call(port: int, n: int, ami: FakeAmi, distinct: bool = False) -> bool:
-    endpoint, dialled, caller = distinct_call(n) if distinct else MIX[n % len(MIX)]
+async def one_call(port: int, n: int, ami: FakeAmi, distinct: bool = False,
+                   customers: int = 0) -> bool:
+    endpoint, dialled, caller = distinct_call(n, customers) if distinct else MIX[n % len(MIX)]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(env_block(n, endpoint, dialled, caller))
@@ -284,7 +300,7 @@ async def one_call(port: int, n: int, ami: FakeAmi, distinct: bool = False) -> b
 
 
 async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int,
-                distinct: bool = False) -> int:
+                distinct: bool = False, customers: int = 0) -> int:
     """`calls` sessions started at `rate` per second; returns how many got a decision."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -293,7 +309,7 @@ async def drive(port: int, ami: FakeAmi, calls: int, rate: float, first: int,
         delay = start + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one_call(port, first + i, ami, distinct)))
+        tasks.append(asyncio.create_task(one_call(port, first + i, ami, distinct, customers)))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     return sum(r is True for r in results)
 
@@ -332,39 +348,160 @@ async def run_once(tree: Path, workdir: Path, args: argparse.Namespace,
         server.close()
 
 
-async def soak(tree: Path, workdir: Path, args: argparse.Namespace) -> list[float]:
-    """One daemon driven `args.soak` seconds with distinct numbers: RSS (MB) each 10 s."""
+def machine_busy_seconds() -> float:
+    """All CPUs' busy time (/proc/stat: everything but idle and iowait), in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
+
+
+@dataclass
+class Soak:
+    rss_mb: list[float]  # at start, then each 10 s
+    us_per_call: list[float]  # the daemon's CPU per call, each 10 s
+    other_cores: list[float]  # the rest of the machine (not the daemon, not this script)
+    floor_us: list[float] = field(default_factory=list)  # --soak-floor: its CPU per call
+    # --versus-fresh: (which, daemon µs/call, floor µs/call) per 10 s block, interleaved
+    versus: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+SOAK_STEP = 10  # s
+
+
+async def soak(tree: Path, workdir: Path, args: argparse.Namespace) -> Soak:
+    """One daemon driven `args.soak` seconds with distinct numbers: RSS (MB) and CPU per call
+    each 10 s; with --soak-floor, the do-nothing server driven alongside at the same rate (the
+    machine's speed in that window); with --versus-fresh N, then N blocks of 10 s each on the
+    aged daemon and on a fresh one (a fresh copy of the store), interleaved."""
+    customers = customer_count(args.customers_db) if args.customers_db else 0
+    async with contextlib.AsyncExitStack() as stack:
+        aged = await stack.enter_async_context(soak_daemon(tree, workdir / "aged", args))
+        floor = None
+        if args.soak_floor or args.versus_fresh:
+            floor = await stack.enter_async_context(soak_daemon(Path(FLOOR), workdir / "floor",
+                                                                args))
+        pid = aged.daemon.pid
+        result = Soak([rss_mb(pid)], [], [])
+        print(f"soak {tree}: {result.rss_mb[0]:.1f} MB at start"
+              f"{f' ({customers} customers)' if customers else ''}", flush=True)
+        first = 0
+        for elapsed in range(SOAK_STEP, int(args.soak) + 1, SOAK_STEP):
+            busy = machine_busy_seconds()
+            mine = cpu_seconds(os.getpid())
+            (used, calls), floor_used = await step(aged, floor, args.rate, first, customers)
+            other = machine_busy_seconds() - busy - used - (cpu_seconds(os.getpid()) - mine) \
+                - (floor_used or 0) * calls / 1e6
+            first += calls
+            result.rss_mb.append(rss_mb(pid))
+            result.us_per_call.append(used / calls * 1e6)
+            result.other_cores.append(max(0.0, other / SOAK_STEP))
+            if floor_used is not None:
+                result.floor_us.append(floor_used)
+            print(f"soak {tree}: {result.rss_mb[-1]:.1f} MB, "
+                  f"{result.us_per_call[-1]:5.0f} µs/call"
+                  f"{f' (floor {floor_used:4.0f})' if floor_used is not None else ''}, other "
+                  f"load {result.other_cores[-1]:.2f} cores at {elapsed} s ({first} calls)",
+                  flush=True)
+        if args.versus_fresh:
+            assert floor is not None
+            fresh = await stack.enter_async_context(soak_daemon(tree, workdir / "fresh", args))
+            fresh_first = 10_000_000
+            for _ in range(args.versus_fresh):
+                for name, which in (("aged", aged), ("fresh", fresh)):
+                    at = first if name == "aged" else fresh_first
+                    (used, calls), floor_used = await step(which, floor, args.rate, at,
+                                                           customers)
+                    if name == "aged":
+                        first += calls
+                    else:
+                        fresh_first += calls
+                    assert floor_used is not None
+                    result.versus.append((name, used / calls * 1e6, floor_used))
+                    print(f"versus {name:5}: {used / calls * 1e6:5.0f} µs/call "
+                          f"(floor {floor_used:4.0f})", flush=True)
+        return result
+
+
+@dataclass
+class SoakDaemon:
+    daemon: Daemon
+    ami: FakeAmi
+
+
+@contextlib.asynccontextmanager
+async def soak_daemon(tree: Path, workdir: Path, args: argparse.Namespace
+                      ) -> AsyncIterator[SoakDaemon]:
+    """A daemon (or the floor) with its own fake AMI, started; stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
     ami = FakeAmi()
     server = await asyncio.start_server(ami.serve, "127.0.0.1", 0)
-    daemon = Daemon(tree, workdir, server.sockets[0].getsockname()[1])
+    daemon = Daemon(tree, workdir, server.sockets[0].getsockname()[1],
+                    customers_db=args.customers_db)
     await asyncio.to_thread(daemon.start, None)
     try:
-        await asyncio.wait_for(ami.logged_in.wait(), 10)
-        await asyncio.sleep(1.0)
-        curve, step, first = [rss_mb(daemon.pid)], 10, 0
-        print(f"soak {tree}: {curve[0]:.1f} MB at start", flush=True)
-        for elapsed in range(step, int(args.soak) + 1, step):
-            calls = round(args.rate * step)
-            ok = await drive(daemon.port, ami, calls, args.rate, first, distinct=True)
-            if ok != calls:
-                raise SystemExit(f"{tree}: only {ok} of {calls} calls got a decision")
-            first += calls
-            curve.append(rss_mb(daemon.pid))
-            print(f"soak {tree}: {curve[-1]:.1f} MB at {elapsed} s ({first} calls)", flush=True)
-        return curve
+        if not daemon.floor:
+            await asyncio.wait_for(ami.logged_in.wait(), 10)
+            await asyncio.sleep(1.0)
+        yield SoakDaemon(daemon, ami)
     finally:
         daemon.stop()
         server.close()
 
 
-def report_soaks(curves: dict[Path, list[float]], args: argparse.Namespace) -> None:
+async def step(which: SoakDaemon, floor: SoakDaemon | None, rate: float, first: int,
+               customers: int) -> tuple[tuple[float, int], float | None]:
+    """SOAK_STEP seconds of calls at `rate` on `which` (and the floor alongside): (CPU
+    seconds it used, calls), the floor's µs per call."""
+    calls = round(rate * SOAK_STEP)
+    pid = which.daemon.pid
+    cpu = cpu_seconds(pid)
+    floor_cpu = cpu_seconds(floor.daemon.pid) if floor else 0.0
+    drives = [drive(which.daemon.port, which.ami, calls, rate, first, True, customers)]
+    if floor is not None:
+        drives.append(drive(floor.daemon.port, floor.ami, calls, rate, first, True, customers))
+    oks = await asyncio.gather(*drives)
+    if any(ok != calls for ok in oks):
+        raise SystemExit(f"only {oks} of {calls} calls got a decision")
+    used = cpu_seconds(pid) - cpu
+    floor_us = ((cpu_seconds(floor.daemon.pid) - floor_cpu) / calls * 1e6
+                if floor is not None else None)
+    return (used, calls), floor_us
+
+
+def customer_count(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM customers").fetchone()[0])
+
+
+def report_soaks(results: dict[Path, Soak], args: argparse.Namespace) -> None:
     print(f"\n{'tree':40} {'start MB':>9} {'1 min MB':>9} {'end MB':>9} {'growth MB':>10}"
           f"  (after the first minute, {args.soak:.0f} s at {args.rate:.0f} calls/s)")
-    for tree, curve in curves.items():
+    for tree, result in results.items():
+        curve = result.rss_mb
         at_minute = curve[min(6, len(curve) - 1)]
         print(f"{tree!s:40} {curve[0]:9.1f} {at_minute:9.1f} {curve[-1]:9.1f} "
               f"{curve[-1] - at_minute:10.1f}")
-        print("  curve (each 10 s): " + " ".join(f"{mb:.1f}" for mb in curve))
+        print("  RSS curve (each 10 s): " + " ".join(f"{mb:.1f}" for mb in curve))
+        minutes = [result.us_per_call[i:i + 6] for i in range(0, len(result.us_per_call), 6)]
+        others = [result.other_cores[i:i + 6] for i in range(0, len(result.other_cores), 6)]
+        print("  daemon µs/call per minute (median of its 10 s steps): "
+              + " ".join(f"{statistics.median(m):.0f}" for m in minutes))
+        print("  other load per minute (cores):                        "
+              + " ".join(f"{statistics.median(o):.2f}" for o in others))
+        if result.floor_us:
+            floors = [result.floor_us[i:i + 6] for i in range(0, len(result.floor_us), 6)]
+            print("  floor µs/call per minute (alongside):                 "
+                  + " ".join(f"{statistics.median(f):.0f}" for f in floors))
+            ratios = [[d / f for d, f in zip(m, fl, strict=True)]
+                      for m, fl in zip(minutes, floors, strict=True)]
+            print("  daemon/floor per minute:                              "
+                  + " ".join(f"{statistics.median(r):.2f}" for r in ratios))
+        for name in ("aged", "fresh"):
+            runs = [(d, f) for n, d, f in result.versus if n == name]
+            if runs:
+                print(f"  {name:5} (interleaved 10 s blocks): median "
+                      f"{statistics.median(d for d, _ in runs):.0f} µs/call, "
+                      f"daemon/floor {statistics.median(d / f for d, f in runs):.2f}; "
+                      + " ".join(f"{d:.0f}" for d, _ in runs))
 
 
 def answered_and_ended(workdir: Path) -> tuple[int, int]:
@@ -413,7 +550,16 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy raw output prefix (per run)")
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead: one daemon per tree (one after another) driven this "
-                        "long with distinct numbers, its RSS each 10 s")
+                        "long with distinct numbers, its RSS and CPU per call each 10 s")
+    parser.add_argument("--soak-floor", action="store_true",
+                        help="--soak: drive the do-nothing server alongside at the same rate, "
+                        "as the machine's speed reference (daemon/floor per minute)")
+    parser.add_argument("--versus-fresh", type=int, default=0, metavar="N",
+                        help="--soak: then N 10 s blocks each on the aged daemon and on a "
+                        "fresh one, interleaved (with the floor alongside)")
+    parser.add_argument("--customers-db", type=Path, metavar="FILE",
+                        help="--soak on a copy of this store, calls spread over its bench-<n> "
+                        "customers (make bench's cache: /var/cache/callpolicy/bench/)")
     args = parser.parse_args()
     trees = [t if str(t) == FLOOR else t.parent.resolve() / t.name if t.name.endswith(UVLOOP)
              else t.resolve() for t in (args.tree or [REPO])]
@@ -423,8 +569,8 @@ def main() -> None:
         for workdir in workdirs.values():
             workdir.mkdir()
         if args.soak:
-            curves = {t: asyncio.run(soak(t, workdirs[t], args)) for t in trees}
-            report_soaks(curves, args)
+            soaks = {t: asyncio.run(soak(t, workdirs[t], args)) for t in trees}
+            report_soaks(soaks, args)
             return
         for round_no, tree in itertools.product(range(args.rounds), trees):
             profile = (Path(f"{args.profile}-{round_no}-{trees.index(tree)}.txt")

@@ -131,6 +131,12 @@ class Classifier:
         self.classify = lru_cache(maxsize=size)(self._classify)
         self.region = lru_cache(maxsize=size)(region_from_metadata)
 
+    def clear(self) -> None:
+        """Empty the caches: a replaced classifier may be frozen out of the garbage collector
+        (service/long_lived.py), its cycles never collected; what its caches held is not kept."""
+        for cache in (self._normalised, self._numbers, self.classify, self.region):
+            cache.cache_clear()
+
     def caches(self) -> dict[str, int]:
         """Entries held per cache (for tests and the status page)."""
         return {name: cache.cache_info().currsize for name, cache in

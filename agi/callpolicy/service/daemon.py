@@ -48,6 +48,7 @@ from ..store import (
 from .config import ConfigError, Settings, load_settings
 from .connection_slots import WANTED_OPEN_FILES, raise_open_files_limit
 from .local_snapshot import LocalSnapshot
+from .long_lived import long_lived
 from .metrics import Metrics
 from .status import publish_forever
 from .watchdog import notify, ping_forever
@@ -208,7 +209,7 @@ class PolicyService:
     async def load(self) -> None:
         self.store = await open_store(self.settings.db)
         self.source = SnapshotSource(self.store, self.settings.policy)
-        snapshot = await self.source.load()
+        snapshot = await long_lived(self.source.load())  # not walked by full GCs
         self.engine = Engine(snapshot, self._config_only.classifier)  # one set of caches
         self.snapshot_checked_at = time.time()
         log.info("snapshot_loaded", customers=len(snapshot.customers),
@@ -294,7 +295,7 @@ class PolicyService:
             return
         source = SnapshotSource(store, self.settings.policy)
         try:
-            snapshot = await source.load()
+            snapshot = await long_lived(source.load())
         except Exception as exc:
             await store.close()
             self.store_problem = f"{type(exc).__name__}: {exc}"
@@ -330,6 +331,7 @@ class PolicyService:
         self.settings = settings
         assert self.source is not None and self.engine is not None
         self.source.set_config(settings.policy)
+        self._config_only.classifier.clear()  # frozen (long_lived.py): keep none of its entries
         self._config_only = Engine(Snapshot(settings.policy))
         self.engine = Engine(self.source.snapshot, self._config_only.classifier)
         self.policy_changed.set()
