@@ -10,10 +10,8 @@
 - SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
 - PostgreSQL: keeps a SQLite copy of the policy at `[store] path` for the fallback AGI, at
   most a few seconds behind (service/local_snapshot.py).
-- Call records: written every 0.5 s by `RecordWriter` (live/records_writer.py), which spools them
-  next to the database when it cannot take them and replays the spool first.
-- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records (to the
-  database, else the spool), exit 0.
+- Call records: written every 0.5 s by `RecordWriter` (spooled when the database cannot take them).
+- SIGTERM/SIGINT: stop accepting, let in-flight answers finish, write the last records, exit 0.
 """
 
 from __future__ import annotations
