@@ -518,3 +518,15 @@ async def test_calls_cli_shows_free_calls(store: Store) -> None:
     text = run("calls", db=store.path).stdout.splitlines()
     assert "FREE" in text[0]
     assert [" free " in line for line in text[1:]] == [True, False]
+
+
+def test_csv_cells_a_spreadsheet_would_compute_are_neutralised() -> None:
+    """A caller dials what ends up in the export: only a single number stays as it is."""
+    from callpolicy.live.records import csv_cell
+
+    for kept in ("+3292101234", "092101234", "-5", "112", "3.5"):
+        assert csv_cell(kept) == kept
+    for formula in ("-2+3", "+1+1", "+32 9 210 12 34", "=1+1", "@SUM(A1)", "-A1", "\t=1",
+                    "+3292101234*2"):
+        assert csv_cell(formula) == "'" + formula
+    assert csv_cell(True) == "true" and csv_cell(7) == 7

@@ -60,6 +60,9 @@ def test_good_file_is_normalised(tmp_path: Path) -> None:
          "is not one of the customer's numbers"),
         ('"0032 9 210 12 35"', '"09x"', "number '09x' is not a Belgian number"),
         ('["192.0.2.7/24"]', '["192.0.2.300/24"]', "is not a network"),
+        ('["192.0.2.7/24"]', '["0.0.0.0/0"]', "'0.0.0.0/0' is too broad (at most /8 for IPv4"),
+        ('["192.0.2.7/24"]', '["::/0"]', "'::/0' is too broad"),
+        ('["192.0.2.7/24"]', '["10.0.0.0/7"]', "is too broad"),
         ('["0475 12 34 56"]', '["hello"]', "forward target 'hello' is not a number"),
         ('country = "be"', 'country = "NL"', "must be in Belgium"),
         ('postcode = "9030"', 'postcode = "1000"', "is in zone 09, but installation postcode "

@@ -166,7 +166,9 @@ class CallRecord:
         return [csv_cell(value) for value in self.to_dict().values()]
 
 
-_PHONE_TEXT = re.compile(r"[0-9 +\-.()/#*]*")
+# one number, which a spreadsheet shows as it is: +3292101234, -5. Anything more after a
+# leading + or - is arithmetic it would compute (+1+1, -2+3 dialled by a caller).
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 
 def csv_cell(value: object) -> object:
@@ -175,6 +177,6 @@ def csv_cell(value: object) -> object:
     if isinstance(value, bool):
         return "true" if value else "false"
     if (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
-            and not _PHONE_TEXT.fullmatch(value)):
+            and not _PLAIN_NUMBER.fullmatch(value)):
         return "'" + value
     return value

@@ -277,9 +277,24 @@ def _site_networks(raw: dict[str, Any], errors: list[str]) -> list[str]:
         network = _network(cidr.strip())
         if network is None:
             errors.append(f"site network {cidr!r} is not a network (CIDR like 192.0.2.0/24)")
+        elif _too_broad(network):
+            errors.append(
+                f"site network {cidr!r} is too broad (at most /{WIDEST_SITE_NETWORK[4]} for "
+                f"IPv4, /{WIDEST_SITE_NETWORK[6]} for IPv6): an emergency call from anywhere "
+                "inside it is taken as made at the customer's address")
         else:
             networks.append(network)
     return networks
+
+
+# ip version -> the shortest prefix a customer's premises can have: wider would make an
+# emergency call from much of the Internet count as located at the customer's address
+WIDEST_SITE_NETWORK = {4: 8, 6: 16}
+
+
+def _too_broad(network: str) -> bool:
+    parsed = ipaddress.ip_network(network)
+    return parsed.prefixlen < WIDEST_SITE_NETWORK[parsed.version]
 
 
 def _forward_targets(raw: dict[str, Any], errors: list[str]) -> list[str]:
