@@ -31,7 +31,7 @@ from typing import Any
 
 JOURNAL_SUFFIX = ".fallback-journal.jsonl"
 TAKING_SUFFIX = ".taking"
-MAX_BYTES = 1024 * 1024  # ~5 000 decisions: beyond, one `journal_full` line and nothing more
+MAX_BYTES = 1024 * 1024  # ~7 000 decisions (~145 B each); then one `journal_full` line
 MAX_VALUE = 64  # characters per value: 64 × 6 (\uXXXX) × 8 fields stays under PIPE_BUF
 MAX_LINE = 4000  # bytes, < PIPE_BUF (4096 on Linux): one atomic append
 MAX_READ = 4 * MAX_BYTES  # bytes read of a (hand-grown) file; the rest is dropped
