@@ -15,6 +15,7 @@ this machine's 127.0.0.1:5060 must not stop (or be disturbed by) this one.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from callpolicy.alerts.fallback_journal import journal_path, take, taking_path
 from fake_asterisk import AgiRun, agi_env_block, b64, drive_agi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,10 +303,20 @@ def asterisk_runs_fallback(run: Run, args: Sequence[str]) -> dict[str, str]:
 
 
 def test_asterisk_runs_the_fallback_and_gets_the_variables(run: Run) -> None:
+    journal = journal_path(run.db)
+    journal.unlink(missing_ok=True)
     v = asterisk_runs_fallback(run, call_args("acme-101", "0905 123 456", "127.0.0.2:5060"))
     assert v["AGISTATUS"] == "SUCCESS"
     assert (v["CP_ACTION"], v["CP_REASON"], v["CP_SIP_CODE"], v["CP_SOURCE"]) == (
         "block", "premium", "403", "fallback")
+    # journaled by the asterisk user in the chroot, at the host's path; the daemon takes it
+    assert journal.stat().st_uid == int(run.exec("id", "-u"))
+    assert take(journal).entries == []  # renamed; read in the next round
+    [entry] = take(journal).entries
+    assert (entry.values["action"], entry.values["reason"], entry.values["customer"]) == (
+        "block", "premium", "acme")
+    assert re.fullmatch(r"\d+\.\d+", entry.values["uniqueid"] or ""), entry.values
+    assert not journal.exists() and not taking_path(journal).exists()
     v = asterisk_runs_fallback(run, call_args("bakkerij-201", "112", "127.0.0.5:5060"))
     assert (v["AGISTATUS"], v["CP_ACTION"], v["CP_LOCATION"]) == ("SUCCESS", "allow",
                                                                    "verified")

@@ -9,6 +9,7 @@ dir) is tests/integration/test_fallback.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -379,3 +380,43 @@ def test_a_locked_database_fails_fast_instead_of_holding_the_call(state: State) 
         locker.close()
     assert_no_decision(run, "locked")
     assert elapsed < 2.5, elapsed
+
+
+# -- the journal (alerts/fallback_journal.py: the daemon alerts on it, also after a downtime) --
+
+def journaled(state: State) -> list[dict[str, object]]:
+    from callpolicy.alerts.fallback_journal import journal_path
+
+    path = journal_path(state.db)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_every_fallback_call_is_journaled_beside_the_database(state: State) -> None:
+    before = time.time()
+    run = state.fallback(*ARGS, env_block=agi_env_block(ARGS, {"agi_uniqueid": "1764.5"}))
+    assert_clean_success(run)
+    state.fallback("outbound", "acme-101", b64("0905 12 345"), "", "0", "127.0.0.2:5060", "")
+    state.fallback(*ARGS, answer="200 result=-1")  # decided, but Asterisk refused the MSet
+    state.db.unlink()
+    state.fallback(*ARGS)  # no decision: the last resort decides
+    first, premium, refused, failed = journaled(state)
+    assert before <= first.pop("at") <= time.time()  # type: ignore[operator]
+    assert first == {"uniqueid": "1764.5", "kind": "outbound", "endpoint": "acme-101",
+                     "customer": "acme", "number": "092101299", "action": "allow",
+                     "reason": "allowed"}
+    assert (premium["action"], premium["reason"], premium["uniqueid"]) == ("block", "premium",
+                                                                            None)
+    assert (refused["action"], refused["reason"]) == ("allow", "not_set")
+    assert (failed["action"], failed["reason"], failed["customer"]) == ("none", "no_decision",
+                                                                        None)
+
+
+def test_a_journal_that_cannot_be_written_never_fails_the_call(state: State) -> None:
+    from callpolicy.alerts.fallback_journal import journal_path
+
+    journal_path(state.db).mkdir()  # not a file: every append fails
+    run = state.fallback(*ARGS)
+    assert run.returncode == 0 and run.variables["CP_ACTION"] == "allow"
+    lines = run.stderr.splitlines()
+    assert len(lines) == 2 and "cannot write the fallback journal: IsADirectoryError" in lines[0]
+    assert lines[1].startswith("callpolicy-fallback-agi: decided")

@@ -3,4 +3,5 @@
 (sources), the persistent outbox (outbox), webhook / e-mail senders (senders, signature),
 delivery with back-off (delivery), and the daemon's Alerter that ties them (alerter).
 
-Nothing is imported here: service/config.py imports alerts.config alone."""
+Nothing is imported here: service/config.py imports alerts.config alone, the fallback AGI
+alerts.fallback_journal alone."""

@@ -25,12 +25,15 @@ from ..service.metrics import Metrics
 from .aggregate import Aggregator, Condition, StateTracker
 from .config import AlertSettings, Email, outbox_path, read_secret
 from .delivery import Delivery
+from .fallback_journal import journal_path, take
 from .kinds import EVENT_KINDS, NODE_HEARTBEAT_LOST, STATE_KINDS, Alert, encode, iso
 from .outbox import NewRow, Outbox
 from .senders import EmailSender, Sender, WebhookSender
 from .sources import (
     Noted,
     ami_condition,
+    journal_full_occurrence,
+    journal_occurrence,
     node_conditions,
     occurrences,
     store_condition,
@@ -80,6 +83,8 @@ class Alerter:
         self._housekept = 0.0
         self._counted_at = 0.0  # when `pending` was last read from the outbox
         self.conditions: Conditions = lambda: ([], set())  # the state kinds' sources
+        self.journal: Path | None = None  # the fallback AGI's journal, taken every round
+        self._journal_failing = False
 
     # -- the per-call path -----------------------------------------------------------------
     def note(self, decision: Decision, request: CallRequest, env: dict[str, str]) -> None:
@@ -144,8 +149,36 @@ class Alerter:
                 alerts += self.aggregator.add(occurrence)
         return alerts
 
+    async def _take_journal(self, now: float) -> None:
+        """The fallback AGI's decisions (fallback_journal.py), read in a thread."""
+        if self.journal is None:
+            return
+        try:
+            taken = await asyncio.to_thread(take, self.journal)
+        except OSError as exc:
+            if not self._journal_failing:
+                log.error("fallback_journal_failed", journal=str(self.journal),
+                          error=f"{type(exc).__name__}: {exc}",
+                          meanwhile="fallback decisions not alerted, retried every round")
+            self._journal_failing = True
+            return
+        if self._journal_failing:
+            log.info("fallback_journal_recovered", journal=str(self.journal))
+            self._journal_failing = False
+        occurrences_ = [journal_occurrence(e, now) for e in taken.entries]
+        if taken.full:
+            log.error("fallback_journal_full", journal=str(self.journal),
+                      taken=len(taken.entries))
+            occurrences_.append(journal_full_occurrence(now))
+        if taken.unreadable:
+            log.warning("fallback_journal_unreadable", journal=str(self.journal),
+                        lines=taken.unreadable)
+        for occurrence in sorted(occurrences_, key=lambda o: o.at):
+            self._ready.extend(self.aggregator.add(occurrence))
+
     async def round(self) -> None:
         now = self.clock()
+        await self._take_journal(now)
         alerts = self._take_noted() + self.aggregator.due(now)
         holding, covered = self.conditions()
         alerts += self.states.observe(now, holding, covered)
@@ -276,11 +309,13 @@ def _epoch(text: str) -> float:
 
 
 def daemon_alerter(service: PolicyService) -> Alerter:
-    """The daemon's Alerter: its outbox beside the database, the dialplan's fallback
-    UserEvents from the AMI link, the state kinds read from the daemon every round."""
+    """The daemon's Alerter: its outbox beside the database, the fallback AGI's journal
+    beside it too, the dialplan's last-resort UserEvents from the AMI link, the state kinds
+    read from the daemon every round."""
     settings = service.settings
     alerter = Alerter(settings.alerts, settings.node, service.metrics,
                       outbox_path(settings.alerts, settings.db_path))
+    alerter.journal = journal_path(settings.db_path)
     service.ami.on("UserEvent", alerter.on_user_event)
     alerter.conditions = functools.partial(daemon_conditions, service)
     return alerter

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..asterisk.variables import FALLBACK_EVENT, LAST_RESORT_EVENT
+from ..asterisk.variables import LAST_RESORT_EVENT
 from ..live.cluster import OtherNodes
 from ..policy import Decision, Reason
 from .aggregate import Condition, Occurrence
+from .fallback_journal import Entry
 from .kinds import (
     AMI_LINK_DOWN,
     DATABASE_UNREACHABLE,
@@ -24,7 +25,9 @@ from .kinds import (
 )
 
 MAX_TEXT = 200  # characters of a value from the network
-USER_EVENTS = {FALLBACK_EVENT: "fallback", LAST_RESORT_EVENT: "last_resort"}
+# The fallback AGI's decisions come from its journal (journal_occurrence), also when the
+# daemon was down; its UserEvent (CallpolicyFallback) would count them twice.
+USER_EVENTS = {LAST_RESORT_EVENT: "last_resort"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +77,26 @@ def occurrences(noted: Noted) -> list[Occurrence]:
 
 
 def user_event_occurrence(event: dict[str, str], at: float) -> Occurrence | None:
-    """A CallpolicyFallback / CallpolicyLastResort UserEvent of the dialplan (over AMI)."""
+    """A CallpolicyLastResort UserEvent of the dialplan (over AMI)."""
     by = USER_EVENTS.get(event.get("UserEvent", ""))
     if by is None:
         return None
     return Occurrence(FALLBACK_DECISION, by, at, {
         "by": by, "uniqueid": _safe(event.get("Uniqueid")),
         "channel": _safe(event.get("Channel"))})
+
+
+def journal_occurrence(entry: Entry, now: float) -> Occurrence:
+    """A decision of the fallback AGI, read from its journal, at its time (never later
+    than `now`: a clock ahead must not hold the alert back)."""
+    return Occurrence(FALLBACK_DECISION, "fallback", min(entry.at, now),
+                      {"by": "fallback", **entry.values})
+
+
+def journal_full_occurrence(now: float) -> Occurrence:
+    return Occurrence(FALLBACK_DECISION, "fallback", now, {
+        "by": "fallback", "journal_full": True,
+        "note": "the fallback journal was full: later fallback decisions were not counted"})
 
 
 def ami_condition(configured: bool, connected: bool, address: str,
