@@ -108,6 +108,14 @@ def test_unknown_routes_and_methods_are_problems(api: LiveApi) -> None:
         problem(client.delete("/v1/customers/acme"), 405, "Method not allowed")
 
 
+def test_no_swagger_ui_nor_redoc_only_the_openapi_document(api: LiveApi) -> None:
+    """Swagger UI / ReDoc load CDN JavaScript on the origin of the status page's token."""
+    with api.client("read") as client:
+        for path in ("/v1/docs", "/v1/redoc", "/docs", "/redoc", "/v1/docs/oauth2-redirect"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/v1/openapi.json").json()["info"]["title"] == "callpolicy API"
+
+
 def test_the_database_gone_is_503_for_reads_and_writes(api: LiveApi) -> None:
     api.db.rename(api.db.with_suffix(".moved"))
     with api.client("ops") as client:

@@ -1,7 +1,8 @@
 """The FastAPI application: `create_app(settings, tokens)`.
 
 Every route is under /v1 and needs a bearer token (auth.require_scope); every error is a
-problem (problems.py). The OpenAPI document is at /v1/openapi.json (Swagger UI: /v1/docs).
+problem (problems.py). The OpenAPI document is at /v1/openapi.json; no Swagger UI nor
+ReDoc: they load unpinned CDN JavaScript on the origin where the status page keeps its token.
 More routers (the status page) join with `create_app(..., routers=[router])` or
 `app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
 
@@ -40,8 +41,7 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     """The API over the database and daemon that `settings` name, trusting `tokens` (a
     token file, re-read when it changes)."""
     app = FastAPI(title="callpolicy API", version="1", description=DESCRIPTION,
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
-                  redoc_url=None)
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
