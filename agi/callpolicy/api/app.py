@@ -41,7 +41,8 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     """The API over the database and daemon that `settings` name, trusting `tokens` (a
     token file, re-read when it changes)."""
     app = FastAPI(title="callpolicy API", version="1", description=DESCRIPTION,
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None)
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
+                  redirect_slashes=False)  # its 307 is built from Host: wrong behind a proxy
     app.state.settings = settings
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
