@@ -63,6 +63,35 @@ def test_bad_values_are_422_naming_the_field(api: LiveApi, method: str, path: st
     assert api.audit_count() == before
 
 
+# wrong JSON types are refused, not coerced (true was limit 1, "3" was 3, "yes" was true)
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("PATCH", "/v1/customers/acme/limits", {"ticket": "L1", "max_concurrent": True},
+     "max_concurrent"),
+    ("PATCH", "/v1/customers/acme/limits", {"ticket": "L1", "max_per_minute": "3"},
+     "max_per_minute"),
+    ("PATCH", "/v1/customers/acme/limits", {"ticket": "L1", "max_concurrent_risky": 2.0},
+     "max_concurrent_risky"),
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "S1", "prefix": "0905",
+                                              "lasting_seconds": True}, "lasting_seconds"),
+    ("POST", "/v1/customers/acme/unblocks", {"ticket": "S1", "prefix": "0905",
+                                              "lasting_seconds": "3600"}, "lasting_seconds"),
+    ("PUT", "/v1/customers/newco", {"ticket": "T", "accept_zone_violations": "yes",
+                                     "customer": {
+        "name": "x", "main_number": "+3292102000", "numbers": ["+3292102000"],
+        "install_address": {"street": "s", "house_number": "1", "postcode": "9030",
+                            "municipality": "Gent", "country": "BE"}}},
+     "accept_zone_violations"),
+])
+def test_wrong_json_types_are_422_not_coerced(api: LiveApi, method: str, path: str,
+                                              body: dict, field: str) -> None:
+    before = api.audit_count()
+    with api.client("ops") as client:
+        found = problem(client.request(method, path, json=body), 422, "Invalid request")
+    assert found["detail"].startswith(f"body.{field}: "), found
+    assert [e["field"] for e in found["errors"]] == [f"body.{field}"]
+    assert api.audit_count() == before
+
+
 def test_malformed_requests_are_422_not_500(api: LiveApi) -> None:
     with api.client("ops") as client:
         for response in (
