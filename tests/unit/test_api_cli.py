@@ -46,6 +46,18 @@ def test_token_add_prints_the_token_once_and_stores_its_hash(tmp_path: Path) -> 
     listed = cli("api", "token", "list", config=config)
     assert listed.stdout.split("\n")[1:3] == ["billing-system  billing",
                                               "support         read,ops"]
+    before = (tmp_path / "tokens.toml").read_text()
+    removed = cli("api", "token", "remove", "--name", "billing-system", config=config)
+    assert removed.returncode == 0, removed.stderr
+    listed = cli("api", "token", "list", "--json", config=config)
+    assert listed.stdout == '{"name": "support", "scopes": ["read", "ops"]}\n'
+    kept = (tmp_path / "tokens.toml").read_text()
+    support = before[before.index('\n[[token]]\nname = "support"'):]
+    assert kept.endswith(support) and "billing-system" not in kept  # the other one as it was
+    missing = cli("api", "token", "remove", "--name", "billing-system", config=config)
+    assert missing.returncode == 1
+    assert missing.stderr == (f"callpolicy: error: no token named 'billing-system' in "
+                              f"{tmp_path / 'tokens.toml'}\n")
 
 
 def test_api_settings_defaults_and_bad_values(tmp_path: Path) -> None:
