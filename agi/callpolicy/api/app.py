@@ -12,13 +12,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from ..service.config import Settings
-from . import calls, customers, inspect, overview, status_page, unblocks
+from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
 from .auth import TokenSource, required_scope
 from .problems import Problem, install_problem_handlers, problem_response
 
@@ -81,8 +82,30 @@ async def _log_request(request: Request, call_next: Callable[[Request], Awaitabl
 
 
 def _document_scopes(router: APIRouter) -> APIRouter:
-    """Each route's scope in its OpenAPI operation (`x-required-scope`)."""
+    """Each route's scope in its OpenAPI operation (`x-required-scope`); on writes, the
+    Idempotency-Key header (read by idempotency.run_write, not a route parameter)."""
     for route in router.routes:
         if isinstance(route, APIRoute) and (scope := required_scope(route.dependant)):
             route.openapi_extra = {**(route.openapi_extra or {}), "x-required-scope": scope}
+            if route.methods & WRITES:
+                route.openapi_extra.update(_idempotency_extra(route.status_code or 200))
     return router
+
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _idempotency_extra(status_code: int) -> dict[str, Any]:
+    """Set, not appended: the module routers are documented again by every create_app."""
+    return {
+        "parameters": [{
+            "name": idempotency.HEADER, "in": "header", "required": False,
+            "description": "a retry with the same key and request is answered the stored "
+            f"response (for {int(idempotency.IDEMPOTENCY_TTL.total_seconds() // 3600)} h) "
+            "without doing it again; the same key for another request is a 422",
+            "schema": {"type": "string", "minLength": 1,
+                       "maxLength": idempotency.MAX_KEY_LENGTH}}],
+        "responses": {str(status_code): {"headers": {idempotency.REPLAYED: {
+            "description": "`true` when this is the stored response of an earlier request "
+            "with the same Idempotency-Key", "schema": {"type": "string"}}}}},
+    }
