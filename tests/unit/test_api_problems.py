@@ -179,6 +179,24 @@ def test_a_bug_is_a_500_problem_logged_with_its_traceback(tmp_path: Path) -> Non
         "api_internal_error"]
 
 
+def test_status_page_polls_log_at_debug_errors_and_writes_at_info(api: LiveApi) -> None:
+    with structlog.testing.capture_logs() as logs:
+        with api.client("read") as client:
+            assert client.get("/v1/overview").status_code == 200
+            assert client.get("/v1/customers").status_code == 200
+        with api.client(None) as anonymous:
+            assert anonymous.get("/v1/overview").status_code == 401
+        with api.client("ops") as client:
+            assert client.post("/v1/customers/acme/suspend",
+                               json={"ticket": "T-1"}).status_code == 200
+    lines = [(e["log_level"], e["method"], e["path"], e["status"]) for e in logs
+             if e["event"] == "api_request"]
+    assert lines == [("debug", "GET", "/v1/overview", 200),
+                     ("info", "GET", "/v1/customers", 200),
+                     ("info", "GET", "/v1/overview", 401),
+                     ("info", "POST", "/v1/customers/acme/suspend", 200)]
+
+
 def test_a_body_over_the_bound_is_refused_before_it_is_read(api: LiveApi) -> None:
     host, port = api.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:

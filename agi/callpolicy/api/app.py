@@ -30,6 +30,8 @@ log = structlog.get_logger("callpolicy.api")
 MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
 
 API_PREFIX = "/v1"
+#: polled every 1-2 s by each open status page: an info line each would be 86 400 a day
+QUIET_POLLS = frozenset({f"{API_PREFIX}/overview"})
 DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
 support): the same operations as the `callpolicy` CLI, with the same checks, errors and
 audit. Authenticate with `Authorization: Bearer TOKEN`; the token's name is the audit's
@@ -71,11 +73,13 @@ async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitab
 async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                        ) -> Response:
     """One `api_request` line per request: method, path, status, the token's name, time;
-    never a header (the token) nor a body."""
+    never a header (the token) nor a body. The status page's successful polls are debug."""
     started = time.perf_counter()
     response = await call_next(request)
     token = getattr(request.state, "token", None)
-    log.info("api_request", method=request.method, path=request.url.path,
+    quiet = (request.method == "GET" and request.url.path in QUIET_POLLS
+             and response.status_code < 400)
+    (log.debug if quiet else log.info)("api_request", method=request.method, path=request.url.path,
              status=response.status_code, token=token.name if token else None,
              ms=round((time.perf_counter() - started) * 1000, 1))
     return response
