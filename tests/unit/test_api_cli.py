@@ -83,7 +83,11 @@ def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None
     config.write_text(f'[store]\npath = "cp.db"\n[log]\nformat = "json"\n[api]\nport = {port}\n'
                       'tokens = "tokens.toml"\n')
     missing = cli("api", "serve", config=config)
-    assert missing.returncode == 1 and "tokens.toml does not exist" in missing.stderr
+    assert missing.returncode == 1
+    assert missing.stderr == (f"callpolicy: error: token file {tmp_path / 'tokens.toml'} does "
+                              "not exist: create it with `callpolicy api token add --name N "
+                              "--scope S` ([api] tokens, default api-tokens.toml beside the "
+                              "config file)\n"), missing.stderr
     token = cli("api", "token", "add", "--name", "ops-a", "--scope", "ops",
                 config=config).stdout.strip()
     import_demo(tmp_path / "cp.db")

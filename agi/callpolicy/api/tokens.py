@@ -86,8 +86,12 @@ def new_token() -> str:
 
 def load_tokens(path: Path, *, missing_ok: bool = False) -> TokenFile:
     """The token file, checked (one-line ConfigError naming the entry and key)."""
-    if missing_ok and not path.exists():
-        return TokenFile(path, ())
+    if not path.exists():
+        if missing_ok:
+            return TokenFile(path, ())
+        raise ConfigError(f"token file {path} does not exist: create it with `callpolicy api "
+                          "token add --name N --scope S` ([api] tokens, default "
+                          "api-tokens.toml beside the config file)", bad_value=False)
     try:
         data = tomllib.loads(read_text(path, "token file"))
     except tomllib.TOMLDecodeError as exc:
