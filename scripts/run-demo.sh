@@ -67,7 +67,7 @@ cat <<BANNER
     FastAGI daemon      127.0.0.1:4573   log: $STATE/daemon.log (one JSON line per decision)
     AMI                 127.0.0.1:5038   Asterisk log: $RUN_DIR/log/full (grep callpolicy:)
     database            $DB
-    HTTP API            $API_URL/v1/docs   log: $STATE/api.log
+    HTTP API            $API_URL/v1/openapi.json   log: $STATE/api.log
 
 api: $API_URL
 $(while read -r scope token; do [ -n "$scope" ] && echo "token $scope: $token"; done <<<"$DEMO_TOKENS")

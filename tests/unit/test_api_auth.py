@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from api_server import SCOPES, LiveApi, serve
 
-from callpolicy.api.tokens import add_token, hash_token, load_tokens
+from callpolicy.api.tokens import add_token, hash_token, load_tokens, remove_token
 
 # (method, path, JSON body, the scope it needs); every family of the API
 T = {"ticket": "T-1"}
@@ -100,6 +100,17 @@ def test_a_token_added_while_running_works_at_once(api: LiveApi) -> None:
     token = add_token(api.token_file, "late", ["read"])
     with api.client(None, Authorization=f"Bearer {token}") as client:
         assert client.get("/v1/customers").status_code == 200
+
+
+def test_a_token_removed_while_running_is_refused_at_once(api: LiveApi) -> None:
+    with api.client("billing") as client:
+        assert client.get("/v1/customers").status_code == 200
+        remove_token(api.token_file, "billing-bot")
+        assert client.get("/v1/customers").status_code == 401
+    with api.client("read") as client:  # the others are kept
+        assert client.get("/v1/customers").status_code == 200
+    assert [t.name for t in load_tokens(api.token_file).tokens] == ["read-bot", "ops-bot"]
+    assert api.token_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_token_file_holds_hashes_only(api: LiveApi) -> None:

@@ -46,6 +46,18 @@ def test_token_add_prints_the_token_once_and_stores_its_hash(tmp_path: Path) -> 
     listed = cli("api", "token", "list", config=config)
     assert listed.stdout.split("\n")[1:3] == ["billing-system  billing",
                                               "support         read,ops"]
+    before = (tmp_path / "tokens.toml").read_text()
+    removed = cli("api", "token", "remove", "--name", "billing-system", config=config)
+    assert removed.returncode == 0, removed.stderr
+    listed = cli("api", "token", "list", "--json", config=config)
+    assert listed.stdout == '{"name": "support", "scopes": ["read", "ops"]}\n'
+    kept = (tmp_path / "tokens.toml").read_text()
+    support = before[before.index('\n[[token]]\nname = "support"'):]
+    assert kept.endswith(support) and "billing-system" not in kept  # the other one as it was
+    missing = cli("api", "token", "remove", "--name", "billing-system", config=config)
+    assert missing.returncode == 1
+    assert missing.stderr == (f"callpolicy: error: no token named 'billing-system' in "
+                              f"{tmp_path / 'tokens.toml'}\n")
 
 
 def test_api_settings_defaults_and_bad_values(tmp_path: Path) -> None:
@@ -71,7 +83,11 @@ def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None
     config.write_text(f'[store]\npath = "cp.db"\n[log]\nformat = "json"\n[api]\nport = {port}\n'
                       'tokens = "tokens.toml"\n')
     missing = cli("api", "serve", config=config)
-    assert missing.returncode == 1 and "tokens.toml does not exist" in missing.stderr
+    assert missing.returncode == 1
+    assert missing.stderr == (f"callpolicy: error: token file {tmp_path / 'tokens.toml'} does "
+                              "not exist: create it with `callpolicy api token add --name N "
+                              "--scope S` ([api] tokens, default api-tokens.toml beside the "
+                              "config file)\n"), missing.stderr
     token = cli("api", "token", "add", "--name", "ops-a", "--scope", "ops",
                 config=config).stdout.strip()
     import_demo(tmp_path / "cp.db")

@@ -92,3 +92,21 @@ async def test_stored_responses_expire_and_are_purged_on_both_backends(db_locati
     assert gone is None
     assert new == {"request_hash": "h2", "status": 201, "body": '{"id": 1}'}
     assert rows == [("a", "new"), ("b", "new")]  # the expired one was purged
+
+
+def test_every_write_documents_the_idempotency_key_header(api: LiveApi) -> None:
+    with api.client("read") as client:
+        document = client.get("/v1/openapi.json").json()
+    writes = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            headers = [p["name"] for p in operation.get("parameters", [])
+                       if p["in"] == "header"]
+            if method in ("post", "put", "patch", "delete"):
+                writes += 1
+                assert headers == ["Idempotency-Key"], (method, path)
+                success = next(code for code in operation["responses"] if code.startswith("2"))
+                assert "Idempotent-Replayed" in operation["responses"][success]["headers"]
+            else:
+                assert headers == [], (method, path)
+    assert writes == 8

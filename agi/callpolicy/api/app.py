@@ -1,7 +1,8 @@
 """The FastAPI application: `create_app(settings, tokens)`.
 
 Every route is under /v1 and needs a bearer token (auth.require_scope); every error is a
-problem (problems.py). The OpenAPI document is at /v1/openapi.json (Swagger UI: /v1/docs).
+problem (problems.py). The OpenAPI document is at /v1/openapi.json; no Swagger UI nor
+ReDoc: they load unpinned CDN JavaScript on the origin where the status page keeps its token.
 More routers (the status page) join with `create_app(..., routers=[router])` or
 `app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
 
@@ -11,13 +12,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from ..service.config import Settings
-from . import calls, customers, inspect, overview, status_page, unblocks
+from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
 from .auth import TokenSource, required_scope
 from .problems import Problem, install_problem_handlers, problem_response
 
@@ -28,6 +30,8 @@ log = structlog.get_logger("callpolicy.api")
 MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
 
 API_PREFIX = "/v1"
+#: polled every 1-2 s by each open status page: an info line each would be 86 400 a day
+QUIET_POLLS = frozenset({f"{API_PREFIX}/overview"})
 DESCRIPTION = """The operator's systems' way in to callpolicy (billing, provisioning,
 support): the same operations as the `callpolicy` CLI, with the same checks, errors and
 audit. Authenticate with `Authorization: Bearer TOKEN`; the token's name is the audit's
@@ -40,8 +44,8 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     """The API over the database and daemon that `settings` name, trusting `tokens` (a
     token file, re-read when it changes)."""
     app = FastAPI(title="callpolicy API", version="1", description=DESCRIPTION,
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
-                  redoc_url=None)
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
+                  redirect_slashes=False)  # its 307 is built from Host: wrong behind a proxy
     app.state.settings = settings
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
@@ -69,19 +73,43 @@ async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitab
 async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                        ) -> Response:
     """One `api_request` line per request: method, path, status, the token's name, time;
-    never a header (the token) nor a body."""
+    never a header (the token) nor a body. The status page's successful polls are debug."""
     started = time.perf_counter()
     response = await call_next(request)
     token = getattr(request.state, "token", None)
-    log.info("api_request", method=request.method, path=request.url.path,
+    quiet = (request.method == "GET" and request.url.path in QUIET_POLLS
+             and response.status_code < 400)
+    (log.debug if quiet else log.info)("api_request", method=request.method, path=request.url.path,
              status=response.status_code, token=token.name if token else None,
              ms=round((time.perf_counter() - started) * 1000, 1))
     return response
 
 
 def _document_scopes(router: APIRouter) -> APIRouter:
-    """Each route's scope in its OpenAPI operation (`x-required-scope`)."""
+    """Each route's scope in its OpenAPI operation (`x-required-scope`); on writes, the
+    Idempotency-Key header (read by idempotency.run_write, not a route parameter)."""
     for route in router.routes:
         if isinstance(route, APIRoute) and (scope := required_scope(route.dependant)):
             route.openapi_extra = {**(route.openapi_extra or {}), "x-required-scope": scope}
+            if route.methods & WRITES:
+                route.openapi_extra.update(_idempotency_extra(route.status_code or 200))
     return router
+
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _idempotency_extra(status_code: int) -> dict[str, Any]:
+    """Set, not appended: the module routers are documented again by every create_app."""
+    return {
+        "parameters": [{
+            "name": idempotency.HEADER, "in": "header", "required": False,
+            "description": "a retry with the same key and request is answered the stored "
+            f"response (for {int(idempotency.IDEMPOTENCY_TTL.total_seconds() // 3600)} h) "
+            "without doing it again; the same key for another request is a 422",
+            "schema": {"type": "string", "minLength": 1,
+                       "maxLength": idempotency.MAX_KEY_LENGTH}}],
+        "responses": {str(status_code): {"headers": {idempotency.REPLAYED: {
+            "description": "`true` when this is the stored response of an earlier request "
+            "with the same Idempotency-Key", "schema": {"type": "string"}}}}},
+    }

@@ -1,15 +1,23 @@
 """The API's request and response bodies (pydantic): the OpenAPI document is made from them.
 
-Requests refuse unknown keys, like the
-import format: a typo must not silently drop a value. Responses mirror the ops layer's values;
-views of stored rows allow keys added later (`extra="allow"`)."""
+Requests refuse unknown keys, like the import format: a typo must not silently drop a value.
+Their numbers and booleans are strict (StrictInt, StrictBool): `true` or `"3"` for a count is a
+422, not a silent 1 or 3. Responses mirror the ops layer's values; views of stored rows allow
+keys added later (`extra="allow"`)."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+)
 
 from ..ops.values import MAX_AUDIT_TEXT, MAX_COUNT, MAX_SPAN
 
@@ -65,7 +73,7 @@ class CustomerIn(Request):
 
 class CustomerPut(Change):
     customer: CustomerIn
-    accept_zone_violations: bool = False
+    accept_zone_violations: StrictBool = False
 
 
 class Address(View):
@@ -177,7 +185,7 @@ class TargetIn(Change):
 
 class UnblockIn(TargetIn):
     expires_at: AwareDatetime | None = None
-    lasting_seconds: int | None = Field(default=None, ge=1,
+    lasting_seconds: StrictInt | None = Field(default=None, ge=1,
                                         le=int(MAX_SPAN.total_seconds()),
                                         description="for this long from now")
 
@@ -199,9 +207,9 @@ class Reblocked(BaseModel):
 
 
 class LimitsIn(Change):
-    max_concurrent: int | None = Field(default=None, ge=0, le=MAX_COUNT)
-    max_per_minute: int | None = Field(default=None, ge=0, le=MAX_COUNT)
-    max_concurrent_risky: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    max_concurrent: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
+    max_per_minute: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
+    max_concurrent_risky: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
     default: list[Literal["max_concurrent", "max_per_minute", "max_concurrent_risky"]] = (
         Field(default=[], max_length=3, description="limits set back to the [fraud] default"))
 

@@ -18,12 +18,14 @@ and never stored nor logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +35,7 @@ from typing import Any
 from ..service.config_file import ConfigError, read_text
 
 __all__ = ["SCOPES", "TOKEN_PREFIX", "Token", "TokenFile", "add_token", "hash_token",
-           "load_tokens", "new_token"]
+           "load_tokens", "new_token", "remove_token"]
 
 #: read: every GET; billing: read + suspend, reactivate, payment reminders and payments;
 #: ops: everything
@@ -45,6 +47,8 @@ TOKEN_PREFIX = "cpt_"  # recognisable in a leaked config or a secret scanner
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"name", "scopes", "sha256", "created_at"}
+_HEADER = ("# callpolicy API tokens: SHA-256 of each token (never the token), "
+           "`callpolicy api token add`\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +86,12 @@ def new_token() -> str:
 
 def load_tokens(path: Path, *, missing_ok: bool = False) -> TokenFile:
     """The token file, checked (one-line ConfigError naming the entry and key)."""
-    if missing_ok and not path.exists():
-        return TokenFile(path, ())
+    if not path.exists():
+        if missing_ok:
+            return TokenFile(path, ())
+        raise ConfigError(f"token file {path} does not exist: create it with `callpolicy api "
+                          "token add --name N --scope S` ([api] tokens, default "
+                          "api-tokens.toml beside the config file)", bad_value=False)
     try:
         data = tomllib.loads(read_text(path, "token file"))
     except tomllib.TOMLDecodeError as exc:
@@ -139,14 +147,42 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
         raise ValueError(f"a token named {name!r} is already in {path}")
     token = new_token()
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    entry = (f'\n[[token]]\nname = "{name}"\nscopes = {json.dumps(list(dict.fromkeys(scopes)))}\n'
-             f'sha256 = "{hash_token(token)}"\ncreated_at = "{created}"\n')
+    entry = _render(name, list(dict.fromkeys(scopes)), hash_token(token), created)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
         if out.tell() == 0:
-            out.write("# callpolicy API tokens: SHA-256 of each token (never the token), "
-                      "`callpolicy api token add`\n")
+            out.write(_HEADER)
         out.write(entry)
         out.flush()
         os.fsync(out.fileno())
     return token
+
+
+def remove_token(path: Path, name: str) -> None:
+    """Revoke: rewrite the file without `name`'s entry, atomically (a temporary file in the
+    same directory, fsynced, renamed over it; mode 0600). A running API re-reads it at once.
+    LookupError when no token has that name."""
+    if not any(t.name == name for t in load_tokens(path).tokens):  # checks the whole file
+        raise LookupError(f"no token named {name!r} in {path}")
+    entries = tomllib.loads(read_text(path, "token file")).get("token", [])
+    kept = "".join(_render(e["name"], e["scopes"], e["sha256"], e.get("created_at"))
+                   for e in entries if e["name"] != name)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
+            out.write(_HEADER + kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _render(name: str, scopes: list[str], digest: str, created: Any) -> str:
+    if isinstance(created, datetime):  # written unquoted by hand: a TOML date-time
+        created = created.isoformat()
+    created_line = f"created_at = {json.dumps(str(created))}\n" if created else ""
+    return (f'\n[[token]]\nname = "{name}"\nscopes = {json.dumps(scopes)}\n'
+            f'sha256 = "{digest}"\n{created_line}')

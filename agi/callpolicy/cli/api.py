@@ -1,4 +1,5 @@
-"""`callpolicy api serve|token add|token list|openapi`: the HTTP API (agi/callpolicy/api)."""
+"""`callpolicy api serve|token add|token remove|token list|openapi`: the HTTP API
+(agi/callpolicy/api)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..service.config import Settings
 from ..service.logging import configure_logging
-from .args import Parents, Parser, Subparsers, UsageError
+from .args import OperationalError, Parents, Parser, Subparsers, UsageError
 from .output import render_table
 
 if TYPE_CHECKING:
@@ -54,6 +55,19 @@ def cmd_api_token_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_api_token_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from ..api.tokens import remove_token
+
+    path = _token_file(args, settings)
+    try:
+        remove_token(path, args.name)
+    except LookupError as exc:
+        raise OperationalError(str(exc)) from None
+    sys.stderr.write(f"token {args.name!r} removed from {path}; a running API refuses it "
+                     "from its next request\n")
+    return 0
+
+
 def cmd_api_token_list(args: argparse.Namespace, settings: Settings) -> int:
     from ..api.tokens import load_tokens
 
@@ -90,7 +104,7 @@ def add_api_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
                         "127.0.0.1:8480), trusting the token file [api] tokens (re-read "
                         "when it changes). SIGINT/SIGTERM stop it.")
     p.set_defaults(func=cmd_api_serve)
-    token = asub.add_parser("token", parents=[common], help="add or list API tokens")
+    token = asub.add_parser("token", parents=[common], help="add, remove or list API tokens")
     tsub = token.add_subparsers(dest="token_action", metavar="ACTION", parser_class=Parser)
     tsub.required = True
     p = tsub.add_parser("add", parents=[common], help="create a token, print it once",
@@ -104,6 +118,12 @@ def add_api_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
                         "payments), ops (everything); repeatable")
     p.add_argument("--file", metavar="PATH", help="the token file (default: [api] tokens)")
     p.set_defaults(func=cmd_api_token_add)
+    p = tsub.add_parser("remove", parents=[common], help="revoke a token",
+                        description="Revoke a token: rewrite the token file without its "
+                        "entry (atomically). A running API refuses it from its next request.")
+    p.add_argument("--name", required=True, help="the token's name")
+    p.add_argument("--file", metavar="PATH", help="the token file (default: [api] tokens)")
+    p.set_defaults(func=cmd_api_token_remove)
     p = tsub.add_parser("list", parents=[common, json_flag], help="token names and scopes")
     p.add_argument("--file", metavar="PATH", help="the token file (default: [api] tokens)")
     p.set_defaults(func=cmd_api_token_list)
