@@ -79,9 +79,10 @@ async def _log_request(request: Request, call_next: Callable[[Request], Awaitabl
     token = getattr(request.state, "token", None)
     quiet = (request.method == "GET" and request.url.path in QUIET_POLLS
              and response.status_code < 400)
-    (log.debug if quiet else log.info)("api_request", method=request.method, path=request.url.path,
-             status=response.status_code, token=token.name if token else None,
-             ms=round((time.perf_counter() - started) * 1000, 1))
+    emit = log.debug if quiet else log.info
+    emit("api_request", method=request.method, path=request.url.path,
+         status=response.status_code, token=token.name if token else None,
+         ms=round((time.perf_counter() - started) * 1000, 1))
     return response
 
 
@@ -91,7 +92,7 @@ def _document_scopes(router: APIRouter) -> APIRouter:
     for route in router.routes:
         if isinstance(route, APIRoute) and (scope := required_scope(route.dependant)):
             route.openapi_extra = {**(route.openapi_extra or {}), "x-required-scope": scope}
-            if route.methods & WRITES:
+            if (route.methods or set()) & WRITES:
                 route.openapi_extra.update(_idempotency_extra(route.status_code or 200))
     return router
 
