@@ -87,7 +87,7 @@ def _schema(name: str, schema: dict[str, Any]) -> list[str]:
 def render_reference(document: dict[str, Any]) -> str:
     lines = [f"# {document['info']['title']} reference (v{document['info']['version']})", "",
              "Generated from the OpenAPI document by `callpolicy api openapi --markdown` "
-             "(tests/unit/test_api_reference.py checks it is current). The document itself: "
+             "(tests/unit/test_api_cli.py checks it is current). The document itself: "
              "`GET /v1/openapi.json` or `callpolicy api openapi`.", "",
              _line(document["info"].get("description")), "", "## Operations", ""]
     for path, methods in document["paths"].items():
