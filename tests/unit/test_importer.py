@@ -70,6 +70,9 @@ def test_good_file_is_normalised(tmp_path: Path) -> None:
         ('number = "092101235"', 'number = "092101299"', "endpoint acme-101: number"),
         ('name = "acme-101"', 'name = "acme 101"', "must be 1-64 letters"),
         ("site_networks", "site_network", "unknown keys ['site_network']"),
+        ('name = "ACME BV"', 'name = "ACME \u202eVB"', "holds control or formatting"),
+        ('name = "ACME BV"', 'name = "ACME\tBV"', "holds control or formatting"),
+        ('name = "ACME BV"', 'name = "ACME\u2028BV"', "holds control or formatting"),
         ('street = "Breebroekstraat"', "", "install_address: missing street"),
         ('status', 'status = "gone"\nxstatus', "status must be 'active' or 'suspended'"),
     ],
@@ -83,6 +86,11 @@ def test_each_problem_is_reported_and_nothing_imported(
     assert plan.records == []
     assert any(error in e for e in plan.errors), plan.errors
     assert all(e.startswith(str(tmp_path)) for e in plan.errors)
+
+
+def test_a_no_break_space_in_a_name_is_fine(tmp_path: Path) -> None:
+    plan = load(tmp_path, GOOD.replace('name = "ACME BV"', 'name = "ACME\u00a0BV"'))
+    assert plan.errors == [] and plan.records[0].name == "ACME\u00a0BV"
 
 
 def test_zone_violation_can_be_accepted_loudly(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -185,7 +186,15 @@ def _string(raw: dict[str, Any], key: str, errors: list[str], *, required: bool 
         return default
     if _too_long(value, key, errors):
         return default
+    if not value.isprintable() and any(
+            unicodedata.category(c) in _UNSHOWABLE for c in value):  # not just a no-break space
+        errors.append(f"{key} {value!r} holds control or formatting characters")
+        return default
     return value.strip()
+
+
+# control, formatting (bidi overrides), line/paragraph separators: names are shown on screens
+_UNSHOWABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def _strings(raw: dict[str, Any], key: str, errors: list[str]) -> list[str]:
