@@ -4,7 +4,11 @@ Every route is under /v1 and needs a bearer token (auth.require_scope); every er
 problem (problems.py). The OpenAPI document is at /v1/openapi.json; no Swagger UI nor
 ReDoc: they load unpinned CDN JavaScript on the origin where the status page keeps its token.
 More routers (the status page) join with `create_app(..., routers=[router])` or
-`app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
+`app.include_router(router)`: they reuse `require_scope("read")` for their auth (checked
+before the body is read only for the routers given to create_app).
+
+Order of the checks: a body over the bound (413), the token and its scope (401/403), the
+body's media type (415), then FastAPI's validation (422) and the route."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from fastapi.routing import APIRoute
 from ..service.config import Settings
 from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
 from .auth import TokenSource, authenticate_first, guarded_routes, matched_route, required_scope
-from .problems import Problem, install_problem_handlers, problem_response
+from .problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_response
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -137,7 +141,10 @@ def _idempotency_extra(status_code: int) -> dict[str, Any]:
             "without doing it again; the same key for another request is a 422",
             "schema": {"type": "string", "minLength": 1,
                        "maxLength": idempotency.MAX_KEY_LENGTH}}],
-        "responses": {str(status_code): {"headers": {idempotency.REPLAYED: {
-            "description": "`true` when this is the stored response of an earlier request "
-            "with the same Idempotency-Key", "schema": {"type": "string"}}}}},
+        "responses": {
+            str(status_code): {"headers": {idempotency.REPLAYED: {
+                "description": "`true` when this is the stored response of an earlier "
+                "request with the same Idempotency-Key", "schema": {"type": "string"}}}},
+            "415": {"description": "the body is not sent as application/json", "content": {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}}},
     }
