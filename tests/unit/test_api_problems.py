@@ -87,16 +87,14 @@ def test_wrong_json_types_are_422_not_coerced(api: LiveApi, method: str, path: s
     before = api.audit_count()
     with api.client("ops") as client:
         found = problem(client.request(method, path, json=body), 422, "Invalid request")
-    assert found["detail"].startswith(f"body.{field}: "), found
-    assert [e["field"] for e in found["errors"]] == [f"body.{field}"]
+    assert found["detail"].startswith(f"{field}: "), found
+    assert found["fields"] == [field] and "errors" not in found
     assert api.audit_count() == before
 
 
 def test_malformed_requests_are_422_not_500(api: LiveApi) -> None:
     with api.client("ops") as client:
         for response in (
-                client.post("/v1/customers/acme/suspend", content=b"{not json",
-                            headers={"Content-Type": "application/json"}),
                 client.post("/v1/customers/acme/suspend", json=["T"]),
                 client.post("/v1/customers/acme/suspend", json={"ticket": "T", "tikket": 1}),
                 client.patch("/v1/customers/acme/limits",
@@ -149,12 +147,19 @@ def test_no_swagger_ui_nor_redoc_only_the_openapi_document(api: LiveApi) -> None
 
 
 def test_the_database_gone_is_503_for_reads_and_writes(api: LiveApi) -> None:
+    """The client learns the database is unavailable; the path and the CLI's options are
+    for the server's log only."""
     api.db.rename(api.db.with_suffix(".moved"))
-    with api.client("ops") as client:
+    with structlog.testing.capture_logs() as logs, api.client("ops") as client:
         read = problem(client.get("/v1/customers"), 503, "Database unavailable")
         write = problem(client.post("/v1/customers/acme/suspend", json={"ticket": "T"}),
                         503, "Database unavailable")
-    assert "does not exist" in read["detail"] and "does not exist" in write["detail"]
+    for body in (read, write):
+        assert body["detail"].startswith("the database is unavailable"), body
+        for secret in (str(api.db), "cp.db", "--db", "CALLPOLICY_DB", "callpolicy "):
+            assert secret not in str(body), (secret, body)
+    logged = [e["error"] for e in logs if e["event"] == "api_database_unavailable"]
+    assert len(logged) == 2 and all(str(api.db) in error for error in logged), logged
     assert not api.db.exists()  # a write never creates a fresh empty database
 
 
@@ -211,3 +216,95 @@ def test_a_body_over_the_bound_is_refused_before_it_is_read(api: LiveApi) -> Non
             head += chunk
     assert head.startswith("HTTP/1.1 413 ")
     assert "application/problem+json" in head and "Request too large" in head
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b'{"ticket":', "the body is not valid JSON (expecting value at character 10)"),
+    (b'{"ticket":"\xff\xfe"}', "the body is not valid JSON: not UTF-8 (byte 11)"),
+    (b"[" * 100_000 + b"]" * 100_000, "the body is not valid JSON: nested too deeply"),
+])
+def test_a_body_that_is_not_json_says_so(api: LiveApi, body: bytes, detail: str) -> None:
+    before = api.audit_count()
+    with api.client("ops") as client:
+        found = problem(client.post("/v1/customers/acme/suspend", content=body,
+                                    headers={"Content-Type": "application/json"}),
+                        422, "Invalid JSON body")
+    assert (found["detail"], found["fields"]) == (detail, ["body"])
+    assert api.audit_count() == before
+
+
+def test_a_form_or_an_untyped_body_is_415(api: LiveApi) -> None:
+    before = api.audit_count()
+    with api.client("ops") as client:
+        for response in (client.post("/v1/customers/acme/suspend", data={"ticket": "T"}),
+                         client.post("/v1/customers/acme/suspend", content=b'{"ticket": "T"}'),
+                         client.patch("/v1/customers/acme/limits", content=b"{}",
+                                      headers={"Content-Type": "text/plain"})):
+            body = problem(response, 415, "Unsupported media type")
+            assert "application/json" in body["detail"]
+        # +json and a charset are JSON
+        assert client.post("/v1/customers/acme/suspend", content=b'{"ticket": "T"}', headers={
+            "Content-Type": "application/merge-patch+json; charset=utf-8"}).status_code == 200
+    assert api.audit_count() == before + 1
+
+
+def test_authentication_comes_before_any_body_check(api: LiveApi) -> None:
+    """A client without a (valid) token learns nothing about validation."""
+    bodies = ({"content": b'{"ticket":', "headers": {"Content-Type": "application/json"}},
+              {"content": b'{"ticket":"\xff"}', "headers": {"Content-Type": "application/json"}},
+              {"data": {"ticket": "T"}}, {"json": {"ticket": 1, "nope": 2}})
+    with api.client(None) as anonymous, api.client("read") as reader, \
+            api.client(None, Authorization="Bearer cpt_wrong") as wrong:
+        for kwargs in bodies:
+            problem(anonymous.post("/v1/customers/acme/suspend", **kwargs), 401,
+                    "Unauthenticated")
+            problem(wrong.post("/v1/customers/acme/suspend", **kwargs), 401,
+                    "Unauthenticated")
+            problem(reader.post("/v1/customers/acme/suspend", **kwargs), 403, "Forbidden")
+
+
+def test_every_invalid_input_problem_has_fields(api: LiveApi) -> None:
+    """One shape: `fields`, the names as the client sent them (README: Errors)."""
+    with api.client("ops") as client:
+        cases = {
+            "max_concurrent": client.patch("/v1/customers/acme/limits",
+                                           json={"ticket": "T", "max_concurrent": -1}),
+            "since": client.get("/v1/calls", params={"since": "yesterday"}),
+            "source_ip": client.get("/v1/check", params={"customer": "acme", "number": "112",
+                                                         "source_ip": "x"}),
+            "prefix": client.post("/v1/customers/acme/unblocks",
+                                  json={"ticket": "T", "prefix": "abc"}),
+            "Idempotency-Key": client.post("/v1/customers/acme/suspend", json={"ticket": "T"},
+                                           headers={"Idempotency-Key": "a\tb"}),
+        }
+    for field, response in cases.items():
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert "errors" not in body and field in body["fields"], body
+        assert all(isinstance(name, str) for name in body["fields"])
+
+
+def test_problems_name_api_routes_not_cli_commands(api: LiveApi) -> None:
+    with api.client("ops") as client:
+        assert client.post("/v1/customers/acme/suspend", json={
+            "ticket": "T", "at": "2030-01-01T00:00:00+00:00"}).status_code == 200
+        twice = problem(client.post("/v1/customers/acme/suspend", json={
+            "ticket": "T", "at": "2030-02-01T00:00:00+00:00"}), 409, "Refused by the store")
+        nothing = problem(client.patch("/v1/customers/acme/limits", json={"ticket": "T"}),
+                          422, "Invalid request")
+        customer = {"name": "ACME BV", "status": "suspended", "main_number": "+3292101234",
+                    "numbers": ["+3292101234"], "install_address": {
+                        "street": "Breebroekstraat", "house_number": "61", "postcode": "9030",
+                        "municipality": "Gent", "country": "BE"}}
+        put = client.put("/v1/customers/ops-test", json={"ticket": "T", "customer": {
+            **customer, "numbers": ["+3292109999"], "main_number": "+3292109999",
+            "status": "active"}})
+        assert put.status_code == 200, put.text
+        updated = client.put("/v1/customers/ops-test", json={"ticket": "T", "customer": {
+            **customer, "numbers": ["+3292109999"], "main_number": "+3292109999"}})
+    assert "POST /v1/customers/acme/reactivate cancels it" in twice["detail"], twice
+    assert "or default (a list of limit names)" in nothing["detail"], nothing
+    warnings = updated.json()["warnings"]
+    assert any("use POST /v1/customers/ops-test/suspend" in w for w in warnings), warnings
+    for text in (twice["detail"], nothing["detail"], *warnings):
+        assert "`" not in text and "FIELD" not in text and "callpolicy " not in text, text

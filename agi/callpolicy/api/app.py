@@ -4,7 +4,11 @@ Every route is under /v1 and needs a bearer token (auth.require_scope); every er
 problem (problems.py). The OpenAPI document is at /v1/openapi.json; no Swagger UI nor
 ReDoc: they load unpinned CDN JavaScript on the origin where the status page keeps its token.
 More routers (the status page) join with `create_app(..., routers=[router])` or
-`app.include_router(router)`: they reuse `require_scope("read")` for their auth."""
+`app.include_router(router)`: they reuse `require_scope("read")` for their auth (checked
+before the body is read only for the routers given to create_app).
+
+Order of the checks: a body over the bound (413), the token and its scope (401/403), the
+body's media type (415), then FastAPI's validation (422) and the route."""
 
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ from fastapi.routing import APIRoute
 
 from ..service.config import Settings
 from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
-from .auth import TokenSource, required_scope
-from .problems import Problem, install_problem_handlers, problem_response
+from .auth import TokenSource, authenticate_first, guarded_routes, matched_route, required_scope
+from .problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_response
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -49,14 +53,20 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.state.settings = settings
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
+    app.state.guarded = []  # what auth.authenticate_first and _json_bodies_only match
     install_problem_handlers(app)
+    # innermost first: 413 before the token, the token before 415 and before the body is read
+    app.middleware("http")(_json_bodies_only)
+    app.middleware("http")(authenticate_first)
     app.middleware("http")(_log_request)
     app.middleware("http")(_bounded_body)
     for module in (customers, unblocks, calls, inspect, overview):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
+        app.state.guarded.extend(guarded_routes(module.router, API_PREFIX))
     app.include_router(status_page.router)  # /status: the page (public, no data)
     for router in routers:
         app.include_router(_document_scopes(router))
+        app.state.guarded.extend(guarded_routes(router))
     return app
 
 
@@ -68,6 +78,27 @@ async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitab
         return problem_response(Problem(413, "Request too large", "the body must be at most "
                                         f"{MAX_BODY_BYTES} bytes"))
     return await call_next(request)
+
+
+async def _json_bodies_only(request: Request,
+                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """A body sent to a route that takes JSON must say so: a form or no Content-Type is a
+    415, not a confusing validation error about the body's type."""
+    has_body = (request.headers.get("content-length", "0") != "0"
+                or "transfer-encoding" in request.headers)
+    if has_body and not _is_json(request.headers.get("content-type", "")):
+        route = matched_route(request)
+        if route is not None and route.takes_body:
+            return problem_response(Problem(
+                415, "Unsupported media type", "send application/json (Content-Type: "
+                "application/json) with a JSON body"))
+    return await call_next(request)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
 
 
 async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -110,7 +141,10 @@ def _idempotency_extra(status_code: int) -> dict[str, Any]:
             "without doing it again; the same key for another request is a 422",
             "schema": {"type": "string", "minLength": 1,
                        "maxLength": idempotency.MAX_KEY_LENGTH}}],
-        "responses": {str(status_code): {"headers": {idempotency.REPLAYED: {
-            "description": "`true` when this is the stored response of an earlier request "
-            "with the same Idempotency-Key", "schema": {"type": "string"}}}}},
+        "responses": {
+            str(status_code): {"headers": {idempotency.REPLAYED: {
+                "description": "`true` when this is the stored response of an earlier "
+                "request with the same Idempotency-Key", "schema": {"type": "string"}}}},
+            "415": {"description": "the body is not sent as application/json", "content": {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}}},
     }

@@ -28,6 +28,7 @@ from .models import (
     Suspended,
     SuspendIn,
 )
+from .problems import api_wording
 from .tokens import Token
 
 __all__ = ["router"]
@@ -77,7 +78,8 @@ async def put_customer(customer_id: CustomerId, body: CustomerPut, token: Ops,
         result = await customer_ops.import_customers(store, plan, who)
         outcome: Literal["created", "updated", "unchanged"] = (
             "created" if result.created else "updated" if result.updated else "unchanged")
-        return CustomerWritten(result=outcome, warnings=[*plan.warnings, *result.warnings],
+        return CustomerWritten(result=outcome, warnings=[
+            api_wording(w, customer_id) for w in (*plan.warnings, *result.warnings)],
                                customer=CustomerView(**await customer_ops.show(
                                    store, customer_id)))
 

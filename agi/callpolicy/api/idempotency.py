@@ -46,7 +46,7 @@ def _key(request: Request) -> str | None:
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise Problem(422, "Invalid Idempotency-Key", f"{HEADER} must be 1 to "
-                      f"{MAX_KEY_LENGTH} printable characters")
+                      f"{MAX_KEY_LENGTH} printable characters", fields=[HEADER])
     return key
 
 

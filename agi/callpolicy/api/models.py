@@ -271,3 +271,8 @@ class ProblemBody(BaseModel):
     title: str
     status: int
     detail: str
+    fields: list[str] | None = Field(
+        default=None, description="422 invalid input: the inputs at fault, named as sent "
+        "(`max_concurrent`, `customer.id`, `since`; `body` for the body as a whole)")
+    problems: list[str] | None = Field(default=None, description="422 import rejected: "
+                                       "each problem of the customer, one line each")

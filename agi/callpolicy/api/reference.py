@@ -59,7 +59,7 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if body:
         lines += [f"Body: {_type(body['schema'])}.", ""]
     responses = ", ".join(_response(code, r)
-                          for code, r in operation.get("responses", {}).items())
+                          for code, r in sorted(operation.get("responses", {}).items()))
     lines += [f"Responses: {responses}.", ""]
     return lines
 
