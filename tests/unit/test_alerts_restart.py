@@ -99,3 +99,25 @@ async def test_a_condition_cleared_while_the_daemon_was_down_is_resolved(
         assert run.alerter.status(run.now)["open"] == []
     finally:
         await run.alerter.close()
+
+
+async def test_an_outbox_file_that_cannot_be_opened_still_alerts_then_keeps_the_state(
+        tmp_path: Path) -> None:
+    run = Daemon(tmp_path, START, ami_down=True)
+    run.alerter.outbox_path = tmp_path / "not-yet" / "o.sqlite"  # its directory is missing
+    metrics = run.alerter.metrics
+    await run.alerter.open()
+    try:
+        await run.rounds_until(START + 5)
+        assert run.alerter.outbox is None
+        [open_alert] = run.alerter.status(run.now)["open"]  # logged, counted, in the status
+        assert open_alert["kind"] == "ami_link_down"
+        assert 'callpolicy_alerts_raised_total{kind="ami_link_down",status="raised"} 1.0' in (
+            metrics.render().decode())
+        (tmp_path / "not-yet").mkdir()  # the disk is back: the next round writes it all
+        await run.rounds_until(START + 6)
+        assert run.alerter.outbox is not None
+        [stored] = await run.alerter.outbox.open_states()
+        assert (stored.kind, stored.alert_id) == ("ami_link_down", (await run.sent())[0]["id"])
+    finally:
+        await run.alerter.close()

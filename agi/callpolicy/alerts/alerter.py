@@ -372,7 +372,9 @@ def daemon_conditions(service: PolicyService) -> tuple[list[Condition], set[str]
     holding += store_condition(service.store_problem, service.store_problem_since,
                                str(settings.db))
     covered = set(STATE_KINDS) - {NODE_HEARTBEAT_LOST}
-    if service.cluster is not None:
+    if service.cluster is None:  # no other node: none lost (one restored gets resolved)
+        covered.add(NODE_HEARTBEAT_LOST)
+    else:
         nodes = node_conditions(service.cluster.view)
         if nodes is not None:
             holding += nodes
