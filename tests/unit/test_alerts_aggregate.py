@@ -16,6 +16,7 @@ from callpolicy.alerts.kinds import (
     NODE_HEARTBEAT_LOST,
     RAISED,
     RESOLVED,
+    Alert,
 )
 
 WINDOWS = {FRAUD_LIMIT: 60.0, EMERGENCY_CALL: 0.0, "spoofing_attempt": 300.0}
@@ -121,3 +122,23 @@ def test_a_blip_is_no_alert_and_an_unread_source_keeps_its_state() -> None:
     assert raised.key == "pbx-b"
     # the cluster table could not be read: not resolved on a guess
     assert tracker.observe(6.0, [], []) == [] and tracker.open() == [raised]
+
+
+def test_restored_state_alerts_keep_their_id_and_wait_the_grace_before_resolving() -> None:
+    ids = count()
+    states = StateTracker(3.0, lambda: f"s{next(ids)}")
+    down = [Condition(AMI_LINK_DOWN, "ami")]
+    # this run raised the AMI link under a new id before the last run's could be read
+    states.observe(0.0, down, [AMI_LINK_DOWN])
+    [new] = states.observe(3.0, down, [AMI_LINK_DOWN])
+    earlier = [Alert("old-ami", AMI_LINK_DOWN, "ami", RAISED, 1, -50.0, -50.0, 0.0, {}),
+               Alert("old-node", NODE_HEARTBEAT_LOST, "pbx-b", RAISED, 1, -40.0, -40.0, 0.0,
+                     {})]
+    [superseded] = states.restore(4.0, earlier)
+    assert (superseded.status, superseded.details["raised_id"]) == (RESOLVED, "old-ami")
+    assert superseded.details["superseded_by"] == new.id
+    assert states.observe(6.9, down, [AMI_LINK_DOWN, NODE_HEARTBEAT_LOST]) == []  # grace
+    [gone] = states.observe(7.0, down, [AMI_LINK_DOWN, NODE_HEARTBEAT_LOST])
+    assert (gone.key, gone.details["raised_id"], gone.details["lasted_s"]) == ("pbx-b",
+                                                                            "old-node", 47.0)
+    assert [a.id for a in states.open()] == [new.id]

@@ -6,6 +6,8 @@ the kind's window become ONE alert with a count; conditions become raised/resolv
   details, up to MAX_NUMBERS distinct numbers). Window 0: at once, count 1.
 - A condition (AMI link down…) that holds `confirm` s is raised once; when it no longer holds
   it is resolved (never resolved if it was never raised: a blip is no alert).
+- Alerts raised by an earlier run (`restore`) keep their ids: still holding, not raised
+  again; no longer holding `confirm` s after the restore, resolved.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class _Held:
     since: float
     details: Mapping[str, Any]
     raised: Alert | None = None
+    keep_until: float = 0.0  # not resolved before (a restored alert: the start-up grace)
 
 
 class StateTracker:
@@ -143,12 +146,35 @@ class StateTracker:
                 held.raised = Alert(self._make_id(), condition.kind, condition.key, RAISED, 1,
                                     held.since, now, 0.0, condition.details)
                 out.append(held.raised)
-        for slot in [s for s in self._held if s[0] in covered and s not in seen]:
+        for slot in [s for s, h in self._held.items()
+                     if s[0] in covered and s not in seen and now >= h.keep_until]:
             held = self._held.pop(slot)
             if held.raised is not None:
-                out.append(Alert(self._make_id(), slot[0], slot[1], RESOLVED, 1, held.since,
-                                 now, 0.0, {**held.details, "lasted_s": round(now - held.since,
-                                                                               1)}))
+                out.append(self._resolved(held.raised, held.details, now,
+                                          lasted_s=round(now - held.since, 1)))
+        return out
+
+    def _resolved(self, raised: Alert, details: Mapping[str, Any], now: float,
+                  **more: Any) -> Alert:
+        """`raised` resolved: an alert of its own id (receivers deduplicate deliveries by
+        id) naming the raised one's (`raised_id`)."""
+        return Alert(self._make_id(), raised.kind, raised.key, RESOLVED, 1, raised.first_seen,
+                     now, 0.0, {**details, "raised_id": raised.id, **more})
+
+    def restore(self, now: float, raised: Iterable[Alert]) -> list[Alert]:
+        """State alerts an earlier run raised and did not resolve: tracked under their own
+        id. One this run raised already under a new id is resolved now (returned)."""
+        out = []
+        for alert in raised:
+            slot = (alert.kind, alert.key)
+            held = self._held.get(slot)
+            if held is not None and held.raised is not None:
+                if held.raised.id != alert.id:
+                    out.append(self._resolved(alert, alert.details, now,
+                                              superseded_by=held.raised.id))
+                continue
+            self._held[slot] = _Held(alert.first_seen, held.details if held else alert.details,
+                                     alert, now + self._confirm)
         return out
 
     def open(self) -> list[Alert]:

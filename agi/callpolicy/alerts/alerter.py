@@ -26,8 +26,16 @@ from .aggregate import Aggregator, Condition, StateTracker
 from .config import AlertSettings, Email, outbox_path, read_secret
 from .delivery import Delivery
 from .fallback_journal import journal_path, take
-from .kinds import EVENT_KINDS, NODE_HEARTBEAT_LOST, STATE_KINDS, Alert, encode, iso
-from .outbox import NewRow, Outbox
+from .kinds import (
+    EVENT_KINDS,
+    NODE_HEARTBEAT_LOST,
+    RAISED,
+    STATE_KINDS,
+    Alert,
+    encode,
+    iso,
+)
+from .outbox import NewRow, OpenState, Outbox
 from .senders import EmailSender, Sender, WebhookSender
 from .sources import (
     Noted,
@@ -78,6 +86,8 @@ class Alerter:
         self._queue: deque[Noted] = deque()
         self._ready: list[Alert] = []
         self._unwritten: list[NewRow] = []
+        self._states_unwritten: dict[str, OpenState | None] = {}  # alert id -> open / resolved
+        self._restored = False  # the open state alerts of the last run are tracked
         self._recent: dict[tuple[str, str], dict[str, Any]] = {}
         self._outbox_failing = False
         self._housekept = 0.0
@@ -109,12 +119,31 @@ class Alerter:
         except Exception as exc:  # alerts are still logged and counted; retried per round
             self._outbox_failed(exc)
             return
+        await self._restore()
         self.metrics.set_alerts_pending(self.pending)
         if self.delivery is None:
             self.delivery = Delivery(self.outbox, self.senders, self.metrics,
                                      self.settings.retry_max, self.clock)
         log.info("alerts_ready", channels=list(self.senders), outbox=str(self.outbox_path),
                  pending=self.pending)
+
+    async def _restore(self) -> None:
+        """The state alerts the last run raised and did not resolve: kept under their ids
+        (resolved by the next rounds if their condition no longer holds). Once."""
+        if self._restored or self.outbox is None:
+            return
+        try:
+            stored = await self.outbox.open_states()
+        except Exception as exc:  # retried next round
+            self._outbox_failed(exc)
+            return
+        self._restored = True
+        now = self.clock()
+        known = [Alert(s.alert_id, s.kind, s.key, RAISED, 1, s.since, s.since, 0.0, s.details)
+                 for s in stored if s.kind in STATE_KINDS]
+        self._ready.extend(self.states.restore(now, known))
+        if known:
+            log.info("alerts_restored", open=[f"{a.kind}:{a.key}" for a in known])
 
     async def run(self) -> None:
         """Rounds every TICK, and the delivery tasks, until cancelled; then `close`."""
@@ -179,6 +208,7 @@ class Alerter:
     async def round(self) -> None:
         now = self.clock()
         await self._take_journal(now)
+        await self._restore()
         alerts = self._take_noted() + self.aggregator.due(now)
         holding, covered = self.conditions()
         alerts += self.states.observe(now, holding, covered)
@@ -195,11 +225,12 @@ class Alerter:
         if self.outbox is None:
             self._keep_unwritten()
             return
-        if not self._unwritten and now - self._counted_at < COUNT_EVERY:
+        if (not self._unwritten and not self._states_unwritten
+                and now - self._counted_at < COUNT_EVERY):
             return
         try:
-            dropped = await self.outbox.add(self._unwritten, now)
-            self._unwritten = []
+            dropped = await self.outbox.add(self._unwritten, now, self._states_unwritten)
+            self._unwritten, self._states_unwritten = [], {}
             self.pending = await self.outbox.pending_count()
             self._counted_at = now
         except Exception as exc:
@@ -229,6 +260,18 @@ class Alerter:
         self._remember(alert, payload, now)
         body = encode(payload)
         self._unwritten += [NewRow(alert.id, alert.kind, ref, body) for ref in route.to]
+        if alert.kind in STATE_KINDS:
+            self._note_state(alert)
+
+    def _note_state(self, alert: Alert) -> None:
+        """A state alert raised / resolved: its row in the outbox file's open_states."""
+        if alert.status == RAISED:
+            self._states_unwritten[alert.id] = OpenState(alert.kind, alert.key, alert.id,
+                                                         alert.first_seen, alert.details)
+            return
+        raised_id = str(alert.details.get("raised_id"))
+        if self._states_unwritten.pop(raised_id, None) is None:  # else: never written
+            self._states_unwritten[raised_id] = None
 
     def _keep_unwritten(self) -> None:
         excess = len(self._unwritten) - UNWRITTEN_MAX
@@ -329,7 +372,9 @@ def daemon_conditions(service: PolicyService) -> tuple[list[Condition], set[str]
     holding += store_condition(service.store_problem, service.store_problem_since,
                                str(settings.db))
     covered = set(STATE_KINDS) - {NODE_HEARTBEAT_LOST}
-    if service.cluster is not None:
+    if service.cluster is None:  # no other node: none lost (one restored gets resolved)
+        covered.add(NODE_HEARTBEAT_LOST)
+    else:
         nodes = node_conditions(service.cluster.view)
         if nodes is not None:
             holding += nodes

@@ -4,12 +4,19 @@ delivery is tried; a delivered row is marked, and purged after KEEP_DONE.
 Its own local SQLite file (config.outbox_path), never the policy database: alerts must go out
 when the database is what is down, and each node delivers its own. Bounded: over `max_rows`
 the oldest delivered/expired rows go first, then (counted as dropped) the oldest pending
-ones. Through aiosqlite: the event loop never waits on the disk."""
+ones. Through aiosqlite: the event loop never waits on the disk.
+
+The same file keeps the open state alerts (table open_states: written when one is raised,
+deleted when it is resolved), so that a restarted daemon keeps their ids and resolves
+them (aggregate.StateTracker.restore)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -29,6 +36,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     not_before REAL NOT NULL DEFAULT 0  -- a row whose content a receiver refused waits
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, channel, id);
+CREATE TABLE IF NOT EXISTS open_states (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    since REAL NOT NULL,
+    details TEXT NOT NULL,  -- JSON
+    PRIMARY KEY (kind, key)
+);
 """
 
 
@@ -49,6 +64,21 @@ class NewRow:
     kind: str
     channel: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OpenState:
+    """A raised, not yet resolved state alert."""
+
+    kind: str
+    key: str
+    alert_id: str
+    since: float
+    details: Mapping[str, Any]
+
+
+#: alert id -> the state alert it raised, or None: resolved (its row is deleted)
+StateChanges = Mapping[str, OpenState | None]
 
 
 class Outbox:
@@ -78,10 +108,12 @@ class Outbox:
     async def close(self) -> None:
         await self._conn.close()
 
-    async def add(self, rows: list[NewRow], now: float) -> list[str]:
-        """Write `rows` (one transaction); returns the kinds of pending rows dropped to stay
-        within max_rows (the oldest; only when every kept row is pending)."""
-        if not rows:
+    async def add(self, rows: list[NewRow], now: float,
+                  states: StateChanges | None = None) -> list[str]:
+        """Write `rows` and the open state alerts' `states` changes (one transaction);
+        returns the kinds of pending rows dropped to stay within max_rows (the oldest; only
+        when every kept row is pending)."""
+        if not rows and not states:
             return []
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
@@ -89,12 +121,29 @@ class Outbox:
                 "INSERT INTO outbox (alert_id, kind, channel, payload, created) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(r.alert_id, r.kind, r.channel, r.payload, now) for r in rows])
-            dropped = await self._trim()
+            await self._write_states(states or {})
+            dropped = await self._trim() if rows else []
             await self._conn.execute("COMMIT")
         except BaseException:
             await self._conn.execute("ROLLBACK")
             raise
         return dropped
+
+    async def _write_states(self, states: StateChanges) -> None:
+        await self._conn.executemany(
+            "DELETE FROM open_states WHERE alert_id = ?",
+            [(alert_id,) for alert_id, state in states.items() if state is None])
+        await self._conn.executemany(
+            "INSERT OR REPLACE INTO open_states (kind, key, alert_id, since, details) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(s.kind, s.key, s.alert_id, s.since, json.dumps(dict(s.details), default=str))
+             for s in states.values() if s is not None])
+
+    async def open_states(self) -> list[OpenState]:
+        """The state alerts raised and not resolved (by an earlier run of the daemon)."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT kind, key, alert_id, since, details FROM open_states ORDER BY since")
+        return [OpenState(r[0], r[1], r[2], r[3], _details(r[4])) for r in rows]
 
     async def _trim(self) -> list[str]:
         (count,), = await self._conn.execute_fetchall("SELECT count(*) FROM outbox")
@@ -154,3 +203,11 @@ class Outbox:
         (count,), = await self._conn.execute_fetchall(
             "SELECT count(*) FROM outbox WHERE state = 'pending'")
         return int(count)
+
+
+def _details(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
