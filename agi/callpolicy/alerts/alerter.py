@@ -1,7 +1,7 @@
 """The daemon's alerting: decisions, UserEvents and the daemon's state in; alerts logged
 (`alert_raised`), counted, written to the outbox and delivered by background tasks.
 
-The per-call cost is the daemon's test `worth_noting(decision)` (two attribute reads) and,
+The per-call cost is `note`'s test `worth_noting(decision)` (two attribute reads) and,
 for an alert-worthy call only, one deque append (`note`); everything else runs every TICK
 on the event loop, off the call's path, and the disk work in aiosqlite's thread."""
 
@@ -46,6 +46,7 @@ from .sources import (
     occurrences,
     store_condition,
     user_event_occurrence,
+    worth_noting,
 )
 
 if TYPE_CHECKING:
@@ -98,7 +99,9 @@ class Alerter:
 
     # -- the per-call path -----------------------------------------------------------------
     def note(self, decision: Decision, request: CallRequest, env: dict[str, str]) -> None:
-        """An alert-worthy decision (the caller checked `worth_noting`): queued, O(1)."""
+        """A decided call: queued, O(1), when it is alert-worthy (`worth_noting`)."""
+        if not worth_noting(decision):
+            return
         if len(self._queue) >= QUEUE_MAX:
             self.dropped += 1
             self.metrics.alerts_dropped_add(1)

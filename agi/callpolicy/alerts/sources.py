@@ -68,10 +68,7 @@ def occurrences(noted: Noted) -> list[Occurrence]:
         address = d.location_address
         found.append(Occurrence(EMERGENCY_CALL, customer, noted.at, {
             **call, "location": d.location.value if d.location else "unknown",
-            "address": None if address is None else {
-                "street": address.street, "house_number": address.house_number,
-                "postcode": address.postcode, "municipality": address.municipality,
-                "country": address.country},
+            "address": None if address is None else address.to_dict(),
             "source_ip": _safe(noted.source_ip), "caller_id": d.caller_id.number}))
     return found
 

@@ -76,6 +76,11 @@ class Address:
     municipality: str
     country: str
 
+    def to_dict(self) -> dict[str, str]:
+        return {"street": self.street, "house_number": self.house_number,
+                "postcode": self.postcode, "municipality": self.municipality,
+                "country": self.country}
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -302,17 +307,8 @@ class Decision:
             },
             "emergency": self.emergency,
             "location": self.location.value if self.location else None,
-            "location_address": (
-                {
-                    "street": self.location_address.street,
-                    "house_number": self.location_address.house_number,
-                    "postcode": self.location_address.postcode,
-                    "municipality": self.location_address.municipality,
-                    "country": self.location_address.country,
-                }
-                if self.location_address
-                else None
-            ),
+            "location_address": (self.location_address.to_dict()
+                                 if self.location_address else None),
             "diversion": self.diversion,
             "restriction_requested": self.restriction_requested,
             "rule": self.rule,

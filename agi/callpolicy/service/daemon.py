@@ -131,8 +131,7 @@ class PolicyService:
                     request: CallRequest, env: dict[str, str]) -> None:
         self.metrics.observe_decision(decision, source, seconds)
         self.control.decided(request, decision, env, source)
-        if decision.events or decision.emergency:  # alert-worthy: queued, O(1)
-            self.alerts.note(decision, request, env)
+        self.alerts.note(decision, request, env)  # O(1); most calls return at once
 
     async def write_records_forever(self, stop: asyncio.Event) -> None:
         """Call records to the database every 0.5 s (else the spool: RecordWriter), until
