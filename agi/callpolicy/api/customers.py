@@ -13,6 +13,7 @@ from ..ops import Field, InvalidRequest
 from ..ops import customers as customer_ops
 from ..ops.values import within_span
 from ..store import Store, contract_today
+from ..store.model import Settlement
 from .auth import require_scope
 from .deps import CustomerId, ReadStore, actor, problems, settings_of
 from .idempotency import run_write
@@ -114,10 +115,7 @@ async def reactivate(customer_id: CustomerId, body: Change, token: Billing,
     who = actor(token, body)
 
     async def write(store: Store) -> Settled:
-        done = await customer_ops.reactivate(store, customer_id, who)
-        return Settled(customer=customer_id, reactivated=done.reactivated,
-                       cancelled_schedule=done.cancelled,
-                       closed_reminders=done.closed_reminders)
+        return _settled(customer_id, await customer_ops.reactivate(store, customer_id, who))
 
     return await run_write(request, token, write)
 
@@ -131,10 +129,8 @@ async def payment(customer_id: CustomerId, body: Change, token: Billing,
     who = actor(token, body)
 
     async def write(store: Store) -> Settled:
-        done = await customer_ops.record_payment(store, customer_id, who)
-        return Settled(customer=customer_id, reactivated=done.reactivated,
-                       cancelled_schedule=done.cancelled,
-                       closed_reminders=done.closed_reminders)
+        return _settled(customer_id,
+                        await customer_ops.record_payment(store, customer_id, who))
 
     return await run_write(request, token, write)
 
@@ -166,3 +162,8 @@ async def remind(customer_id: CustomerId, body: ReminderIn, token: Billing,
             schedule=result.schedule, warnings=warnings)
 
     return await run_write(request, token, write, status_code=201)
+
+
+def _settled(customer_id: str, done: Settlement) -> Settled:
+    return Settled(customer=customer_id, reactivated=done.reactivated,
+                   cancelled_schedule=done.cancelled, closed_reminders=done.closed_reminders)
