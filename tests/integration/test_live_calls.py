@@ -15,6 +15,8 @@ import pytest
 from harness import Asterisk, Trunk
 from policy_env import ACME_101, ACME_102, AGI_PORT, BAKKERIJ, Live, agi_listening
 
+from callpolicy.asterisk.ami import EVENT_CLASSES, FILTERS
+
 
 def user(uri_holder) -> str | None:
     return uri_holder.user if uri_holder is not None else None
@@ -346,3 +348,69 @@ def test_high_volume_ami_events_are_not_built(live, call, trunk: Trunk) -> None:
              if line.startswith(b"Event: ")}
     assert {"Newstate", "Hangup"} <= names, names
     assert not names & {"Newexten", "VarSet", "AGIExecStart", "AGIExecEnd", "DialState"}, names
+
+
+def _filtered_session(filters: list[dict[str, str]]) -> socket.socket:
+    """A raw AMI session asking for the daemon's event classes and `filters` (each accepted)."""
+    sock, answer = ami_login(DEMO_AMI_SECRET, events=EVENT_CLASSES)
+    assert "Response: Success" in answer, answer
+    for i, fields in enumerate(filters):
+        sock.sendall((f"Action: Filter\r\nActionID: f{i}\r\nOperation: Add\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n").encode())
+    replies = b""
+    while replies.count(b"\r\n\r\n") < len(filters):
+        replies += sock.recv(65536)
+    assert replies.count(b"Response: Success") == len(filters), replies
+    return sock
+
+
+def _events(sock: socket.socket, hangups: int) -> list[bytes]:
+    """The events (no action replies) `sock` receives until `hangups` Hangups and 1 s of
+    silence."""
+    received, deadline = b"", time.monotonic() + 10
+    sock.settimeout(1.0)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if received.count(b"Event: Hangup\r\n") >= hangups:
+                break
+            continue
+        if not chunk:
+            break
+        received += chunk
+    return [m for m in received.split(b"\r\n\r\n")
+            if m.startswith(b"Event: ") and b"\r\nActionID: " not in m]
+
+
+def _needed(message: bytes) -> bool:
+    """What the daemon's handlers act on: every Hangup, a Newstate to Up, our UserEvents."""
+    return (message.startswith(b"Event: Hangup\r\n")
+            or (message.startswith(b"Event: Newstate\r\n")
+                and b"\r\nChannelState: 6\r\n" in message)
+            or (message.startswith(b"Event: UserEvent\r\n")
+                and b"\r\nUserEvent: Callpolicy" in message))
+
+
+@pytest.mark.trunk(reply=200, ring=0.3)
+def test_asterisk_sends_the_daemon_only_the_events_it_acts_on(live, call, trunk: Trunk) -> None:
+    """The daemon's advanced AMI filters (ami.FILTERS) against the legacy ones it used
+    before (a regex per event name): the same calls, seen by both sessions at once. The
+    filtered session gets exactly the events the handlers act on, in order, and nothing else;
+    prints the events and bytes per call of both."""
+    calls = 3
+    legacy = _filtered_session([{"Filter": f"Event: {event}"}
+                                for event in ("Newstate", "Hangup", "UserEvent")])
+    advanced = _filtered_session([{"MatchCriteria": criteria, **({"Filter": pattern}
+                                                                 if pattern else {})}
+                                  for _event, criteria, pattern in FILTERS])
+    with legacy, advanced:
+        for _ in range(calls):
+            assert call(ACME_101, "092101299", hold=0.3).status == 200
+        before, after = _events(legacy, 2 * calls), _events(advanced, 2 * calls)
+    for name, got in (("legacy", before), ("advanced", after)):
+        print(f"{name}: {len(got) / calls:.1f} events, "
+              f"{sum(len(m) + 4 for m in got) / calls:.0f} bytes per answered call")
+    assert sum(m.startswith(b"Event: Hangup\r\n") for m in before) == 2 * calls
+    assert any(b"\r\nChannelState: 5\r\n" in m for m in before)  # the trunk leg rang
+    assert after == [m for m in before if _needed(m)]

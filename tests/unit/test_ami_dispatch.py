@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from callpolicy.asterisk.ami import AmiLink, EventProtocol
+import pytest
+
+from callpolicy.asterisk.ami import _SLIM, AmiLink, EventProtocol, slim_event
 from callpolicy.service.config import AmiSettings
 
 
@@ -38,11 +40,12 @@ class _Factory:
         self.dispatched.append(message["Event"])
 
 
-async def test_the_event_fast_path_delivers_wanted_events_whole_and_leaves_the_rest_to_panoramisk(
+async def test_the_event_fast_path_delivers_wanted_events_and_leaves_the_rest_to_panoramisk(
         ) -> None:
-    """EventProtocol: Newstate/Hangup/UserEvent as plain dicts, in order, whatever the chunk
-    boundaries; an action's response and its event list (ActionID) still complete the action;
-    another event goes to panoramisk's dispatch."""
+    """EventProtocol: Newstate/Hangup as plain dicts of the headers their handlers read,
+    UserEvent whole, in order, whatever the chunk boundaries; an action's response and its
+    event list (ActionID) still complete the action; another event goes to panoramisk's
+    dispatch."""
     seen: list[dict[str, str]] = []
     protocol = EventProtocol(seen.append)
     protocol.connection_made(_Transport())
@@ -71,9 +74,7 @@ async def test_the_event_fast_path_delivers_wanted_events_whole_and_leaves_the_r
             protocol.data_received(stream[start:start + size])
         assert protocol.version == "9.0.0"
         assert seen == [
-            {"Event": "Newstate", "Privilege": "call,all", "Channel": "PJSIP/acme-101-1",
-             "ChannelState": "6", "ChannelStateDesc": "Up", "CallerIDName": "a: b",
-             "Uniqueid": "17.1"},
+            {"Event": "Newstate", "ChannelState": "6", "Uniqueid": "17.1"},
             {"Event": "Hangup", "Uniqueid": "17.1", "Cause": "16"},
             {"Event": "UserEvent", "UserEvent": "CallpolicyFallback"},
         ]
@@ -82,3 +83,49 @@ async def test_the_event_fast_path_delivers_wanted_events_whole_and_leaves_the_r
         items = future.result()
         assert [m.get("Event") or m.get("Response") for m in items] == [
             "Success", "Hangup", "CoreShowChannelsComplete"]
+
+
+def _whole(raw: str) -> dict[str, str]:
+    """What a dict of all the message's lines says (the parse the fast path replaces)."""
+    return dict(line.split(": ", 1) for line in raw.strip().split("\r\n") if ": " in line)
+
+
+def _snapshot(state: str, desc: str, name: str = "<unknown>", exten: str = "s") -> str:
+    """Asterisk 22's channel snapshot headers, in its order."""
+    return (f"Channel: PJSIP/acme-101-00000001\r\nChannelState: {state}\r\n"
+            f"ChannelStateDesc: {desc}\r\nCallerIDNum: +3292101234\r\nCallerIDName: {name}\r\n"
+            "ConnectedLineNum: 092101299\r\nConnectedLineName: <unknown>\r\nLanguage: en\r\n"
+            f"AccountCode: \r\nContext: callpolicy-enforce\r\nExten: {exten}\r\nPriority: 14\r\n"
+            "Uniqueid: 1700000000.42\r\nLinkedid: 1700000000.41\r\n")
+
+
+@pytest.mark.parametrize("raw", [
+    "Event: Newstate\r\nPrivilege: call,all\r\nTimestamp: 1.5\r\n" + _snapshot("6", "Up"),
+    "Event: Newstate\r\nPrivilege: call,all\r\n" + _snapshot("5", "Ringing", name="a: b"),
+    "Event: Hangup\r\nPrivilege: call,all\r\n" + _snapshot("6", "Up")
+    + "Cause: 16\r\nCause-txt: Normal Clearing\r\n",
+    "Event: Hangup\r\nUniqueid: 1.2\r\nCause: ",  # an empty last value, no line end
+    "Event: Hangup\r\nUniqueid: 1.2: x\r\nCause: 1\r\nCause-txt: a\r\n",
+    "Event: Hangup\r\nUniqueid: 1.2\r\n",  # no Cause: none delivered
+    "Event: Newstate\r\nChannelStateDesc: Up\r\nUniqueidX: 3\r\nUniqueid:4\r\n",  # neither
+])
+def test_the_headers_read_are_those_the_whole_parse_gives(raw: str) -> None:
+    name = raw[7:raw.find("\r\n")]
+    slim = slim_event(name, raw.strip(), _SLIM[name])
+    whole = _whole(raw)
+    assert slim == {key: whole[key] for key in ("Event", *(h[0] for h in _SLIM[name]))
+                    if key in whole}
+
+
+def test_a_caller_chosen_value_with_line_breaks_cannot_change_the_state_or_the_call() -> None:
+    """Should a caller ID or dialled string ever carry a line break into the snapshot, the
+    headers Asterisk wrote itself still win: ChannelState comes before such values, Uniqueid
+    and Cause after them."""
+    forged = "x\r\nChannelState: 6\r\nUniqueid: 9.9\r\nCause: 16"
+    raw = "Event: Newstate\r\nPrivilege: call,all\r\n" + _snapshot("5", "Ringing", name=forged)
+    assert slim_event("Newstate", raw, _SLIM["Newstate"]) == {
+        "Event": "Newstate", "ChannelState": "5", "Uniqueid": "1700000000.42"}
+    raw = ("Event: Hangup\r\n" + _snapshot("6", "Up", exten=forged)
+           + "Cause: 21\r\nCause-txt: Call Rejected\r\n")
+    assert slim_event("Hangup", raw, _SLIM["Hangup"]) == {
+        "Event": "Hangup", "Uniqueid": "1700000000.42", "Cause": "21"}

@@ -42,20 +42,59 @@ STATUS_VALUE_MAX = 511
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 5.0
 # Asterisk sends every event of the classes a session asks for: a Newexten per dialplan step,
 # a VarSet per Set()… dozens per call, each parsed in Python. Ask for two classes only, and
-# whitelist on the server the three events the daemon uses (responses to actions such as
-# CoreShowChannels are not filtered).
+# have Asterisk (21+, advanced filters) send only what the handlers use: Hangup, Newstate to
+# Up (not Ringing…), the dialplan's Callpolicy* UserEvents. Responses to actions (Status,
+# CoreShowChannels…) are not filtered.
 EVENT_CLASSES = "call,user"
 WANTED_EVENTS = ("Newstate", "Hangup", "UserEvent")
+# (event, MatchCriteria, Filter) of the Filter actions sent at login. Once Asterisk refuses
+# one (it does not know advanced filters: before 21), that event and the next get the legacy
+# filter "Event: <event>" (a regex on the whole event, Asterisk 10+), which lets through a
+# superset; an Asterisk that accepts MatchCriteria-less "" lets everything through.
+FILTERS = (
+    ("Hangup", "action(include),name(Hangup),method(none)", ""),
+    ("Newstate", "action(include),name(Newstate),header(ChannelState),method(exact)", "6"),
+    ("UserEvent", "action(include),name(UserEvent),header(UserEvent),method(starts_with)",
+     "Callpolicy"),
+)
 
 EventHandler = Callable[[dict[str, str]], None]
 _EOM = "\r\n\r\n"  # the end of an AMI message
+# The headers the handlers read, per event; an event not named here (UserEvent: rare, its
+# handlers read caller-chosen headers) is delivered whole. A header's value is read from its
+# LAST line for Uniqueid and Cause, its FIRST for ChannelState: Asterisk writes the channel
+# snapshot as Channel, ChannelState, …, CallerIDNum/Name, ConnectedLine…, Exten, …,
+# Uniqueid, Linkedid (then Hangup's Cause), so a caller-chosen value that smuggled in a
+# line break could only add lines after the real ChannelState and before the real
+# Uniqueid and Cause.
+_FIRST, _LAST = False, True
+_SLIM: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "Newstate": (("Uniqueid", "\r\nUniqueid: ", _LAST),
+                 ("ChannelState", "\r\nChannelState: ", _FIRST)),
+    "Hangup": (("Uniqueid", "\r\nUniqueid: ", _LAST), ("Cause", "\r\nCause: ", _LAST)),
+}
+
+
+def slim_event(name: str, raw: str, headers: tuple[tuple[str, str, bool], ...]
+               ) -> dict[str, str]:
+    """The `headers` of one AMI message `raw` (its "\\r\\n"-separated lines), as the dict
+    of all its lines would have them (a header absent is absent), and Event: `name`."""
+    fields = {"Event": name}
+    for key, marker, last in headers:
+        start = raw.rfind(marker) if last else raw.find(marker)
+        if start >= 0:
+            start += len(marker)
+            end = raw.find("\r\n", start)
+            fields[key] = raw[start:] if end < 0 else raw[start:end]
+    return fields
 
 
 class EventProtocol(AMIProtocol):
     """panoramisk's protocol with a fast path for the events the daemon uses (several per
-    call): a WANTED_EVENTS event is split into a plain dict and handed to `on_event`, with
-    no case-insensitive Message, pattern matching or copy. Everything else (action
-    responses and their event lists, which carry an ActionID) goes panoramisk's way."""
+    call): a WANTED_EVENTS event is handed to `on_event` as a plain dict (of the headers
+    its handlers read, _SLIM), with no case-insensitive Message, pattern matching or copy.
+    Everything else (action responses and their event lists, which carry an ActionID, and
+    whatever an Asterisk that does not filter sends) goes panoramisk's way."""
 
     version: str | None  # set by panoramisk's __init__ (None until the greeting)
 
@@ -74,10 +113,14 @@ class EventProtocol(AMIProtocol):
         for raw in messages:
             raw = raw.strip()
             if raw.startswith("Event: "):
-                name = raw[7:raw.find("\r\n")] if "\r\n" in raw else raw[7:]
+                end = raw.find("\r\n")
+                name = raw[7:] if end < 0 else raw[7:end]
                 if name in WANTED_EVENTS and "\r\nActionID: " not in raw:
-                    self._on_event(dict(line.split(": ", 1) for line in raw.split("\r\n")
-                                        if ": " in line))
+                    headers = _SLIM.get(name)
+                    self._on_event(
+                        slim_event(name, raw, headers) if headers is not None
+                        else dict(line.split(": ", 1) for line in raw.split("\r\n")
+                                  if ": " in line))
                     continue
             message = Message.from_line(raw)
             if message is not None:
@@ -172,13 +215,28 @@ class AmiLink:
 
     async def _run_on_login(self) -> None:
         try:
-            for event in WANTED_EVENTS:
-                await self.action({"Action": "Filter", "Operation": "Add",
-                                   "Filter": f"Event: {event}"})
+            await self._add_filters()
             if self._on_login is not None:
                 await self._on_login()
         except Exception as exc:
             log.error("ami_resync_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _add_filters(self) -> None:
+        """Ask Asterisk for the FILTERS (see there)."""
+        advanced = True
+        for event, criteria, pattern in FILTERS:
+            if advanced:
+                request = {"Action": "Filter", "Operation": "Add", "MatchCriteria": criteria}
+                if pattern:
+                    request["Filter"] = pattern
+                reply = dict(await self.action(request))
+                if str(reply.get("Response", "")).lower() == "success":
+                    continue
+                log.warning("ami_filter_refused", match_criteria=criteria, filter=pattern,
+                            message=str(reply.get("Message", "")), instead="legacy filters")
+                advanced = False
+            await self.action({"Action": "Filter", "Operation": "Add",
+                               "Filter": f"Event: {event}"})
 
     def _disconnected(self, manager: Manager, exc: Exception | None) -> None:
         was = self.connected
