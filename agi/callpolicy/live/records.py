@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from ..policy import Decision, free_call
@@ -66,11 +67,10 @@ class CallRecord:
             raise ValueError("a call record needs its uniqueid")
         for name in TEXTS:  # enum members (Category.PREMIUM...) become their plain value
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and type(value) is not str:
                 if not isinstance(value, str):
                     raise ValueError(f"{name} must be a string, got {value!r}")
-                if type(value) is not str:
-                    setattr(self, name, str(value))
+                setattr(self, name, str(value))
         for name in TIMESTAMPS:
             moment = getattr(self, name)
             if moment is not None and moment.utcoffset() is None:
@@ -121,13 +121,33 @@ class CallRecord:
 
     def merged(self, newer: CallRecord) -> CallRecord:
         """This record updated with what `newer` knows: its None fields keep our values."""
+        merged = self.copy()
+        merged.absorb(newer)
+        return merged
+
+    def copy(self) -> CallRecord:
+        """A copy (both already checked: no second __post_init__)."""
+        twin = object.__new__(CallRecord)
+        for name in _SLOTS:
+            setattr(twin, name, getattr(self, name))
+        return twin
+
+    def absorb(self, newer: CallRecord) -> None:
+        """`merged`, in place: only for a record nobody else holds (a pending update)."""
         if newer.uniqueid != self.uniqueid:
             raise ValueError(f"cannot merge call {newer.uniqueid} into {self.uniqueid}")
-        values = {}
-        for f in fields(self):
-            new = getattr(newer, f.name)
-            values[f.name] = new if new is not None else getattr(self, f.name)
-        return CallRecord(**values)
+        for name in _SLOTS:
+            new = getattr(newer, name)
+            if new is not None:
+                setattr(self, name, new)
+
+    def row(self) -> tuple[Any, ...]:
+        """The stored row: `to_fields` then the DERIVED columns (free as 0/1), in order."""
+        duration = self.duration_seconds
+        free = self.free
+        return (*_TEXTS_FIRST(self), timestamp(self.started_at), timestamp(self.answered_at),
+                timestamp(self.ended_at), self.hangup_cause, int(free), duration,
+                0 if free else duration)
 
     def to_fields(self) -> dict[str, Any]:
         """The FIELDS as plain values (ISO timestamps): what the store and the spool keep."""
@@ -165,6 +185,13 @@ class CallRecord:
         """The CSV export's row (CSV_COLUMNS), each cell safe for a spreadsheet."""
         return [csv_cell(value) for value in self.to_dict().values()]
 
+
+_SLOTS = FIELDS  # CallRecord's fields (checked below)
+assert tuple(f.name for f in fields(CallRecord)) == _SLOTS
+# CallRecord.row's order
+assert FIELDS[12:] == (*TIMESTAMPS, "hangup_cause") and DERIVED == (
+    "free", "duration_seconds", "billable_seconds")
+_TEXTS_FIRST = attrgetter(*FIELDS[:12])
 
 # one number, which a spreadsheet shows as it is: +3292101234, -5. Anything more after a
 # leading + or - is arithmetic it would compute (+1+1, -2+3 dialled by a caller).

@@ -16,6 +16,10 @@ from .transaction import Transaction
 __all__ = ["Calls"]
 
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
+_COLUMNS = (*FIELDS, *DERIVED)  # CallRecord.row's order
+_UPSERT = (f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+           " ON CONFLICT (uniqueid) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]))
 
 
 class Calls(AuditLog):
@@ -55,25 +59,40 @@ class Calls(AuditLog):
         merged record."""
         if not records:
             return
+        batch: dict[str, CallRecord] = {}  # each uniqueid's updates merged, in order
+        for record in records:
+            old = batch.get(record.uniqueid)
+            batch[record.uniqueid] = old.merged(record) if old else record
+        # A call's first record (its decision, started_at) is normally not stored yet: its
+        # row is not read back unless a count says one of them is (a replay, a restart).
+        first = [u for u, r in batch.items() if r.started_at is not None]
+        later = [u for u, r in batch.items() if r.started_at is None]
         async with Transaction(self._db, self._write_lock):
-            merged: dict[str, CallRecord] = {}
-            ids = list(dict.fromkeys(r.uniqueid for r in records))
-            for start in range(0, len(ids), _BATCH):
-                chunk = ids[start:start + _BATCH]
-                for row in await self._rows(
-                        f"SELECT * FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
-                        chunk):
-                    merged[row["uniqueid"]] = _call_from_row(row)
-            for record in records:
-                old = merged.get(record.uniqueid)
-                merged[record.uniqueid] = old.merged(record) if old else record
-            columns = (*FIELDS, *DERIVED)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-            await self._db.executemany(
-                f"INSERT INTO calls ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))})"
-                f" ON CONFLICT (uniqueid) DO UPDATE SET {updates}",
-                [_call_row(merged[i]) for i in ids])
+            if first and await self._stored_count(first):
+                later += first
+            for uniqueid, row in (await self._stored_calls(later)).items():
+                batch[uniqueid] = row.merged(batch[uniqueid])
+            await self._db.executemany(_UPSERT, [r.row() for r in batch.values()])
+
+    async def _stored_count(self, ids: list[str]) -> int:
+        count = 0
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start:start + _BATCH]
+            (found,), = await self._rows(
+                f"SELECT count(*) FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
+                chunk)
+            count += found
+        return count
+
+    async def _stored_calls(self, ids: list[str]) -> dict[str, CallRecord]:
+        stored: dict[str, CallRecord] = {}
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start:start + _BATCH]
+            for row in await self._rows(
+                    f"SELECT * FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                stored[row["uniqueid"]] = _call_from_row(row)
+        return stored
 
     async def purge_calls(self, older_than: datetime, actor: Actor) -> int:
         """Delete the call records that started before `older_than`; audited ("calls.purge",
@@ -117,7 +136,3 @@ def _call_from_row(row: sqlite3.Row) -> CallRecord:
     return CallRecord.from_fields({name: row[name] for name in FIELDS})
 
 
-def _call_row(record: CallRecord) -> tuple[Any, ...]:
-    derived = {"free": int(record.free), "duration_seconds": record.duration_seconds,
-               "billable_seconds": record.billable_seconds}
-    return (*record.to_fields().values(), *(derived[name] for name in DERIVED))
