@@ -36,6 +36,22 @@ TEXTS = ("linkedid", "customer_id", "endpoint", "dialled", "destination", "categ
          "reason", "rule", "source", "node")
 
 
+def duration_seconds(answered_at: datetime | None, ended_at: datetime | None) -> int:
+    """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
+    if answered_at is None or ended_at is None:
+        return 0
+    return max(0, math.ceil((ended_at - answered_at).total_seconds()))
+
+
+def derived_columns(category: str | None, destination: str | None,
+                    answered_at: datetime | None, ended_at: datetime | None
+                    ) -> tuple[int, int, int]:
+    """The DERIVED columns of a record with these values: free (0/1), duration, billable."""
+    duration = duration_seconds(answered_at, ended_at)
+    free = free_call(category, destination)
+    return int(free), duration, 0 if free else duration
+
+
 def timestamp(moment: datetime | None) -> str | None:
     """The stored (and printed) form: UTC, microseconds, so text order is time order."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds") if moment else None
@@ -82,9 +98,7 @@ class CallRecord:
     @property
     def duration_seconds(self) -> int:
         """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
-        if self.answered_at is None or self.ended_at is None:
-            return 0
-        return max(0, math.ceil((self.ended_at - self.answered_at).total_seconds()))
+        return duration_seconds(self.answered_at, self.ended_at)
 
     @property
     def free(self) -> bool:
@@ -142,12 +156,14 @@ class CallRecord:
                 setattr(self, name, new)
 
     def row(self) -> tuple[Any, ...]:
-        """The stored row: `to_fields` then the DERIVED columns (free as 0/1), in order."""
-        duration = self.duration_seconds
-        free = self.free
+        """The stored row: `to_fields`' values then the DERIVED columns (free as 0/1)."""
+        return (*self.fields_row(), *derived_columns(self.category, self.destination,
+                                                     self.answered_at, self.ended_at))
+
+    def fields_row(self) -> tuple[Any, ...]:
+        """`to_fields`' values, in FIELDS order."""
         return (*_TEXTS_FIRST(self), timestamp(self.started_at), timestamp(self.answered_at),
-                timestamp(self.ended_at), self.hangup_cause, int(free), duration,
-                0 if free else duration)
+                timestamp(self.ended_at), self.hangup_cause)
 
     def to_fields(self) -> dict[str, Any]:
         """The FIELDS as plain values (ISO timestamps): what the store and the spool keep."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any
 
-from ...live.records import DERIVED, FIELDS, CallRecord, timestamp
+from ...live.records import DERIVED, FIELDS, CallRecord, derived_columns, timestamp
 from ..model import Actor, StoreError, iso, utcnow
 from .audit import AuditLog
 from .transaction import Transaction
@@ -19,7 +19,9 @@ _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
 _COLUMNS = (*FIELDS, *DERIVED)  # CallRecord.row's order
 _UPSERT = (f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
            " ON CONFLICT (uniqueid) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]))
+           + ", ".join([f"{c} = coalesce(excluded.{c}, calls.{c})" for c in FIELDS[1:]]
+                       + [f"{c} = excluded.{c}" for c in DERIVED]))
+_BASIS = ("category", "destination", "answered_at", "ended_at")  # what DERIVED comes from
 
 
 class Calls(AuditLog):
@@ -64,34 +66,35 @@ class Calls(AuditLog):
             old = batch.get(record.uniqueid)
             batch[record.uniqueid] = old.merged(record) if old else record
         # A call's first record (its decision, started_at) is normally not stored yet: its
-        # row is not read back unless a count says one of them is (a replay, a restart).
+        # row is not read unless a count says one of them is (a replay, a restart). For the
+        # others, only what the DERIVED columns need is read; the upsert itself keeps a
+        # stored value where the update has None (coalesce), as CallRecord.merged does.
         first = [u for u, r in batch.items() if r.started_at is not None]
         later = [u for u, r in batch.items() if r.started_at is None]
         async with Transaction(self._db, self._write_lock):
             if first and await self._stored_count(first):
                 later += first
-            for uniqueid, row in (await self._stored_calls(later)).items():
-                batch[uniqueid] = row.merged(batch[uniqueid])
-            await self._db.executemany(_UPSERT, [r.row() for r in batch.values()])
+            stored = await self._stored_basis(later)
+            await self._db.executemany(_UPSERT, [_row(r, stored.get(u))
+                                                 for u, r in batch.items()])
 
     async def _stored_count(self, ids: list[str]) -> int:
         count = 0
-        for start in range(0, len(ids), _BATCH):
-            chunk = ids[start:start + _BATCH]
+        for chunk in _chunks(ids):
             (found,), = await self._rows(
                 f"SELECT count(*) FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
                 chunk)
             count += found
         return count
 
-    async def _stored_calls(self, ids: list[str]) -> dict[str, CallRecord]:
-        stored: dict[str, CallRecord] = {}
-        for start in range(0, len(ids), _BATCH):
-            chunk = ids[start:start + _BATCH]
+    async def _stored_basis(self, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """uniqueid -> the stored (category, destination, answered_at, ended_at)."""
+        stored: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(ids):
             for row in await self._rows(
-                    f"SELECT * FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
-                    chunk):
-                stored[row["uniqueid"]] = _call_from_row(row)
+                    f"SELECT uniqueid, {', '.join(_BASIS)} FROM calls"
+                    f" WHERE uniqueid IN ({','.join('?' * len(chunk))})", chunk):
+                stored[row[0]] = tuple(row[1:])
         return stored
 
     async def purge_calls(self, older_than: datetime, actor: Actor) -> int:
@@ -130,6 +133,27 @@ def _calls_query(customer_id: str | None, since: datetime | None,
         params.append(timestamp(until))
     sql = f"SELECT {', '.join(FIELDS)} FROM calls"
     return (sql + " WHERE " + " AND ".join(where) if where else sql), params
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start:start + _BATCH] for start in range(0, len(ids), _BATCH)]
+
+
+def _row(record: CallRecord, stored: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The upsert's parameters: the record's fields (None: keep the stored value) and the
+    DERIVED columns of the merged row (`stored`: its basis, None if there is no row)."""
+    if stored is None:
+        return record.row()
+    category, destination, answered, ended = stored
+    return (*record.fields_row(), *derived_columns(
+        record.category if record.category is not None else category,
+        record.destination if record.destination is not None else destination,
+        record.answered_at if record.answered_at is not None else _moment(answered),
+        record.ended_at if record.ended_at is not None else _moment(ended)))
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def _call_from_row(row: sqlite3.Row) -> CallRecord:
