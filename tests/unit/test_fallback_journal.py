@@ -196,3 +196,21 @@ class _NoSmtp:
 def test_journal_lines_are_json(tmp_path: Path) -> None:
     line = fj.encode(time.time(), entry(1))
     assert json.loads(line)["customer"] == "acme" and line.endswith(b"\n")
+
+
+def test_might_hold_says_whether_take_can_find_anything(tmp_path: Path) -> None:
+    """The daemon's alert round goes to a thread for `take` only when this says so."""
+    journal = tmp_path / "cp.db.fallback-journal.jsonl"
+    assert not fj.might_hold(journal)
+    assert fj.take(journal).entries == []  # nothing there: nothing missed by not asking
+    fj.append(journal, 1.0, {"uniqueid": "1.1", "action": "allow"})
+    assert fj.might_hold(journal)
+    assert fj.take(journal).entries == []  # renamed to .taking, read next round
+    assert fj.might_hold(journal)
+    assert [e.values["uniqueid"] for e in fj.take(journal).entries] == ["1.1"]
+    assert not fj.might_hold(journal)
+    blocked = tmp_path / "a-file" / "journal"  # ENOTDIR: not "absent", take reports it
+    (tmp_path / "a-file").write_text("")
+    assert fj.might_hold(blocked)
+    with pytest.raises(OSError):
+        fj.take(blocked)

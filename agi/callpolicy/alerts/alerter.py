@@ -25,7 +25,7 @@ from ..service.metrics import Metrics
 from .aggregate import Aggregator, Condition, StateTracker
 from .config import AlertSettings, Email, outbox_path, read_secret
 from .delivery import Delivery
-from .fallback_journal import journal_path, take
+from .fallback_journal import journal_path, might_hold, take
 from .kinds import (
     EVENT_KINDS,
     NODE_HEARTBEAT_LOST,
@@ -183,7 +183,7 @@ class Alerter:
 
     async def _take_journal(self, now: float) -> None:
         """The fallback AGI's decisions (fallback_journal.py), read in a thread."""
-        if self.journal is None:
+        if self.journal is None or not might_hold(self.journal):
             return
         try:
             taken = await asyncio.to_thread(take, self.journal)

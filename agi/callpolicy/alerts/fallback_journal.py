@@ -11,11 +11,11 @@ dir is at the same path), one JSON object per line:
 - `append` (the fallback AGI, one process per call): ONE O_APPEND write of a line shorter
   than PIPE_BUF, so concurrent writers never interleave; values cut to MAX_VALUE characters.
   Raises OSError; the caller logs it and goes on (the call never fails for the journal).
-- `take` (the daemon, in a thread, every round): a `.taking` file (renamed in an earlier
-  round, or left by a crash) is read and deleted; else the journal is renamed to it, to be
-  read in the next round (a writer that opened the journal just before the rename has
-  finished its single write by then). A crash after the read raises those again at the next
-  start (at least once, never lost).
+- `take` (the daemon, in a thread, every round in which `might_hold`): a `.taking` file
+  (renamed in an earlier round, or left by a crash) is read and deleted; else the journal
+  is renamed to it, to be read in the next round (a writer that opened the journal just
+  before the rename has finished its single write by then). A crash after the read raises
+  those again at the next start (at least once, never lost).
 
 Standard library only: the fallback AGI imports it (asterisk-docker/fallback-requirements.txt).
 """
@@ -107,6 +107,21 @@ def take(path: Path) -> Taken:
     taken = parse(data)
     taking.unlink(missing_ok=True)
     return taken
+
+
+def might_hold(path: Path) -> bool:
+    """False when neither the journal nor its `.taking` file is there: `take` would find
+    nothing (two stat calls on the event loop instead of a round trip to a thread each
+    round). Any other error says True: `take` reports it."""
+    for candidate in (path, taking_path(path)):
+        try:
+            os.stat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True
+        return True
+    return False
 
 
 def parse(data: bytes) -> Taken:

@@ -48,7 +48,9 @@ from ..asterisk.variables import (
 from ..policy import CallRequest, Decision, Engine
 from ..service.logging import RateLimitedLog
 from ..service.metrics import Metrics
+from .live_request import with_live
 from .livecalls import LiveCall, LiveCalls
+from .pending import PendingRecords
 from .records import CallRecord
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class CallControl:
         self.node: str | None = None  # `[cluster] node`: on each call record
         self.others: OtherNodes | None = None  # the other nodes' live calls (PostgreSQL)
         self.revoked = 0
-        self.pending: list[CallRecord] = []  # record updates waiting for the writer
+        self._records = PendingRecords()  # record updates waiting for the writer
         self._open: dict[str, None] = {}  # uniqueids with an open record (insertion order)
         self._synced_login = 0  # the AMI login (AmiLink.logins) the table was rebuilt after
         self._resync_task: asyncio.Task[None] | None = None
@@ -156,7 +158,7 @@ class CallControl:
         counts = self.live.counts(customer, concurrency_known=self.concurrency_enforced)
         if self.others is not None:  # a cluster: the other nodes' calls count too
             counts = self.others.added_to(customer, counts)
-        return replace(request, live=counts)
+        return with_live(request, counts)
 
     def decided(self, request: CallRequest, decision: Decision, env: dict[str, str],
                 source: str = "daemon") -> None:
@@ -167,11 +169,12 @@ class CallControl:
         if not uniqueid:
             return
         now = _now()
+        started = now.timestamp()
         if self.ami.connected:  # its Hangup will take it out again
             self.live.add(uniqueid, env.get(ENV_CHANNEL, ""), request, decision,
-                          started=now.timestamp())
+                          started=started)
         else:  # the next login's rebuild finds it if it is still up
-            self.live.count_start(uniqueid, decision, started=now.timestamp())
+            self.live.count_start(uniqueid, decision, started=started)
         record = CallRecord.from_decision(
             uniqueid, decision, started_at=now, linkedid=env.get(ENV_LINKEDID) or None,
             endpoint=request.endpoint, source=source, node=self.node)
@@ -180,14 +183,14 @@ class CallControl:
             while len(self._open) > MAX_OPEN_RECORDS:  # AMI lost for very long: forget
                 self._open.pop(next(iter(self._open)))
         else:  # refused: the record is complete, 0 billable seconds
-            record = record.merged(CallRecord(uniqueid, ended_at=now))
-        self.pending.append(record)
+            record.ended_at = now
+        self._records.add(record)
 
     def _newstate(self, event: dict[str, str]) -> None:
         uniqueid = event.get("Uniqueid", "")
         if event.get("ChannelState") == UP and uniqueid in self._open:
             self.live.answer(uniqueid)
-            self.pending.append(CallRecord(uniqueid, answered_at=_now()))
+            self._records.answered(uniqueid, _now())
 
     def _hangup(self, event: dict[str, str]) -> None:
         uniqueid = event.get("Uniqueid", "")
@@ -195,16 +198,19 @@ class CallControl:
         if uniqueid in self._open:
             del self._open[uniqueid]
             cause = event.get("Cause", "")
-            self.pending.append(CallRecord(uniqueid, ended_at=_now(),
-                                           hangup_cause=int(cause) if cause.isdigit() else None))
+            self._records.ended(uniqueid, _now(), int(cause) if cause.isdigit() else None)
 
     def _user_event(self, event: dict[str, str]) -> None:
         if event.get("UserEvent") in (FALLBACK_EVENT, LAST_RESORT_EVENT):
             self.metrics.count_fallback_decision()
 
+    @property
+    def pending(self) -> list[CallRecord]:
+        """The record updates waiting for the writer, one per call (pending.py)."""
+        return self._records.peek()
+
     def take_pending(self) -> list[CallRecord]:
-        batch, self.pending = self.pending, []
-        return batch
+        return self._records.take()
 
     # -- revocation ----------------------------------------------------------------------
     async def revoke_forever(self, changed: asyncio.Event) -> None:
@@ -323,7 +329,7 @@ class CallControl:
         gone = self.live.reconcile(alive)
         for uniqueid in [u for u in self._open if u not in alive and u in seen.open]:
             del self._open[uniqueid]  # ended while we were away
-            self.pending.append(CallRecord(uniqueid, ended_at=_now()))
+            self._records.add(CallRecord(uniqueid, ended_at=_now()))
         added = 0
         engine = self._engine()
         now = time.time()
@@ -344,7 +350,7 @@ class CallControl:
                 live.answered = started  # approximate: the exact time is in the record
             elif uniqueid in seen.answered:  # its Newstate came while Status ran
                 live.answered = seen.answered[uniqueid].timestamp()
-                self.pending.append(CallRecord(uniqueid, answered_at=seen.answered[uniqueid]))
+                self._records.add(CallRecord(uniqueid, answered_at=seen.answered[uniqueid]))
         log.info("live_table_rebuilt", channels=len(channels), added=added,
                  dropped=[safe_value(c.uniqueid) for c in gone], live=len(self.live.calls),
                  seconds=round(time.monotonic() - began, 3))

@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from ..policy import Decision, free_call
@@ -33,6 +34,22 @@ FIELDS = tuple(name for name in CSV_COLUMNS if name not in DERIVED)
 TIMESTAMPS = ("started_at", "answered_at", "ended_at")
 TEXTS = ("linkedid", "customer_id", "endpoint", "dialled", "destination", "category", "action",
          "reason", "rule", "source", "node")
+
+
+def duration_seconds(answered_at: datetime | None, ended_at: datetime | None) -> int:
+    """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
+    if answered_at is None or ended_at is None:
+        return 0
+    return max(0, math.ceil((ended_at - answered_at).total_seconds()))
+
+
+def derived_columns(category: str | None, destination: str | None,
+                    answered_at: datetime | None, ended_at: datetime | None
+                    ) -> tuple[int, int, int]:
+    """The DERIVED columns of a record with these values: free (0/1), duration, billable."""
+    duration = duration_seconds(answered_at, ended_at)
+    free = free_call(category, destination)
+    return int(free), duration, 0 if free else duration
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -66,11 +83,10 @@ class CallRecord:
             raise ValueError("a call record needs its uniqueid")
         for name in TEXTS:  # enum members (Category.PREMIUM...) become their plain value
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and type(value) is not str:
                 if not isinstance(value, str):
                     raise ValueError(f"{name} must be a string, got {value!r}")
-                if type(value) is not str:
-                    setattr(self, name, str(value))
+                setattr(self, name, str(value))
         for name in TIMESTAMPS:
             moment = getattr(self, name)
             if moment is not None and moment.utcoffset() is None:
@@ -82,9 +98,7 @@ class CallRecord:
     @property
     def duration_seconds(self) -> int:
         """Art. 4.3: whole seconds from answer to hang-up, rounded up; 0 if not both known."""
-        if self.answered_at is None or self.ended_at is None:
-            return 0
-        return max(0, math.ceil((self.ended_at - self.answered_at).total_seconds()))
+        return duration_seconds(self.answered_at, self.ended_at)
 
     @property
     def free(self) -> bool:
@@ -121,13 +135,35 @@ class CallRecord:
 
     def merged(self, newer: CallRecord) -> CallRecord:
         """This record updated with what `newer` knows: its None fields keep our values."""
+        merged = self.copy()
+        merged.absorb(newer)
+        return merged
+
+    def copy(self) -> CallRecord:
+        """A copy (both already checked: no second __post_init__)."""
+        twin = object.__new__(CallRecord)
+        for name in _SLOTS:
+            setattr(twin, name, getattr(self, name))
+        return twin
+
+    def absorb(self, newer: CallRecord) -> None:
+        """`merged`, in place: only for a record nobody else holds (a pending update)."""
         if newer.uniqueid != self.uniqueid:
             raise ValueError(f"cannot merge call {newer.uniqueid} into {self.uniqueid}")
-        values = {}
-        for f in fields(self):
-            new = getattr(newer, f.name)
-            values[f.name] = new if new is not None else getattr(self, f.name)
-        return CallRecord(**values)
+        for name in _SLOTS:
+            new = getattr(newer, name)
+            if new is not None:
+                setattr(self, name, new)
+
+    def row(self) -> tuple[Any, ...]:
+        """The stored row: `to_fields`' values then the DERIVED columns (free as 0/1)."""
+        return (*self.fields_row(), *derived_columns(self.category, self.destination,
+                                                     self.answered_at, self.ended_at))
+
+    def fields_row(self) -> tuple[Any, ...]:
+        """`to_fields`' values, in FIELDS order."""
+        return (*_TEXTS_FIRST(self), timestamp(self.started_at), timestamp(self.answered_at),
+                timestamp(self.ended_at), self.hangup_cause)
 
     def to_fields(self) -> dict[str, Any]:
         """The FIELDS as plain values (ISO timestamps): what the store and the spool keep."""
@@ -165,6 +201,13 @@ class CallRecord:
         """The CSV export's row (CSV_COLUMNS), each cell safe for a spreadsheet."""
         return [csv_cell(value) for value in self.to_dict().values()]
 
+
+_SLOTS = FIELDS  # CallRecord's fields (checked below)
+assert tuple(f.name for f in fields(CallRecord)) == _SLOTS
+# CallRecord.row's order
+assert FIELDS[12:] == (*TIMESTAMPS, "hangup_cause") and DERIVED == (
+    "free", "duration_seconds", "billable_seconds")
+_TEXTS_FIRST = attrgetter(*FIELDS[:12])
 
 # one number, which a spreadsheet shows as it is: +3292101234, -5. Anything more after a
 # leading + or - is arithmetic it would compute (+1+1, -2+3 dialled by a caller).

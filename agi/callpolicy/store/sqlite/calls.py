@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any
 
-from ...live.records import DERIVED, FIELDS, CallRecord, timestamp
+from ...live.records import DERIVED, FIELDS, CallRecord, derived_columns, timestamp
 from ..model import Actor, StoreError, iso, utcnow
 from .audit import AuditLog
 from .transaction import Transaction
@@ -16,6 +16,12 @@ from .transaction import Transaction
 __all__ = ["Calls"]
 
 _BATCH = 500  # uniqueids per lookup (well under SQLite's bound-parameter limit)
+_COLUMNS = (*FIELDS, *DERIVED)  # CallRecord.row's order
+_UPSERT = (f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+           " ON CONFLICT (uniqueid) DO UPDATE SET "
+           + ", ".join([f"{c} = coalesce(excluded.{c}, calls.{c})" for c in FIELDS[1:]]
+                       + [f"{c} = excluded.{c}" for c in DERIVED]))
+_BASIS = ("category", "destination", "answered_at", "ended_at")  # what DERIVED comes from
 
 
 class Calls(AuditLog):
@@ -55,25 +61,41 @@ class Calls(AuditLog):
         merged record."""
         if not records:
             return
+        batch: dict[str, CallRecord] = {}  # each uniqueid's updates merged, in order
+        for record in records:
+            old = batch.get(record.uniqueid)
+            batch[record.uniqueid] = old.merged(record) if old else record
+        # A call's first record (its decision, started_at) is normally not stored yet: its
+        # row is not read unless a count says one of them is (a replay, a restart). For the
+        # others, only what the DERIVED columns need is read; the upsert itself keeps a
+        # stored value where the update has None (coalesce), as CallRecord.merged does.
+        first = [u for u, r in batch.items() if r.started_at is not None]
+        later = [u for u, r in batch.items() if r.started_at is None]
         async with Transaction(self._db, self._write_lock):
-            merged: dict[str, CallRecord] = {}
-            ids = list(dict.fromkeys(r.uniqueid for r in records))
-            for start in range(0, len(ids), _BATCH):
-                chunk = ids[start:start + _BATCH]
-                for row in await self._rows(
-                        f"SELECT * FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
-                        chunk):
-                    merged[row["uniqueid"]] = _call_from_row(row)
-            for record in records:
-                old = merged.get(record.uniqueid)
-                merged[record.uniqueid] = old.merged(record) if old else record
-            columns = (*FIELDS, *DERIVED)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-            await self._db.executemany(
-                f"INSERT INTO calls ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))})"
-                f" ON CONFLICT (uniqueid) DO UPDATE SET {updates}",
-                [_call_row(merged[i]) for i in ids])
+            if first and await self._stored_count(first):
+                later += first
+            stored = await self._stored_basis(later)
+            await self._db.executemany(_UPSERT, [_row(r, stored.get(u))
+                                                 for u, r in batch.items()])
+
+    async def _stored_count(self, ids: list[str]) -> int:
+        count = 0
+        for chunk in _chunks(ids):
+            (found,), = await self._rows(
+                f"SELECT count(*) FROM calls WHERE uniqueid IN ({','.join('?' * len(chunk))})",
+                chunk)
+            count += found
+        return count
+
+    async def _stored_basis(self, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """uniqueid -> the stored (category, destination, answered_at, ended_at)."""
+        stored: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(ids):
+            for row in await self._rows(
+                    f"SELECT uniqueid, {', '.join(_BASIS)} FROM calls"
+                    f" WHERE uniqueid IN ({','.join('?' * len(chunk))})", chunk):
+                stored[row[0]] = tuple(row[1:])
+        return stored
 
     async def purge_calls(self, older_than: datetime, actor: Actor) -> int:
         """Delete the call records that started before `older_than`; audited ("calls.purge",
@@ -113,11 +135,28 @@ def _calls_query(customer_id: str | None, since: datetime | None,
     return (sql + " WHERE " + " AND ".join(where) if where else sql), params
 
 
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start:start + _BATCH] for start in range(0, len(ids), _BATCH)]
+
+
+def _row(record: CallRecord, stored: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The upsert's parameters: the record's fields (None: keep the stored value) and the
+    DERIVED columns of the merged row (`stored`: its basis, None if there is no row)."""
+    if stored is None:
+        return record.row()
+    category, destination, answered, ended = stored
+    return (*record.fields_row(), *derived_columns(
+        record.category if record.category is not None else category,
+        record.destination if record.destination is not None else destination,
+        record.answered_at if record.answered_at is not None else _moment(answered),
+        record.ended_at if record.ended_at is not None else _moment(ended)))
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
 def _call_from_row(row: sqlite3.Row) -> CallRecord:
     return CallRecord.from_fields({name: row[name] for name in FIELDS})
 
 
-def _call_row(record: CallRecord) -> tuple[Any, ...]:
-    derived = {"free": int(record.free), "duration_seconds": record.duration_seconds,
-               "billable_seconds": record.billable_seconds}
-    return (*record.to_fields().values(), *(derived[name] for name in DERIVED))
