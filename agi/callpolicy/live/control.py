@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("callpolicy.control")
 
 REVOKE_INTERVAL = 0.25
+# every call is re-decided at least this often, even with no policy change or time boundary
+FULL_RECHECK = 5.0
+NO_RECHECK = datetime.max.replace(tzinfo=UTC)
 UP = "6"  # AST_STATE_UP
 MAX_OPEN_RECORDS = 100_000  # calls whose record still waits for answer/hang-up
 # A degraded fraud guard is logged once it lasts this long (the AMI login at start-up takes
@@ -99,6 +102,7 @@ class CallControl:
         self._resync_tried_at = 0.0
         self._resyncs_running = 0
         self._revocation_pending: set[str] = set()  # logged once each, until AMI is back
+        self._full_round_at = 0.0  # time.monotonic() of the last round that re-decided all
         self._limited = RateLimitedLog(log)  # AMI answering but timing out: not a loop
         self._rebuilds: list[_SeenDuringRebuild] = []  # rebuilds running now
         reason = self.guard_degraded_reason()
@@ -216,11 +220,12 @@ class CallControl:
     async def revoke_forever(self, changed: asyncio.Event) -> None:
         failing = False
         while True:
+            policy_changed = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), REVOKE_INTERVAL)
+                policy_changed = await asyncio.wait_for(changed.wait(), REVOKE_INTERVAL)
             changed.clear()
             try:
-                await self.revoke_once()
+                await self.revoke_once(policy_changed)
                 self.metrics.set_live_calls(self.live.by_category())
                 self._retry_resync()
                 self.watch_guard()
@@ -238,18 +243,26 @@ class CallControl:
         """Calls the policy refuses that are still up (AMI down: they cannot be hung up)."""
         return len(self._revocation_pending)
 
-    async def revoke_once(self) -> int:
+    async def revoke_once(self, policy_changed: bool = True) -> int:
+        """Re-decide the live calls, hang up those now refused. Unless the policy changed (or
+        FULL_RECHECK passed) only calls at a time boundary: a comparison per call."""
         engine = self._engine()
         now = datetime.now(UTC)
+        if policy_changed or time.monotonic() - self._full_round_at >= FULL_RECHECK:
+            policy_changed, self._full_round_at = True, time.monotonic()
         refused: list[tuple[LiveCall, Decision]] = []
         self._revocation_pending.intersection_update(self.live.calls)
         for call in list(self.live.calls.values()):
-            if call.hung_up:
+            if call.hung_up or (not policy_changed and call.recheck_at is not None
+                                and call.recheck_at > now):
                 continue
             decision = engine.decide(replace(call.request, now=now, live=None))
             if decision.allowed:
+                customer = engine.snapshot.customers.get(call.customer_id)
+                call.recheck_at = (customer and customer.next_change(now)) or NO_RECHECK
                 self._revocation_pending.discard(call.uniqueid)
                 continue
+            call.recheck_at = None  # refused: every round until it is hung up
             if not self.ami.connected:
                 if call.uniqueid not in self._revocation_pending:  # once per call, not per round
                     self._revocation_pending.add(call.uniqueid)

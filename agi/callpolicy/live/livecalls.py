@@ -15,6 +15,7 @@ import bisect
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..policy import CallRequest, Category, Decision, LiveCounts
 from ..policy.engine import counts_toward_limits, is_risky
@@ -35,6 +36,9 @@ class LiveCall:
     started: float  # epoch seconds
     answered: float | None = None
     hung_up: bool = False  # a hang-up was asked for (revocation); the call is still up
+    # when revocation must re-decide it even if the policy did not change (a scheduled
+    # suspension, an unblock's expiry); None: at the next round
+    recheck_at: datetime | None = None
 
 
 @dataclass

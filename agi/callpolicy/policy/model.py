@@ -177,6 +177,15 @@ class Customer:
     def is_suspended(self, now: datetime) -> bool:
         return self.suspended or (self.suspend_at is not None and now >= self.suspend_at)
 
+    def next_change(self, now: datetime) -> datetime | None:
+        """The first instant after `now` at which this customer's decisions can change with
+        time alone: a scheduled suspension begins, an unblock expires. None: none ahead."""
+        times = [u.expires_at for u in self.unblocks
+                 if u.expires_at is not None and u.expires_at > now]
+        if not self.suspended and self.suspend_at is not None and self.suspend_at > now:
+            times.append(self.suspend_at)
+        return min(times, default=None)
+
 
 #: entries per decision cache unless `[policy] cache_entries` says otherwise: at ~85 new
 #: numbers a second they are full within a minute; real traffic repeats numbers
