@@ -61,8 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("callpolicy.control")
 
 REVOKE_INTERVAL = 0.25
-# every call is re-decided at least this often, even with no policy change or time boundary
-FULL_RECHECK = 5.0
+FULL_RECHECK = 5.0  # s: every live call re-decided at least this often, changes or not
 NO_RECHECK = datetime.max.replace(tzinfo=UTC)
 UP = "6"  # AST_STATE_UP
 MAX_OPEN_RECORDS = 100_000  # calls whose record still waits for answer/hang-up
@@ -244,17 +243,18 @@ class CallControl:
         return len(self._revocation_pending)
 
     async def revoke_once(self, policy_changed: bool = True) -> int:
-        """Re-decide the live calls, hang up those now refused. Unless the policy changed (or
-        FULL_RECHECK passed) only calls at a time boundary: a comparison per call."""
+        """Re-decide live calls (unless the policy changed, those at a time boundary only)."""
         engine = self._engine()
         now = datetime.now(UTC)
         if policy_changed or time.monotonic() - self._full_round_at >= FULL_RECHECK:
             policy_changed, self._full_round_at = True, time.monotonic()
         refused: list[tuple[LiveCall, Decision]] = []
         self._revocation_pending.intersection_update(self.live.calls)
-        for call in list(self.live.calls.values()):
-            if call.hung_up or (not policy_changed and call.recheck_at is not None
-                                and call.recheck_at > now):
+        for i, call in enumerate(list(self.live.calls.values())):
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # thousands of calls up: not one long block of the loop
+            if call.hung_up or call.uniqueid not in self.live.calls or (
+                    not policy_changed and (call.recheck_at or now) > now):
                 continue
             decision = engine.decide(replace(call.request, now=now, live=None))
             if decision.allowed:
