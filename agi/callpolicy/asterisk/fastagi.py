@@ -43,7 +43,7 @@ import structlog
 
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
-from ..service.logging import RateLimitedLog, json_line
+from ..service.logging import RateLimitedLog, iso_utc, json_threshold, json_write
 from .agi_environment import (
     CONNECTION_ERROR,
     ENV_LATE,
@@ -52,13 +52,12 @@ from .agi_environment import (
     BadPeer,
     EnvironmentParser,
 )
+from .decision_render import DecisionRenderer, Parts, log_line, mset
 from .variables import (
     ENV_CHANNEL,
     ENV_UNIQUEID,
     AgiCall,
     call_arguments,
-    decision_variables,
-    mset_command,
     safe_value,
 )
 
@@ -122,6 +121,7 @@ class FastAgiServer:
         self._idle: asyncio.Event | None = None  # set while no connection is open (stop)
         self._slots = ConnectionSlots(self.limits.max_connections)
         self._limited = RateLimitedLog(log)
+        self._render = DecisionRenderer()
         self.stats = {"decisions": 0, "errors": 0, "bad_peers": 0, "refused": 0, "evicted": 0}
 
     async def start(self, host: str, port: int) -> None:
@@ -195,8 +195,9 @@ class FastAgiServer:
                 self._on_decision(decision, source, elapsed, request, env)
             except Exception:  # bookkeeping must never cost the call its answer
                 log.exception("on_decision_failed")
-        log_decision(decision, call, env, source, elapsed)
-        return mset_command(decision_variables(decision, source)).encode()
+        parts = self._render.parts(decision, source)
+        log_decision(parts, decision, call, env, source, elapsed)
+        return mset(parts, decision).encode()
 
     def _no_reply(self, env: dict[str, str], reason: str) -> None:
         self._limited("warning", "agi_no_reply", uniqueid=safe_value(env.get(ENV_UNIQUEID)),
@@ -346,10 +347,30 @@ class AgiConnection(asyncio.Protocol):
             self._transport.close()
 
 
-def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
-                 elapsed: float) -> None:
+def log_decision(parts: Parts, decision: Decision, call: AgiCall, env: dict[str, str],
+                 source: str, elapsed: float) -> None:
+    """The `decision` line every call leaves (JSON: rendered from `parts`), and the
+    decision's events (alerts)."""
+    uniqueid = safe_value(env.get(ENV_UNIQUEID))
+    threshold = json_threshold()
+    if threshold is None:  # not JSON: structlog renders it
+        getattr(log, parts.level)("decision",
+                                  **decision_fields(decision, call, env, source, elapsed))
+    elif parts.level_no >= threshold:
+        json_write(log_line(parts, decision, uniqueid, safe_value(env.get(ENV_CHANNEL)),
+                            call.kind, safe_value(call.endpoint), safe_value(call.dialled),
+                            round(elapsed * 1000, 3), iso_utc(datetime.now(UTC))))
+    for event in decision.events:
+        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
+        emit(event.kind, uniqueid=uniqueid, customer=decision.customer_id,
+             **{k: safe_value(v) for k, v in event.detail.items()})
+
+
+def decision_fields(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
+                    elapsed: float) -> dict[str, object]:
+    """The `decision` line's fields, in their order (what log_line renders)."""
     cid = decision.caller_id
-    fields = {
+    return {
         "uniqueid": safe_value(env.get(ENV_UNIQUEID)),
         "channel": safe_value(env.get(ENV_CHANNEL)),
         "kind": call.kind,
@@ -368,10 +389,3 @@ def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source:
         "source": source,
         "latency_ms": round(elapsed * 1000, 3),
     }
-    level = "warning" if source != SOURCE_DAEMON or decision.emergency else "info"
-    if not json_line(level, "decision", dict(fields)):  # not JSON: structlog renders it
-        getattr(log, level)("decision", **fields)
-    for event in decision.events:
-        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
-        emit(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,
-             **{k: safe_value(v) for k, v in event.detail.items()})
