@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callpolicy.asterisk import decision_render
-from callpolicy.asterisk.decision_render import DecisionRenderer, log_line, mset
-from callpolicy.asterisk.fastagi import decision_fields
+from callpolicy.asterisk.decision_render import DecisionRenderer, decision_fields, log_line, mset
 from callpolicy.asterisk.variables import (
     KINDS,
     AgiCall,

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json.encoder
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
 
 from ..policy import Decision, Presentation
-from ..service.logging import JSON_LEVELS
+from ..service.logging import JSON_LEVELS, iso_utc, json_threshold, json_write
 from .variables import (
     ACTION,
     ASSERTED,
@@ -28,16 +31,20 @@ from .variables import (
     DESTINATION,
     DIVERSION,
     EMERGENCY,
+    ENV_CHANNEL,
+    ENV_UNIQUEID,
     LOCATION,
     LOCATION_INFO,
     REASON,
     RULE,
     SIP_CODE,
     SOURCE,
+    AgiCall,
     civic_location_info,
     safe_value,
 )
 
+log = structlog.get_logger("callpolicy.fastagi")
 _json_str = json.encoder.encode_basestring_ascii  # json.dumps(str) with ensure_ascii, in C
 MAX_KINDS = 4096  # kinds of decision kept rendered (a rule names its customer: bounded)
 
@@ -133,3 +140,47 @@ def log_line(parts: Parts, decision: Decision, uniqueid: str, channel: str, kind
             f'"destination": {"null" if destination is None else _json_str(destination)}, '
             f'{parts.log_mid}{"null" if number is None else _json_str(number)}'
             f'{parts.log_tail}{latency_ms!r}{parts.log_end}{timestamp}"}}\n')
+
+
+def log_decision(parts: Parts, decision: Decision, call: AgiCall, env: dict[str, str],
+                 source: str, elapsed: float) -> None:
+    """The `decision` line every call leaves (JSON: rendered from `parts`), and the
+    decision's events (alerts)."""
+    uniqueid = safe_value(env.get(ENV_UNIQUEID))
+    threshold = json_threshold()
+    if threshold is None:  # not JSON: structlog renders it
+        getattr(log, parts.level)("decision",
+                                  **decision_fields(decision, call, env, source, elapsed))
+    elif parts.level_no >= threshold:
+        json_write(log_line(parts, decision, uniqueid, safe_value(env.get(ENV_CHANNEL)),
+                            call.kind, safe_value(call.endpoint), safe_value(call.dialled),
+                            round(elapsed * 1000, 3), iso_utc(datetime.now(UTC))))
+    for event in decision.events:
+        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
+        emit(event.kind, uniqueid=uniqueid, customer=decision.customer_id,
+             **{k: safe_value(v) for k, v in event.detail.items()})
+
+
+def decision_fields(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
+                    elapsed: float) -> dict[str, object]:
+    """The `decision` line's fields, in their order (what log_line renders)."""
+    cid = decision.caller_id
+    return {
+        "uniqueid": safe_value(env.get(ENV_UNIQUEID)),
+        "channel": safe_value(env.get(ENV_CHANNEL)),
+        "kind": call.kind,
+        "endpoint": safe_value(call.endpoint),
+        "customer": decision.customer_id,
+        "dialled": safe_value(call.dialled),
+        "destination": decision.destination,
+        "action": decision.action.value,
+        "reason": decision.reason.value,
+        "category": decision.category.value,
+        "caller_id": cid.number,
+        "presentation": cid.presentation.value,
+        "emergency": decision.emergency,
+        "location": decision.location.value if decision.location else None,
+        "rule": decision.rule,
+        "source": source,
+        "latency_ms": round(elapsed * 1000, 3),
+    }

@@ -45,7 +45,7 @@ import structlog
 
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
-from ..service.logging import RateLimitedLog, iso_utc, json_threshold, json_write
+from ..service.logging import RateLimitedLog
 from .agi_environment import (
     CONNECTION_ERROR,
     ENV_LATE,
@@ -54,9 +54,8 @@ from .agi_environment import (
     BadPeer,
     EnvironmentParser,
 )
-from .decision_render import DecisionRenderer, Parts, log_line, mset
+from .decision_render import DecisionRenderer, log_decision, mset
 from .variables import (
-    ENV_CHANNEL,
     ENV_UNIQUEID,
     AgiCall,
     call_arguments,
@@ -361,47 +360,3 @@ class AgiConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-def log_decision(parts: Parts, decision: Decision, call: AgiCall, env: dict[str, str],
-                 source: str, elapsed: float) -> None:
-    """The `decision` line every call leaves (JSON: rendered from `parts`), and the
-    decision's events (alerts)."""
-    uniqueid = safe_value(env.get(ENV_UNIQUEID))
-    threshold = json_threshold()
-    if threshold is None:  # not JSON: structlog renders it
-        getattr(log, parts.level)("decision",
-                                  **decision_fields(decision, call, env, source, elapsed))
-    elif parts.level_no >= threshold:
-        json_write(log_line(parts, decision, uniqueid, safe_value(env.get(ENV_CHANNEL)),
-                            call.kind, safe_value(call.endpoint), safe_value(call.dialled),
-                            round(elapsed * 1000, 3), iso_utc(datetime.now(UTC))))
-    for event in decision.events:
-        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
-        emit(event.kind, uniqueid=uniqueid, customer=decision.customer_id,
-             **{k: safe_value(v) for k, v in event.detail.items()})
-
-
-def decision_fields(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
-                    elapsed: float) -> dict[str, object]:
-    """The `decision` line's fields, in their order (what log_line renders)."""
-    cid = decision.caller_id
-    return {
-        "uniqueid": safe_value(env.get(ENV_UNIQUEID)),
-        "channel": safe_value(env.get(ENV_CHANNEL)),
-        "kind": call.kind,
-        "endpoint": safe_value(call.endpoint),
-        "customer": decision.customer_id,
-        "dialled": safe_value(call.dialled),
-        "destination": decision.destination,
-        "action": decision.action.value,
-        "reason": decision.reason.value,
-        "category": decision.category.value,
-        "caller_id": cid.number,
-        "presentation": cid.presentation.value,
-        "emergency": decision.emergency,
-        "location": decision.location.value if decision.location else None,
-        "rule": decision.rule,
-        "source": source,
-        "latency_ms": round(elapsed * 1000, 3),
-    }
