@@ -18,7 +18,7 @@ from callpolicy.asterisk.agi_environment import (
     BadPeer,
     EnvironmentParser,
 )
-from callpolicy.asterisk.fastagi import FastAgiServer, Limits
+from callpolicy.asterisk.fastagi import SWEEP_INTERVAL, FastAgiServer, Limits
 from callpolicy.policy import (
     Address,
     Customer,
@@ -310,3 +310,36 @@ def test_the_environment_parser_refuses_what_is_not_an_asterisk_block(payload, r
             parser.feed(payload[i:i + 1000])
     assert caught.value.reason == reason
     assert EnvironmentParser().eof().reason == EOF_EARLY
+
+
+async def test_deadlines_pass_within_one_sweep_and_the_sweep_stops_when_idle() -> None:
+    """No timer per connection: one sweep every SWEEP_INTERVAL ends the connections past
+    their deadline (not before it: less the client's connect time), and it is not armed while
+    no connection is open."""
+    engine = Engine(SNAPSHOT)
+    srv = FastAgiServer(engine.decide, engine.fail_safe,
+                        Limits(first_line_deadline=0.1, env_deadline=0.2, reply_deadline=0.15))
+    await srv.start("127.0.0.1", 0)
+    try:
+        async def closed_after(payload: bytes, until: bytes = b"") -> float:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(srv))
+            writer.write(payload)
+            started = time.perf_counter()
+            if until:
+                assert (await reader.readline()).startswith(until)
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            writer.close()
+            return time.perf_counter() - started
+
+        silent, slow, mute = await asyncio.gather(
+            closed_after(b""), closed_after(b"agi_network: yes\n"),
+            closed_after(env_block("092101299"), b"EXEC MSet"))
+        assert 0.08 <= silent < 0.1 + SWEEP_INTERVAL + 0.1
+        assert 0.18 <= slow < 0.2 + SWEEP_INTERVAL + 0.1
+        assert 0.13 <= mute < 0.15 + SWEEP_INTERVAL + 0.1
+        assert (await ask(port_of(srv), env_block("092101299")))["CP_ACTION"] == "allow"
+        await asyncio.sleep(2 * SWEEP_INTERVAL)
+        assert srv._sweeper is None and not srv._connections
+    finally:
+        await srv.stop()
+    assert srv.stats["bad_peers"] == 2

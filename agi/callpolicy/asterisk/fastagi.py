@@ -12,7 +12,9 @@ garbage just end that one connection. Nothing here blocks the event loop.
 
 Per call this is the daemon's main CPU cost (issue 12, bench/agi_cpu.py), so a connection is
 an `AgiConnection` protocol fed by the event loop, over the sans-I/O `EnvironmentParser`: no
-task, no stream reader/writer, no timeout context, at most one timer at a time.
+task, no stream reader/writer, no timeout context, no timer of its own: each connection keeps
+the time it is due, and one sweep every SWEEP_INTERVAL (armed while connections are open)
+ends the ones past it, so a deadline passes at most SWEEP_INTERVAL late.
 
 Local floods (issue 10): Asterisk writes its whole environment block right after connecting,
 so a peer that has not sent its first line within FIRST_LINE_DEADLINE, or the whole block
@@ -43,7 +45,7 @@ import structlog
 
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
-from ..service.logging import RateLimitedLog, json_line
+from ..service.logging import RateLimitedLog
 from .agi_environment import (
     CONNECTION_ERROR,
     ENV_LATE,
@@ -52,13 +54,11 @@ from .agi_environment import (
     BadPeer,
     EnvironmentParser,
 )
+from .decision_render import DecisionRenderer, log_decision, mset
 from .variables import (
-    ENV_CHANNEL,
     ENV_UNIQUEID,
     AgiCall,
     call_arguments,
-    decision_variables,
-    mset_command,
     safe_value,
 )
 
@@ -73,6 +73,9 @@ FIRST_LINE_DEADLINE = 0.25  # s from accept to the first complete line
 ENV_DEADLINE = 0.3  # s from accept to the blank line that ends the block
 REPLY_DEADLINE = 2.0  # s for Asterisk's "200 result=" after our command
 MAX_CONNECTIONS = 512
+# How often open connections are checked against their deadlines: a deadline is enforced
+# between its time and SWEEP_INTERVAL later (cheaper than a timer per connection and step).
+SWEEP_INTERVAL = 0.05
 # The kernel's queue of connections not yet accepted (capped by net.core.somaxconn): a flood
 # of reconnecting peers must not make a real Asterisk's SYN wait for a retransmit (1 s).
 BACKLOG = 1024
@@ -122,6 +125,8 @@ class FastAgiServer:
         self._idle: asyncio.Event | None = None  # set while no connection is open (stop)
         self._slots = ConnectionSlots(self.limits.max_connections)
         self._limited = RateLimitedLog(log)
+        self._render = DecisionRenderer()
+        self._sweeper: asyncio.TimerHandle | None = None
         self.stats = {"decisions": 0, "errors": 0, "bad_peers": 0, "refused": 0, "evicted": 0}
 
     async def start(self, host: str, port: int) -> None:
@@ -143,6 +148,9 @@ class FastAgiServer:
                 connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._sweeper is not None and not self._connections:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def _opened(self, connection: AgiConnection, transport: asyncio.Transport) -> Slot | None:
         admission = self._slots.admit(transport.abort)
@@ -153,7 +161,19 @@ class FastAgiServer:
             self._dropped(REFUSED, "connections full, all answering", "agi_connection_refused")
             return None
         self._connections.add(connection)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
         return admission.slot
+
+    def _sweep(self) -> None:
+        """The open connections past their deadline; again in SWEEP_INTERVAL while any is
+        open."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in [c for c in self._connections if c.due <= now]:
+            connection.deadline(now)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._connections \
+            else None
 
     def _closed(self, connection: AgiConnection, slot: Slot) -> None:
         self._slots.release(slot)
@@ -195,8 +215,9 @@ class FastAgiServer:
                 self._on_decision(decision, source, elapsed, request, env)
             except Exception:  # bookkeeping must never cost the call its answer
                 log.exception("on_decision_failed")
-        log_decision(decision, call, env, source, elapsed)
-        return mset_command(decision_variables(decision, source)).encode()
+        parts = self._render.parts(decision, source)
+        log_decision(parts, decision, call, env, source, elapsed)
+        return mset(parts, decision).encode()
 
     def _no_reply(self, env: dict[str, str], reason: str) -> None:
         self._limited("warning", "agi_no_reply", uniqueid=safe_value(env.get(ENV_UNIQUEID)),
@@ -211,15 +232,16 @@ class FastAgiServer:
 
 #: AgiConnection states
 _READING, _ANSWERED, _DONE = 0, 1, 2
+_NEVER = float("inf")
 
 
 class AgiConnection(asyncio.Protocol):
     """One FastAGI connection: the environment block (first-line and whole-block deadlines,
     EnvironmentParser's caps), the answer, Asterisk's reply line (reply deadline), close.
-    One timer at a time, created only when a deadline is armed."""
+    `due`: the loop time of its next deadline (the server's sweep calls `deadline`)."""
 
     __slots__ = ("_accepted", "_env", "_parser", "_reply", "_server", "_slot", "_state",
-                 "_timer", "_transport")
+                 "_transport", "due")
 
     def __init__(self, server: FastAgiServer) -> None:
         self._server = server
@@ -227,7 +249,7 @@ class AgiConnection(asyncio.Protocol):
         self._slot: Slot | None = None
         self._parser = EnvironmentParser()
         self._state = _READING
-        self._timer: asyncio.TimerHandle | None = None
+        self.due = _NEVER
         self._accepted = 0.0
         self._env: dict[str, str] = {}
         self._reply = b""
@@ -235,17 +257,15 @@ class AgiConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a TCP transport (uvloop's is not an asyncio.Transport subclass)
         self._transport = cast(asyncio.Transport, transport)
-        self._slot = self._server._opened(self, self._transport)
+        server = self._server
+        self._slot = server._opened(self, self._transport)
         if self._slot is None:
             self._state = _DONE
             self._transport.abort()
             return
-        loop = asyncio.get_running_loop()
-        self._accepted = loop.time()
-        limits = self._server.limits
-        self._timer = loop.call_at(
-            self._accepted + min(limits.first_line_deadline, limits.env_deadline),
-            self._deadline)
+        self._accepted = asyncio.get_running_loop().time()
+        limits = server.limits
+        self.due = self._accepted + min(limits.first_line_deadline, limits.env_deadline)
 
     def data_received(self, data: bytes) -> None:
         if self._state == _READING:
@@ -297,26 +317,24 @@ class AgiConnection(asyncio.Protocol):
     # -- the steps ----------------------------------------------------------------------
     def _answer(self, env: dict[str, str]) -> None:
         assert self._slot is not None and self._transport is not None
-        self._server._slots.settle(self._slot)
-        if self._timer is not None:
-            self._timer.cancel()
+        server = self._server
+        server._slots.settle(self._slot)
         self._state, self._env = _ANSWERED, env
-        self._transport.write(self._server._answer(env))
-        self._timer = asyncio.get_running_loop().call_later(
-            self._server.limits.reply_deadline, self._deadline)
+        self._transport.write(server._answer(env))
+        self.due = asyncio.get_running_loop().time() + server.limits.reply_deadline
         if self._parser.rest:  # the reply came with the block (never from Asterisk)
             rest, self._parser.rest = self._parser.rest, b""
             self.data_received(rest)
 
-    def _deadline(self) -> None:
-        self._timer = None
+    def deadline(self, now: float) -> None:
+        """`due` has passed (`now`: the loop's time)."""
+        self.due = _NEVER
         limits = self._server.limits
         if self._state == _READING:
             if self._parser.first_line:
                 due = self._accepted + limits.env_deadline
-                loop = asyncio.get_running_loop()
-                if loop.time() < due:  # the first line came in time: the block's deadline
-                    self._timer = loop.call_at(due, self._deadline)
+                if now < due:  # the first line came in time: the block's deadline
+                    self.due = due
                     return
                 self._drop(ENV_LATE, f"no complete environment within {limits.env_deadline} s")
             else:
@@ -337,41 +355,8 @@ class AgiConnection(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._state = _DONE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.due = _NEVER
 
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-def log_decision(decision: Decision, call: AgiCall, env: dict[str, str], source: str,
-                 elapsed: float) -> None:
-    cid = decision.caller_id
-    fields = {
-        "uniqueid": safe_value(env.get(ENV_UNIQUEID)),
-        "channel": safe_value(env.get(ENV_CHANNEL)),
-        "kind": call.kind,
-        "endpoint": safe_value(call.endpoint),
-        "customer": decision.customer_id,
-        "dialled": safe_value(call.dialled),
-        "destination": decision.destination,
-        "action": decision.action.value,
-        "reason": decision.reason.value,
-        "category": decision.category.value,
-        "caller_id": cid.number,
-        "presentation": cid.presentation.value,
-        "emergency": decision.emergency,
-        "location": decision.location.value if decision.location else None,
-        "rule": decision.rule,
-        "source": source,
-        "latency_ms": round(elapsed * 1000, 3),
-    }
-    level = "warning" if source != SOURCE_DAEMON or decision.emergency else "info"
-    if not json_line(level, "decision", dict(fields)):  # not JSON: structlog renders it
-        getattr(log, level)("decision", **fields)
-    for event in decision.events:
-        emit = log.error if event.kind == "fraud_limit" else log.warning  # an alert
-        emit(event.kind, uniqueid=fields["uniqueid"], customer=decision.customer_id,
-             **{k: safe_value(v) for k, v in event.detail.items()})

@@ -90,17 +90,21 @@ def agi_quote(text: str) -> str:
         .replace("\r", " ") + '"'
 
 
+_ARGUMENT_KEYS = tuple(f"{ENV_PREFIX}arg_{i}" for i in range(1, ARGUMENT_COUNT + 1))
+
+
 def call_arguments(env: Mapping[str, str]) -> list[str]:
     """The call's AGI arguments (agi_arg_1..7) from an environment block; missing ones ""."""
-    return [env.get(f"{ENV_PREFIX}arg_{i}", "") for i in range(1, ARGUMENT_COUNT + 1)]
+    get = env.get
+    return [get(key, "") for key in _ARGUMENT_KEYS]
 
 
 def decode_arg(raw: str | None) -> str:
     """A base64 AGI argument back to text. Garbage decodes to "" (then: invalid number)."""
     if not raw:
         return ""
-    try:
-        return base64.b64decode(raw.strip(), validate=True).decode("utf-8", "replace")
+    try:  # base64.b64decode(…, validate=True) without its wrapper: non-ASCII: ValueError
+        return binascii.a2b_base64(raw.strip(), strict_mode=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         return ""
 
@@ -145,15 +149,9 @@ class AgiCall:
     def from_args(cls, args: Sequence[str]) -> AgiCall:
         padded = list(args) + [""] * (ARGUMENT_COUNT - len(args))
         kind = padded[0] if padded[0] in KINDS else "outbound"
-        return cls(
-            kind=kind,
-            endpoint=padded[1][:64],
-            dialled=decode_arg(padded[2])[:128],
-            caller_id=decode_arg(padded[3])[:128],
-            privacy=privacy_requested(padded[4][:512]),
-            remote_addr=padded[5][:64],
-            forwarded_from=decode_arg(padded[6])[:128],
-        )
+        return cls(kind, padded[1][:64], decode_arg(padded[2])[:128],
+                   decode_arg(padded[3])[:128], privacy_requested(padded[4][:512]),
+                   padded[5][:64], decode_arg(padded[6])[:128])
 
     def request(self, now: datetime) -> CallRequest:
         """The call as the policy sees it (empty arguments: not given)."""

@@ -19,7 +19,7 @@ import structlog
 #: None when the output is not structlog's JSON (console, or not configured: tests)
 _json_from: int | None = None
 _json_stream: TextIO | None = None
-_LEVELS = logging.getLevelNamesMapping()
+JSON_LEVELS = logging.getLevelNamesMapping()  # "INFO" -> 20 …
 
 
 def json_line(level: str, event: str, fields: dict[str, Any]) -> bool:
@@ -29,20 +29,37 @@ def json_line(level: str, event: str, fields: dict[str, Any]) -> bool:
     through structlog then. True also when `level` is filtered out."""
     if _json_from is None or _json_stream is None:
         return False
-    if _LEVELS[level.upper()] >= _json_from:
+    if JSON_LEVELS[level.upper()] >= _json_from:
         fields["event"] = event
         fields["level"] = level
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        _json_stream.write(json.dumps(fields) + "\n")
-        _json_stream.flush()
+        fields["timestamp"] = iso_utc(datetime.now(UTC))
+        json_write(json.dumps(fields) + "\n")
     return True
+
+
+def json_threshold() -> int | None:
+    """The lowest level (a JSON_LEVELS number) that JSON lines are written at, or None when
+    the output is not JSON: for a caller that renders its own line (json_write)."""
+    return _json_from
+
+
+def json_write(line: str) -> None:
+    """One rendered JSON line (with its newline) to the log, flushed: as json_line does."""
+    assert _json_stream is not None
+    _json_stream.write(line)
+    _json_stream.flush()
+
+
+def iso_utc(moment: datetime) -> str:
+    """The `timestamp` of a JSON line (structlog's TimeStamper(fmt="iso", utc=True))."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     global _json_from, _json_stream
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    _json_from = _LEVELS.get(level.upper(), logging.INFO) if fmt == "json" else None
+    _json_from = JSON_LEVELS.get(level.upper(), logging.INFO) if fmt == "json" else None
     _json_stream = sys.stderr
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
