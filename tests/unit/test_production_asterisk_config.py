@@ -75,4 +75,9 @@ def test_the_phones_per_call_path_has_no_subroutine_before_the_decision() -> Non
     phones = context("from-phones")
     agi = next(i for i, line in enumerate(phones) if "AGI(${CALLPOLICY_AGI}" in line)
     assert not any("Gosub(" in line for line in phones[:agi]), phones[:agi]
-    assert "Gosub(callpolicy-fallback,s,1)" in phones[agi + 2]
+    # an allowed decision jumps straight to enforce's allow label, any other to its start;
+    # only no decision at all reaches the fallback
+    assert phones[agi + 1].endswith('?callpolicy-enforce,s,allow)'), phones[agi + 1]
+    assert '"${CP_ACTION}" = "allow" & "${CP_DEST}" != ""' in phones[agi + 1]
+    assert phones[agi + 2].endswith('?callpolicy-enforce,s,1)'), phones[agi + 2]
+    assert "Gosub(callpolicy-fallback,s,1)" in phones[agi + 3]
