@@ -138,8 +138,11 @@ def test_watchdog_kills_a_frozen_daemon_and_restarts_it(setup, tmp_path) -> None
             os.kill(frozen, 0)  # killed and reaped, not left stopped
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=10) == 0
+        last = int(pidfile.read_text())
         with pytest.raises(ProcessLookupError):
-            os.kill(int(pidfile.read_text()), 0)
+            os.kill(last, 0)
+            pytest.fail(f"daemon {last} left behind by its supervisor:\n"
+                        + (tmp_path / "watchdog.log").read_text()[-4000:])
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

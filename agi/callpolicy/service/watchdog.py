@@ -27,6 +27,8 @@ import structlog
 
 log = structlog.get_logger("callpolicy.watchdog")
 
+STOP_GRACE = 5.0  # the daemon's own shutdown waits at most ~2 s for in-flight answers
+
 
 def _notify_address() -> str | None:
     address = os.environ.get("NOTIFY_SOCKET")
@@ -86,18 +88,19 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
         while not stopping:
             process = subprocess.Popen(list(command), env=env)
             child[0] = process
+            if stopping:  # the signal may have come before child[0] named this process
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, stopping[-1])
             if pidfile:
                 Path(pidfile).write_text(f"{process.pid}\n")
             log.info("daemon_started", pid=process.pid, watchdog_sec=watchdog_sec)
             started = time.monotonic()
             _watch(process, sock, watchdog_sec, stopping)
             if stopping:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=5)
-                if process.poll() is None:
-                    process.kill()
+                _stop(process)
                 break
             code = process.wait()
+            child[0] = None  # reaped: its pid may be reused, never signal it again
             log.warning("daemon_exited", pid=process.pid, code=code, restart_in_s=backoff)
             resume = time.monotonic() + backoff
             while not stopping and time.monotonic() < resume:  # stay responsive to SIGTERM
@@ -109,6 +112,18 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
             os.unlink(path)
             os.rmdir(directory)
     return 0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Give a stopping daemon STOP_GRACE to write its last records, then SIGKILL it; reap it
+    either way (a supervisor must not leave its daemon behind, stopped or as a zombie)."""
+    try:
+        code = process.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        log.error("daemon_stop_timeout_killed", pid=process.pid, grace_s=STOP_GRACE)
+        process.kill()
+        code = process.wait()
+    log.info("daemon_stopped", pid=process.pid, code=code)
 
 
 def _watch(process: subprocess.Popen[bytes], sock: socket.socket, watchdog_sec: float,
