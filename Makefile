@@ -24,10 +24,12 @@ image: deps
 	@scripts/images.sh archive build/images
 
 ## All tests: ruff, unit tests, and integration tests against a real Asterisk with SIPp.
+## Three pytest-xdist workers: the integration tests in one (one Asterisk, one after another),
+## the rest spread over the other two.
 test: deps
 	$(BIN)/ruff check agi tests bench
 	$(BIN)/mypy agi
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 ## Unit tests only (no Asterisk).
 unit: deps

@@ -264,11 +264,14 @@ def test_unblock_reblock_cycle_and_audit(db: Path) -> None:
         ("unblock.add", "alice", "MAIL-1"), ("unblock.reblock", "bob", "MAIL-2")]
 
 
-def test_unblock_for_one_second_expires(db: Path) -> None:
-    assert run("unblock", "acme", "--country", "ch", "--for", "1s", "--by", "a",
+def test_unblock_for_a_few_seconds_expires(db: Path) -> None:
+    began = time.monotonic()  # before the unblock: it ends no earlier than began + 3 s
+    assert run("unblock", "acme", "--country", "ch", "--for", "3s", "--by", "a",
                "--ticket", "t", db=db).returncode == 0
-    assert check(db, "+41441234567")[0]["reason"] == "unblocked"
-    time.sleep(1.2)
+    decided = check(db, "+41441234567")[0]["reason"]
+    if time.monotonic() - began < 3:  # two CLI runs on a loaded machine may take longer
+        assert decided == "unblocked"
+    time.sleep(max(0.0, began + 3.2 - time.monotonic()))
     assert check(db, "+41441234567")[0]["reason"] == "non_eu"
     rows = [json.loads(line) for line in run("unblocks", "--all", "--json", db=db)
             .stdout.splitlines()]

@@ -7,7 +7,6 @@ works again (`alert_delivery_recovered`); its last error is in `callpolicy statu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 
 from ..service.metrics import Metrics
+from ..service.waiting import event_or_timeout
 from .kinds import iso
 from .outbox import Outbox, OutboxRow
 from .senders import DeliveryError, Sender
@@ -77,8 +77,7 @@ class Delivery:
             if pause is not None:
                 await asyncio.sleep(pause)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), IDLE_CHECK)
+            await event_or_timeout(wake, IDLE_CHECK)
 
     async def deliver_pending(self, ref: str) -> float | None:
         """Send the channel's pending rows, oldest first, until one fails: then the pause

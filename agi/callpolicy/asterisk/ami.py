@@ -26,6 +26,7 @@ from panoramisk.message import Message
 
 from ..service.config import AmiSettings
 from ..service.logging import RateLimitedLog
+from ..service.waiting import within
 
 log = structlog.get_logger("callpolicy.ami")
 logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its own logs may echo actions
@@ -268,8 +269,7 @@ class AmiLink:
             if self._manager is None or not self.connected:
                 raise AmiError("AMI not connected")
             try:
-                return await asyncio.wait_for(
-                    self._manager.send_action(action, as_list=as_list), timeout)
+                return await within(self._manager.send_action(action, as_list=as_list), timeout)
             except TimeoutError as exc:
                 raise AmiError(f"AMI {action.get('Action')} timed out after {timeout}s") from exc
 

@@ -34,7 +34,6 @@ source `error`, a `decision_failed` log line with the traceback, and a count in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import structlog
 from ..policy import CallRequest, Decision
 from ..service.connection_slots import ConnectionSlots, Slot
 from ..service.logging import RateLimitedLog
+from ..service.waiting import event_or_timeout
 from .agi_environment import (
     CONNECTION_ERROR,
     ENV_LATE,
@@ -142,8 +142,7 @@ class FastAgiServer:
             self._server.close()
         if self._connections:
             self._idle = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace)
+            await event_or_timeout(self._idle, grace)
             for connection in list(self._connections):
                 connection.abort()
         if self._server is not None:

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from ..asterisk.variables import (
 from ..policy import CallRequest, Decision, Engine
 from ..service.logging import RateLimitedLog
 from ..service.metrics import Metrics
+from ..service.waiting import event_or_timeout
 from .live_request import with_live
 from .livecalls import LiveCall, LiveCalls
 from .pending import PendingRecords
@@ -219,9 +219,7 @@ class CallControl:
     async def revoke_forever(self, changed: asyncio.Event) -> None:
         failing = False
         while True:
-            policy_changed = False
-            with contextlib.suppress(TimeoutError):
-                policy_changed = await asyncio.wait_for(changed.wait(), REVOKE_INTERVAL)
+            policy_changed = await event_or_timeout(changed, REVOKE_INTERVAL)
             changed.clear()
             try:
                 await self.revoke_once(policy_changed)

@@ -49,6 +49,7 @@ from .local_snapshot import LocalSnapshot
 from .long_lived import long_lived
 from .metrics import Metrics
 from .status import publish_forever
+from .waiting import event_or_timeout, within
 from .watchdog import notify, ping_forever
 
 if TYPE_CHECKING:
@@ -137,9 +138,7 @@ class PolicyService:
         """Call records to the database every 0.5 s (else the spool: RecordWriter), until
         `stop`. Never cancelled mid-round: a round cut short could write a batch twice."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RECORD_FLUSH_INTERVAL)
-            if stop.is_set():
+            if await event_or_timeout(stop, RECORD_FLUSH_INTERVAL):
                 return  # the last round is RecordWriter.close's, after the server stopped
             try:
                 await self.records.flush(self.control.take_pending())
@@ -234,7 +233,7 @@ class PolicyService:
                         await self._reload()
                     continue
                 try:
-                    if await asyncio.wait_for(self.source.refresh(), REFRESH_TIMEOUT):
+                    if await within(self.source.refresh(), REFRESH_TIMEOUT):
                         self._use(self.source.snapshot)
                     self.snapshot_checked_at = time.time()
                 except Exception as exc:  # keep deciding on the last good snapshot
@@ -257,9 +256,7 @@ class PolicyService:
 
     async def _next_round(self, interval: float) -> bool:
         """Wait for a change notice or `interval`; True if told of a change."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), interval)
-        told = self._changed.is_set()
+        told = await event_or_timeout(self._changed, interval)
         self._changed.clear()  # before the refresh reads: a later notice makes another round
         return told
 

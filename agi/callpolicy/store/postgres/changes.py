@@ -14,7 +14,6 @@ delay. One warning line per episode (`change_feed_lost`), one line when it is ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from ...service.waiting import event_or_timeout, within
 from ..model import StoreError
 from ..url import redacted
 from .schema import CHANGES_CHANNEL
@@ -81,12 +81,10 @@ class ChangeFeed:
         self._restored()
         self._on_change()  # what was committed while nobody listened
         while not gone.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gone.wait(), KEEPALIVE)
-            if gone.is_set():
+            if await event_or_timeout(gone, KEEPALIVE):
                 break
             try:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE_TIMEOUT)
+                await within(conn.fetchval("SELECT 1"), KEEPALIVE_TIMEOUT)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                     TimeoutError) as exc:
                 return f"keepalive failed: {_one_line(exc)}"

@@ -16,7 +16,6 @@ once it is older than `[cluster] node_timeout` (`cluster_link_restored` when bac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ import asyncpg
 import structlog
 
 from ...live.cluster import NodeReport, NodeState, OtherNodes, PublishedCall, changes
+from ...service.waiting import event_or_timeout, within
 from ..model import StoreError
 from ..url import redacted
 from .schema import LIVE_CHANNEL
@@ -134,11 +134,10 @@ class ClusterLink:
                 await self._timed(self._read(conn))
             wait = min(next_publish, next_read) - time.monotonic()
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._notified.wait(), wait)
+                await event_or_timeout(self._notified, wait)
 
     async def _timed(self, operation: Any) -> None:
-        await asyncio.wait_for(operation, OPERATION_TIMEOUT)
+        await within(operation, OPERATION_TIMEOUT)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload != self.node:  # our own publication changes nothing in the view
