@@ -79,11 +79,12 @@ def serve(tmp_path: Path, *, metrics_port: int | None = None,
     token_file = tmp_path / "api-tokens.toml"
     tokens = {scope: add_token(token_file, f"{scope}-bot", [scope]) for scope in SCOPES}
     settings = load_settings(str(config))
-    port = free_port()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here: no other test can take the port meanwhile
+    port = sock.getsockname()[1]
     app = create_app(settings, token_file, routers=routers)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
@@ -95,6 +96,7 @@ def serve(tmp_path: Path, *, metrics_port: int | None = None,
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
 
 
 def daemon_status() -> dict:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +79,26 @@ def test_api_settings_defaults_and_bad_values(tmp_path: Path) -> None:
             raise AssertionError(f"{line} accepted")
 
 
+def start_api_serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`callpolicy api serve` on a free port, once it says it listens (it binds first); a
+    port another test took meanwhile ("cannot listen"): again on another."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
+    for _ in range(5):
+        port = free_port()
+        config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", config.read_text()))
+        server = subprocess.Popen([sys.executable, "-m", "callpolicy.cli", "--config",
+                                   str(config), "api", "serve"], stdout=log.open("wb"),
+                                  stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while "listening on" not in log.read_text() and server.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        if server.poll() is None:
+            return server, port
+        assert "cannot listen on" in log.read_text(), log.read_text()
+    raise AssertionError("no free port for the API")
+
+
 def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "cp.toml"
@@ -92,20 +114,9 @@ def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None
                 config=config).stdout.strip()
     import_demo(tmp_path / "cp.db")
     log = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPOLICY_")}
-    server = subprocess.Popen([sys.executable, "-m", "callpolicy.cli", "--config", str(config),
-                               "api", "serve"], stdout=log.open("wb"),
-                              stderr=subprocess.STDOUT, env=env)
+    server, port = start_api_serve(config, log)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/v1/openapi.json", timeout=1, trust_env=False)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None, log.read_text()
-                time.sleep(0.1)
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=auth, trust_env=False, timeout=10) as client:
             assert client.post("/v1/customers/acme/suspend",
@@ -119,9 +130,25 @@ def test_api_serve_answers_on_loopback_and_logs_no_token(tmp_path: Path) -> None
         assert server.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     output = log.read_text()
     assert "listening on http://127.0.0.1:" in output
-    assert output.count("api_request") == 4  # every request logged, with the token's name
+    assert output.count("api_request") == 3  # every request logged, with the token's name
     assert "ops-a" in output
     assert token not in output and token[4:20] not in output
+
+
+def test_api_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "cp.toml"
+        config.write_text(f'[store]\npath = "cp.db"\n[api]\nport = {port}\n'
+                          'tokens = "tokens.toml"\n')
+        assert cli("api", "token", "add", "--name", "a", "--scope", "ops",
+                   config=config).returncode == 0
+        result = cli("api", "serve", config=config)
+    assert result.returncode == 1
+    assert result.stderr == (f"callpolicy: error: cannot listen on 127.0.0.1:{port}: Address "
+                             "already in use ([api] host and port)\n")
 
 
 def test_the_api_reference_is_generated_from_the_current_document() -> None:

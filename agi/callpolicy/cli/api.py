@@ -31,14 +31,19 @@ def _token_file(args: argparse.Namespace, settings: Settings) -> Path:
 def cmd_api_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Not async: uvicorn runs its own event loop and signal handling."""
     from ..api.auth import TokenSource
-    from ..api.server import serve
+    from ..api.server import listen, serve
 
     api = _api_settings(settings)
     TokenSource(api.tokens)  # a missing or bad token file: one line, exit 2, before listening
+    try:
+        sock = listen(api)
+    except OSError as exc:
+        raise OperationalError(f"cannot listen on {api.host}:{api.port}: "
+                               f"{exc.strerror or exc} ([api] host and port)") from None
     configure_logging(settings.log_format, level="INFO")
     sys.stderr.write(f"callpolicy api: listening on http://{api.host}:{api.port} "
                      f"(tokens {api.tokens}, database {settings.db})\n")
-    return serve(settings, api)
+    return serve(settings, api, sock)
 
 
 def cmd_api_token_add(args: argparse.Namespace, settings: Settings) -> int:
