@@ -8,16 +8,20 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures for every test directo
 
 REPO = Path(__file__).resolve().parents[1]
 INTEGRATION = Path(__file__).resolve().parent / "integration"
+PACKAGE = Path(__file__).resolve().parent / "package"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n N --dist loadgroup`, as `make test` runs), the integration
     tests all run in ONE worker, one after another: they share that session's Asterisk (its
-    ports, chroot and lock); the other tests are spread over the other workers."""
+    ports, chroot and lock); the package tests in one too (setuptools builds the wheel in
+    the checkout's build/); the other tests are spread over the workers."""
     for item in items:
         if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.xdist_group("asterisk"))
+        elif PACKAGE in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("wheel"))
 
 
 @pytest.hookimpl(optionalhook=True)
