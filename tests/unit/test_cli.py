@@ -303,12 +303,14 @@ def show(db: Path, customer: str = "acme") -> dict:
 
 
 def test_suspend_at_schedules_check_follows_the_time_and_reactivate_cancels(db: Path) -> None:
-    at = datetime.now(UTC) + timedelta(seconds=2)
+    at = datetime.now(UTC) + timedelta(seconds=4)
     result = run("customer", "suspend", "acme", "--at", at.astimezone(BRUSSELS).isoformat(),
                  "--by", "alice", "--ticket", "T-AT", "--reason", "unpaid", db=db)
     assert result.returncode == 0, result.stderr
     assert "suspension scheduled at" in result.stdout and "T-AT" in result.stdout
-    assert check(db, "092101299")[0]["reason"] == "allowed"
+    decided = check(db, "092101299")[0]["reason"]
+    if datetime.now(UTC) < at:  # two CLI runs on a loaded machine may take longer
+        assert decided == "allowed"
     text = run("customer", "show", "acme", db=db).stdout
     assert "scheduled     suspension at" in text and "suspend --at: unpaid" in text
     listed = [json.loads(line) for line in run("customer", "list", "--json", db=db)
