@@ -50,6 +50,9 @@ class LiveCalls:
     _starts: deque[tuple[float, str, str]] = field(default_factory=deque)
     _started_ids: set[str] = field(default_factory=set)
     _last_minute: dict[str, int] = field(default_factory=dict)
+    # each customer's risky calls in the table, kept as calls enter and leave: the fraud
+    # guard reads it on every call, a call centre may have hundreds up
+    _risky: dict[str, int] = field(default_factory=dict)
 
     def count_start(self, uniqueid: str, decision: Decision,
                     started: float | None = None) -> bool:
@@ -81,8 +84,11 @@ class LiveCalls:
         call = LiveCall(uniqueid, channel, decision.customer_id, request,
                         decision.destination or "", decision.category, decision.reason.value,
                         is_risky(decision), started)
+        self.end(uniqueid)  # a call found again (resync): its old entry leaves first
         self.calls[uniqueid] = call
         self._by_customer[call.customer_id][uniqueid] = call
+        if call.risky:
+            self._risky[call.customer_id] = self._risky.get(call.customer_id, 0) + 1
         return call
 
     def _prune(self, now: float) -> None:
@@ -105,11 +111,18 @@ class LiveCalls:
     def end(self, uniqueid: str) -> LiveCall | None:
         call = self.calls.pop(uniqueid, None)
         if call is not None:
-            mine = self._by_customer.get(call.customer_id)
+            customer = call.customer_id
+            mine = self._by_customer.get(customer)
             if mine is not None:
                 mine.pop(uniqueid, None)
                 if not mine:
-                    del self._by_customer[call.customer_id]
+                    del self._by_customer[customer]
+            if call.risky:
+                left = self._risky[customer] - 1
+                if left:
+                    self._risky[customer] = left
+                else:
+                    del self._risky[customer]
         return call
 
     def counts(self, customer_id: str, now: float | None = None, *,
@@ -122,7 +135,7 @@ class LiveCalls:
             return LiveCounts(concurrent=None, last_minute=last_minute, risky=None)
         mine = self._by_customer.get(customer_id, {})
         return LiveCounts(concurrent=len(mine), last_minute=last_minute,
-                          risky=sum(c.risky for c in mine.values()))
+                          risky=self._risky.get(customer_id, 0))
 
     def customers(self, now: float | None = None) -> set[str]:
         """Customers with a call in the table or a call started in the last minute."""
