@@ -32,7 +32,8 @@ def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     lost = [i for i in ids if i.startswith("tests/integration/") and "@asterisk" not in i]
     if lost:
         pytest.exit(f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more) with the "
-                    "Asterisk tests: see the pytest pin in pyproject.toml", returncode=4)
+                    "Asterisk tests: run it with `--dist loadgroup` (as `make test` does); "
+                    "with that, see the pytest pin in pyproject.toml", returncode=4)
 
 
 @pytest.fixture

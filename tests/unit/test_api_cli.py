@@ -151,6 +151,17 @@ def test_api_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
                              "already in use ([api] host and port)\n")
 
 
+def test_the_api_socket_on_an_ipv6_host_is_ipv6_only(tmp_path: Path) -> None:
+    from callpolicy.api.server import listen
+    from callpolicy.api.settings import ApiSettings
+
+    for host, v6only in (("::1", 1), ("127.0.0.1", None)):
+        with listen(ApiSettings(host, 0, tmp_path / "t.toml")) as sock:
+            assert sock.getsockname()[0] == host
+            if v6only is not None:  # "::" must not also take every IPv4 address
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == v6only
+
+
 def test_the_api_reference_is_generated_from_the_current_document() -> None:
     result = cli("api", "openapi", "--markdown", config=REPO / "config" / "callpolicy.toml")
     assert result.returncode == 0, result.stderr

@@ -73,7 +73,7 @@ def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace_and_reaped(
     def popen_and_stop_soon(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
         process = real_popen(*args, **kwargs)  # type: ignore[call-overload]
         started.append(process)
-        signal.setitimer(signal.ITIMER_REAL, 1.0)  # SIGALRM -> SIGTERM to ourselves
+        signal.setitimer(signal.ITIMER_REAL, 3.0)  # SIGALRM -> SIGTERM to ourselves
         return process
 
     signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))

@@ -80,8 +80,8 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+    previous = {signum: signal.signal(signum, forward)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     backoff = 0.2
     try:
@@ -98,6 +98,7 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
             _watch(process, sock, watchdog_sec, stopping)
             if stopping:
                 _stop(process)
+                child[0] = None
                 break
             code = process.wait()
             child[0] = None  # reaped: its pid may be reused, never signal it again
@@ -107,6 +108,8 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
                 time.sleep(0.05)
             backoff = min(backoff * 2, 5.0) if time.monotonic() - started < 10 else 0.2
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         sock.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
