@@ -9,13 +9,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cli_runner import REPO, run
 
 from callpolicy.service.config import load_zones
-from callpolicy.store.importer import MAX_IMPORT_BYTES, MAX_TEXT_LENGTH, read_import_file
+from callpolicy.store.importer import (
+    MAX_IMPORT_BYTES,
+    MAX_TEXT_LENGTH,
+    ImportPlan,
+    read_import_file,
+)
 
 ZONES = load_zones()
 
@@ -60,37 +66,42 @@ def one_customer(path: Path, numbers: int, *, name: str = "ACME BV") -> Path:
 
 # -- linear time --------------------------------------------------------------------------
 
+def _growth(paths: dict[int, Path], check: Callable[[int, ImportPlan], None]) -> float:
+    """How much longer validating the largest file takes than the smallest: the best of three
+    interleaved CPU-time runs each (a loaded machine, other test workers beside it)."""
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(3):
+        for count, path in paths.items():
+            start = time.process_time()
+            plan = read_import_file(path, ZONES)
+            best[count] = min(best[count], time.process_time() - start)
+            check(count, plan)
+    small, large = min(paths), max(paths)
+    print(f"{small}: {best[small]:.3f} s, {large}: {best[large]:.3f} s")
+    return best[large] / best[small]
+
+
 def test_validation_is_linear_in_the_numbers_of_a_customer(tmp_path: Path) -> None:
     """Quadratic before: 10 k / 20 k / 40 k numbers took 1.7 / 5.7 / 20.5 s."""
-    seconds = {}
-    for count in (20_000, 40_000):
-        path = one_customer(tmp_path / f"n{count}.toml", count)
-        start = time.process_time()
-        plan = read_import_file(path, ZONES)
-        seconds[count] = time.process_time() - start
+    def check(count: int, plan: ImportPlan) -> None:
         assert plan.errors == [] and len(plan.records[0].numbers) == count
-    ratio = seconds[40_000] / seconds[20_000]
-    print(f"validation: 20 000 numbers {seconds[20_000]:.2f} s, 40 000 {seconds[40_000]:.2f} s,"
-          f" ratio {ratio:.2f}")
-    assert ratio < 3, seconds  # linear: ~2; quadratic: ~4
+
+    paths = {n: one_customer(tmp_path / f"n{n}.toml", n) for n in (10_000, 40_000)}
+    assert _growth(paths, check) < 8  # linear: ~4; quadratic: ~16
 
 
 def test_endpoint_numbers_are_checked_in_linear_time(tmp_path: Path) -> None:
-    seconds = {}
-    for count in (10_000, 20_000):
+    def check(count: int, plan: ImportPlan) -> None:
+        assert plan.errors == [] and len(plan.records[0].endpoints) == count
+
+    paths = {}
+    for count in (5_000, 20_000):
         text = one_customer(tmp_path / "base.toml", count).read_text()
         text += "".join(f'[[customer.endpoint]]\nname = "e{n}"\nnumber = "+3292{n:06d}"\n'
                         for n in range(count))
-        path = tmp_path / f"e{count}.toml"
-        path.write_text(text)
-        start = time.process_time()
-        plan = read_import_file(path, ZONES)
-        seconds[count] = time.process_time() - start
-        assert plan.errors == [] and len(plan.records[0].endpoints) == count
-    ratio = seconds[20_000] / seconds[10_000]
-    print(f"endpoints: 10 000 {seconds[10_000]:.2f} s, 20 000 {seconds[20_000]:.2f} s, "
-          f"ratio {ratio:.2f}")
-    assert ratio < 3, seconds
+        paths[count] = tmp_path / f"e{count}.toml"
+        paths[count].write_text(text)
+    assert _growth(paths, check) < 8  # linear: ~4; quadratic: ~16
 
 
 # -- bounded inputs -----------------------------------------------------------------------
