@@ -15,19 +15,9 @@ __all__ = ["listen", "serve"]
 
 def listen(api: ApiSettings) -> socket.socket:
     """The API's listening socket, bound before anything says it listens; OSError (address
-    in use, not ours) here, in the caller."""
+    in use, not ours) here, in the caller. An IPv6 host is IPv6 only (create_server)."""
     family = socket.AF_INET6 if ":" in api.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:  # "::" is IPv6 only, as asyncio's servers make it
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((api.host, api.port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return socket.create_server((api.host, api.port), family=family, backlog=128)
 
 
 def serve(settings: Settings, api: ApiSettings, sock: socket.socket) -> int:

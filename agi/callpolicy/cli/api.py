@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,8 @@ def cmd_api_serve(args: argparse.Namespace, settings: Settings) -> int:
         sock = listen(api)
     except OSError as exc:
         raise OperationalError(f"cannot listen on {api.host}:{api.port}: "
-                               f"{exc.strerror or exc} ([api] host and port)") from None
+                               f"{os.strerror(exc.errno) if exc.errno else exc} "
+                               "([api] host and port)") from None
     configure_logging(settings.log_format, level="INFO")
     sys.stderr.write(f"callpolicy api: listening on http://{api.host}:{api.port} "
                      f"(tokens {api.tokens}, database {settings.db})\n")
