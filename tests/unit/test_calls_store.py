@@ -385,6 +385,31 @@ async def test_purge_does_not_reload_any_customer(store: Store) -> None:
     assert source.snapshot.customers["acme"].name == "ACME BV"
 
 
+async def test_audit_tail_reads_the_anchor_the_changes_and_the_new_mark_at_once(
+        store: Store) -> None:
+    """The daemon's refresh (4 times a second) in one query: the row it stands on, the
+    customers changed after it, the new high-water mark and its row's time."""
+    high_water = await store.audit_high_water()
+    at = await store.audit_at(high_water)
+    assert at is not None
+    quiet = await store.audit_tail(high_water)
+    assert (quiet.since_at, quiet.changed, quiet.high_water, quiet.high_water_at) == (
+        at, frozenset(), high_water, at)
+    await store.suspend("acme", ALICE)
+    await store.purge_calls(datetime.now(UTC) - timedelta(days=1), ALICE)
+    moved = await store.audit_tail(high_water)
+    assert moved.since_at == at and moved.changed == {"acme"}
+    assert moved.high_water == high_water + 2
+    assert moved.high_water_at == await store.audit_at(high_water + 2)
+    assert (await store.changed_customers(high_water)) == ({"acme"}, high_water + 2)
+    # row 0 does not exist: everything after it, no anchor
+    whole = await store.audit_tail(0)
+    assert whole.since_at is None and whole.high_water == high_water + 2
+    assert "acme" in whole.changed
+    # a row that is not there (rolled back, restored backup): no anchor
+    assert (await store.audit_tail(high_water + 5)).since_at is None
+
+
 # -- config -------------------------------------------------------------------------------
 
 def write_config(tmp_path: Path, text: str) -> str:

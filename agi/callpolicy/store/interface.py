@@ -9,7 +9,7 @@ The contract every backend keeps:
 - **Audited changes.** Each change writes its audit row (actor, ticket, reason, action,
   customer, before/after images as JSON) in the same transaction as the change itself: both
   are committed or neither. The audit log is append-only and its row ids only grow: the
-  daemons' snapshot follows it (`audit_high_water`, `changed_customers`, `audit_at`). Call
+  daemons' snapshot follows it (`audit_high_water`, `audit_tail`, `audit_at`). Call
   records are billing data, not audited one by one (`purge_calls` is audited).
 - **A change reported is committed.** A method that returns has committed; a method that
   raises has written nothing, except the two that commit in steps: `import_customers` (says
@@ -41,7 +41,7 @@ from typing import Any, Protocol, Self
 
 from ..live.records import CallRecord
 from ..policy import Customer, Endpoint, FraudLimits, UnblockKind
-from .model import Actor, CustomerRecord, ImportResult, ReminderResult, Settlement
+from .model import Actor, AuditTail, CustomerRecord, ImportResult, ReminderResult, Settlement
 
 __all__ = ["StoreBackend"]
 
@@ -194,6 +194,10 @@ class StoreBackend(Protocol):
 
     async def changed_customers(self, since: int) -> tuple[set[str], int]:
         """Customers named in audit rows after `since`, and the new high-water mark."""
+
+    async def audit_tail(self, since: int) -> AuditTail:
+        """Row `since`'s `at`, the customers named in the rows after it and the new
+        high-water mark, in one query."""
 
     async def load_customers(self, ids: Iterable[str] | None = None) -> dict[str, Customer]:
         """Customers as the policy sees them (all, or these ids), without revoked or expired

@@ -80,6 +80,17 @@ def suspension_due(first_reminder: date) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditTail:
+    """The audit log from row `since` on, read in one query (a daemon's refresh, 4 times a
+    second: one round trip when nothing changed)."""
+
+    since_at: str | None  # the `at` of row `since`; None: no such row (or `since` is 0)
+    changed: frozenset[str]  # customers named in the rows after it
+    high_water: int  # the last row's id (`since` when none came after)
+    high_water_at: str | None  # its `at` (`since_at` when none came after)
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointRecord:
     name: str
     number: str | None

@@ -55,13 +55,13 @@ class SnapshotSource:
         caller reopens and reloads it whole."""
         if file_identity(self.store.path) != self._identity:
             raise StoreReplaced(f"database file {self.store.path} was replaced or removed")
-        if await self.store.audit_at(self._high_water) != self._anchor:
+        tail = await self.store.audit_tail(self._high_water)
+        if tail.since_at != self._anchor:
             raise StoreReplaced(f"database {self.store.path} was replaced or rolled back: "
                                 f"audit row {self._high_water} is gone or different")
-        changed, high_water = await self.store.changed_customers(self._high_water)
-        if high_water == self._high_water:
+        if tail.high_water == self._high_water:
             return False
-        anchor = await self.store.audit_at(high_water)
+        changed, high_water, anchor = tail.changed, tail.high_water, tail.high_water_at
         fresh = await self.store.load_customers(changed)
         fresh_endpoints = await self.store.load_endpoints(changed)
         old = self.snapshot

@@ -209,6 +209,11 @@ class PgConnection:
         statement, slices = plan(sql)
         return Cursor(self, statement, folded(params, slices))
 
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()
+                               ) -> list[asyncpg.Record]:
+        statement, slices = plan(sql)
+        return list(await self.call("fetch", statement, folded(params, slices)))
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         statement, slices = plan(sql)
         args = [folded(r, slices) for r in rows]

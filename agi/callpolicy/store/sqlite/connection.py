@@ -165,14 +165,14 @@ class Connection:
 
     # -- helpers ------------------------------------------------------------------------
 
+    # One hop to the connection's thread per query (execute, fetch and close in one): the
+    # daemon polls the audit log 4 times a second, and each hop wakes its event loop.
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        rows = await self._rows(sql, params)
+        return rows[0][0] if rows else None
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._db.execute_fetchall(sql, params))
 
 
 def _cannot_map_wal_index(exc: BaseException | None) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...policy import Address, Customer, Endpoint, FraudLimits, Unblock, UnblockKind
-from ..model import LIMIT_FIELDS, iso, parse_iso, utcnow
+from ..model import LIMIT_FIELDS, AuditTail, iso, parse_iso, utcnow
 from .connection import Connection
 
 __all__ = ["SnapshotQueries"]
@@ -30,11 +30,18 @@ class SnapshotQueries(Connection):
         return await self._scalar("SELECT at FROM audit WHERE id = ?", (audit_id,))
 
     async def changed_customers(self, since: int) -> tuple[set[str], int]:
+        tail = await self.audit_tail(since)
+        return set(tail.changed), tail.high_water
+
+    async def audit_tail(self, since: int) -> AuditTail:
         rows = await self._rows(
-            "SELECT id, customer_id FROM audit WHERE id > ? ORDER BY id", (since,))
-        if not rows:
-            return set(), since
-        return {r["customer_id"] for r in rows if r["customer_id"]}, rows[-1]["id"]
+            "SELECT id, customer_id, at FROM audit WHERE id >= ? ORDER BY id", (since,))
+        since_at = rows[0]["at"] if rows and rows[0]["id"] == since and since else None
+        later = rows[1:] if since_at is not None else rows
+        if not later:
+            return AuditTail(since_at, frozenset(), since, since_at)
+        return AuditTail(since_at, frozenset(r["customer_id"] for r in later if r["customer_id"]),
+                         later[-1]["id"], later[-1]["at"])
 
     async def load_customers(self, ids: Iterable[str] | None = None) -> dict[str, Customer]:
         """Customers as the policy sees them: all of them, or the given ids. All of them are
