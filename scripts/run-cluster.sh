@@ -8,6 +8,8 @@
 #   node B  the same on 127.0.2.1
 #   the trunk: a SIPp UAS at 127.0.0.3:5080, shared by both nodes; the demo phones (identified
 #   by source address) may call either node.
+#   the HTTP API on node A's config (127.0.1.1:8480): one API for the shared database, its
+#   /v1/status is node A's daemon; a new demo token per scope, printed
 # Each node: scripts/asterisk-run.sh --node-ip (Asterisk's config) +
 # scripts/callpolicy-node-config.sh
 # (the daemon's), the daemon under its watchdog; its local snapshot (the fallback AGI's) and
@@ -39,12 +41,14 @@ psql_pg() { as_pg "$PG_BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -d postg
 
 DAEMONS=()
 STARTED=()
+API_PID=""
 cleanup() {
     # Nothing may interrupt the cleanup (see run-demo.sh).
     trap '' INT TERM PIPE HUP
     trap - EXIT
     say "stopping"
     local pid node
+    [ -z "$API_PID" ] || stop_daemon "$API_PID"
     for pid in "${DAEMONS[@]}"; do stop_daemon "$pid"; done
     for node in "${STARTED[@]}"; do
         "$ASTERISK" --run-dir "$STATE/asterisk-$node" stop >>"$STATE/stop.log" 2>&1 \
@@ -89,6 +93,8 @@ for entry in "${NODES[@]}"; do
         "$STATE/node-$node/daemon.pid" || exit 1
     DAEMONS+=("$DAEMON_PID")
 done
+demo_api_tokens "$STATE/node-a/callpolicy.toml" "$STATE/node-a/api-tokens.toml" || exit 1
+start_api "$STATE/node-a/callpolicy.toml" "$STATE/node-a/api.log" || exit 1
 
 cat <<BANNER
 
@@ -100,6 +106,10 @@ database: $URL
     phones   127.0.0.2 acme-101, 127.0.0.4 acme-102, 127.0.0.5 bakkerij-201 (suspended):
              call either node
     trunk    expected at 127.0.0.3:5080, shared (run a SIPp UAS there to see calls)
+    HTTP API $API_URL/v1/openapi.json (node A's config; log $STATE/node-a/api.log)
+
+api: $API_URL
+$(while read -r scope token; do [ -n "$scope" ] && echo "token $scope: $token"; done <<<"$DEMO_TOKENS")
 
   Try it (in another terminal):
     sipp -sn uas -i 127.0.0.3 -p 5080 &                                   # the trunk
@@ -107,7 +117,8 @@ database: $URL
     $BIN/callpolicy --db $URL unblock acme --prefix 0905 --for 1h --by you --ticket T-1
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.2.1:5060   # now passes on B
     $BIN/callpolicy --config $STATE/node-b/callpolicy.toml status          # node B's daemon
+    curl -H "Authorization: Bearer <token read>" $API_URL/v1/overview       # both nodes
 
-  Ctrl-C stops both nodes and PostgreSQL.
+  Ctrl-C stops both nodes, the API and PostgreSQL.
 BANNER
 wait "${DAEMONS[@]}"

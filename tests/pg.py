@@ -13,7 +13,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from ports import free_port
 
 
 def _pg_bin() -> Path:
@@ -85,12 +86,6 @@ class PgServer:
         return self.url(name)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _as_server() -> list[str]:
     """The server refuses to run as root: as root, run its commands as `postgres`."""
     return ["runuser", "-u", USER, "--"] if os.geteuid() == 0 else []
@@ -128,7 +123,7 @@ def start_server() -> PgServer:
     if os.geteuid() == 0:  # the server's own user must own its directory
         account = pwd.getpwnam(USER)
         os.chown(directory, account.pw_uid, account.pw_gid)
-    server = PgServer(_free_port(), directory)
+    server = PgServer(free_port(), directory)
     try:
         _run(str(PG_BIN / "initdb"), "-D", str(server.data), "-A", "trust", "-U", USER,
              "-E", "UTF8", "--locale=C", "--no-sync")

@@ -25,13 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 from agi_peer import env_block, parse_mset  # noqa: E402
 
+from ports import free_port  # noqa: E402
+
 IMAGES = REPO / "scripts" / "images.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import statistics
 import subprocess
 import threading
@@ -49,6 +48,8 @@ from harness import (
 from policy_env import ACME_101, Live
 from sip import SipMessage, parse_message_file
 
+from ports import free_port
+
 # The issue's figures are 200 calls hung up and 500 up channels rebuilt; the suite keeps counts
 # that set up in a few seconds on a shared 2-core machine (CI's 10-minute budget). The issue-
 # sized run: CALLPOLICY_SUSPEND_CALLS=200 CALLPOLICY_REBUILD_CALLS=250 (bench/README.md).
@@ -67,9 +68,7 @@ class DelayProxy:
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -41,6 +41,7 @@ from selenium.webdriver.common.by import By
 
 from callpolicy.live.records import CallRecord
 from callpolicy.store import open_store
+from ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -57,11 +58,6 @@ def artifacts_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -4,7 +4,6 @@ thread) and an SMTP sink (aiosmtpd on 127.0.0.1). Also used by the integration t
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,12 +16,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from callpolicy.alerts.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ports import free_port
 
 
 @dataclass

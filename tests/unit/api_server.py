@@ -22,15 +22,11 @@ from callpolicy.api.tokens import add_token
 from callpolicy.service.config import load_settings
 from callpolicy.store import Actor, open_store
 from callpolicy.store.importer import read_import_file
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCOPES = ("read", "billing", "ops")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -242,7 +242,8 @@ def test_check_logs_spoofing_attempt(db: Path) -> None:
     result = run("check", "--customer", "acme", "--caller-id", "+3222222222", "--json",
                  "092101299", db=db)
     assert json.loads(result.stdout)["caller_id"]["number"] == "+3292101234"
-    assert "spoofing_attempt" in result.stderr
+    logged = next(line for line in result.stderr.splitlines() if "spoofing_attempt" in line)
+    assert "dry_run" in logged  # not a live call: a log monitor can leave it out
 
 
 def test_unblock_reblock_cycle_and_audit(db: Path) -> None:

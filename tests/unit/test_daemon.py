@@ -20,14 +20,10 @@ from agi_peer import env_block, parse_mset
 
 from callpolicy.live.records import CallRecord
 from callpolicy.live.records_spool import CallSpool, spool_path
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ask(port: int, dialled: str, timeout: float = 3.0) -> dict[str, str]:

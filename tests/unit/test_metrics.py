@@ -21,6 +21,7 @@ from callpolicy.policy import (
 )
 from callpolicy.service.config import ConfigError, load_settings
 from callpolicy.service.metrics import Metrics
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -58,11 +59,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         assert response.status == 200
         return samples(response.read().decode())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_decisions_are_counted_and_scraped_over_http(metrics: Metrics, engine: Engine) -> None:

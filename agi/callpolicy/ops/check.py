@@ -44,13 +44,16 @@ class Check:
     def decide(self, number: str, now: datetime, *, source_ip: str | None = None,
                caller_id: str | None = None, privacy: bool = False,
                forwarded_from: str | None = None) -> Decision:
-        """The decision on a call to `number`; its events are logged, as the daemon does."""
+        """The decision on a call to `number`; its events are logged as the daemon logs
+        them, marked `dry_run` (a log monitor can tell a support engineer's check from a
+        live call)."""
         decision = self.engine.decide(CallRequest(
             dialled=number, now=now, customer_id=self.customer_id,
             endpoint=self.caller.endpoint, source_ip=source_ip, caller_id=caller_id,
             privacy=privacy, forwarded_from=forwarded_from))
         for event in decision.events:
-            log.warning(event.kind, customer=self.customer_id, number=number, **event.detail)
+            log.warning(event.kind, dry_run=True, customer=self.customer_id, number=number,
+                        **event.detail)
         return decision
 
 
