@@ -308,3 +308,20 @@ def test_problems_name_api_routes_not_cli_commands(api: LiveApi) -> None:
     assert any("use POST /v1/customers/ops-test/suspend" in w for w in warnings), warnings
     for text in (twice["detail"], nothing["detail"], *warnings):
         assert "`" not in text and "FIELD" not in text and "callpolicy " not in text, text
+
+
+def test_head_is_get_without_the_body(api: LiveApi) -> None:
+    """Uptime monitors probe with HEAD: the same status and headers as GET, no body, the
+    same authentication (it was a 405)."""
+    with api.client("read") as client:
+        for path in ("/status", "/v1/customers/acme", "/v1/openapi.json"):
+            got, head = client.get(path), client.head(path)
+            assert (head.status_code, got.status_code) == (200, 200), path
+            assert head.content == b""
+            assert head.headers["content-type"] == got.headers["content-type"]
+            assert head.headers["content-length"] == str(len(got.content))
+        assert client.head("/v1/customers/nobody").status_code == 404
+        assert client.head("/v1/customers/acme/suspend").status_code == 405  # POST only
+    with api.client(None) as anonymous:
+        assert anonymous.head("/v1/customers/acme").status_code == 401
+

@@ -8,7 +8,8 @@ More routers (the status page) join with `create_app(..., routers=[router])` or
 before the body is read only for the routers given to create_app).
 
 Order of the checks: a body over the bound (413), the token and its scope (401/403), the
-body's media type (415), then FastAPI's validation (422) and the route."""
+body's media type (415), then FastAPI's validation (422) and the route. HEAD is answered as
+GET without the body (`HeadAsGet`): uptime monitors probe with it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..service.config import Settings
 from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
@@ -60,6 +62,7 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.middleware("http")(authenticate_first)
     app.middleware("http")(_log_request)
     app.middleware("http")(_bounded_body)
+    app.add_middleware(HeadAsGet)  # outermost: every check sees the GET it answers as
     for module in (customers, unblocks, calls, inspect, overview):
         app.include_router(_document_scopes(module.router), prefix=API_PREFIX)
         app.state.guarded.extend(guarded_routes(module.router, API_PREFIX))
@@ -68,6 +71,33 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
         app.include_router(_document_scopes(router))
         app.state.guarded.extend(guarded_routes(router))
     return app
+
+
+#: set in the scope of a HEAD request answered as GET (for the request's log line)
+HEAD_AS_GET = "callpolicy.head"
+
+
+class HeadAsGet:
+    """HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers
+    (Content-Length included), the same authentication. FastAPI's routes answer only the
+    methods they declare, so a monitor's HEAD /status was a 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET", HEAD_AS_GET: True}, receive, headers_only)
 
 
 async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -111,7 +141,8 @@ async def _log_request(request: Request, call_next: Callable[[Request], Awaitabl
     quiet = (request.method == "GET" and request.url.path in QUIET_POLLS
              and response.status_code < 400)
     emit = log.debug if quiet else log.info
-    emit("api_request", method=request.method, path=request.url.path,
+    method = "HEAD" if request.scope.get(HEAD_AS_GET) else request.method
+    emit("api_request", method=method, path=request.url.path,
          status=response.status_code, token=token.name if token else None,
          ms=round((time.perf_counter() - started) * 1000, 1))
     return response
