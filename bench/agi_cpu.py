@@ -182,6 +182,7 @@ class Daemon:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0  # the daemon's (under py-spy, the spy's child)
+    log_start: int = 0  # where this start's lines begin in serve.log
 
     uvloop_path: str | None = None  # run the daemon on uvloop, importable from here ("" : venv)
     customers_db: Path | None = None  # a prepared store (--customers-db) instead of the demo
@@ -224,6 +225,7 @@ class Daemon:
         """Start `serve`; with `profile`, under `py-spy record` (attaching to a running
         process is refused on this machine, spawning works)."""
         log = (self.workdir / "serve.log").open("ab")
+        self.log_start = log.tell()  # the log is appended to by every round of this tree
         if self.floor:
             argv = [sys.executable, str(REPO / "bench" / "floor_agi.py"),
                     "--listen", f"127.0.0.1:{self.port}"]
@@ -323,7 +325,8 @@ async def live_table_rebuilt(daemon: Daemon, timeout: float = 10.0) -> None:
     fraud guard is degraded (ami_resync_pending) and every AMI event takes the rebuild's
     path, so a run measured then would not be the production steady state."""
     deadline = time.monotonic() + timeout
-    while b'"live_table_rebuilt"' not in (daemon.workdir / "serve.log").read_bytes():
+    while b'"live_table_rebuilt"' not in (daemon.workdir / "serve.log").read_bytes()[
+            daemon.log_start:]:
         if time.monotonic() > deadline:
             raise SystemExit(f"daemon of {daemon.tree}: no live_table_rebuilt within "
                              f"{timeout:g} s of the AMI login: see {daemon.workdir}/serve.log")

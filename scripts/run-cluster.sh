@@ -14,7 +14,8 @@
 # scripts/callpolicy-node-config.sh
 # (the daemon's), the daemon under its watchdog; its local snapshot (the fallback AGI's) and
 # call-record spool in its state dir.
-# Ctrl-C stops everything (daemons, Asterisks, PostgreSQL) and leaves no process or mount.
+# Ctrl-C stops everything (the API, daemons, Asterisks, PostgreSQL) and leaves no process or
+# mount.
 # Env: CALLPOLICY_CLUSTER_DIR (default $REPO/build/cluster): PostgreSQL's data, node state, logs.
 #      CALLPOLICY_DEMO_RESET=1 re-creates the database from config/demo-customers.toml.
 #      CALLPOLICY_PG_PORT (default 55432).

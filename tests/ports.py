@@ -6,7 +6,10 @@ tests' own clients, SIPp, the other pytest-xdist workers) also takes its source 
 another worker's probe can be given the same number before our server binds it. So each
 worker draws from its own block of ports BELOW the ephemeral range (the kernel never hands
 those out by itself), one after another, and checks each is free before handing it out.
-A machine whose ephemeral range leaves no room falls back to the kernel's choice."""
+The room between FIRST and the ephemeral range is shared by PYTEST_XDIST_WORKER_COUNT
+workers; when a worker's share would be under MIN_BLOCK ports, the kernel chooses (port 0).
+Two suites run at once on one machine share the blocks: the random start makes a clash
+unlikely, and each port is probed."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from pathlib import Path
 __all__ = ["free_port"]
 
 FIRST = 20_000  # below this: well-known services, the product's own defaults
-BLOCK = 2_000  # ports per xdist worker
+BLOCK = 2_000  # ports per xdist worker at most (fewer when many workers share the room)
+MIN_BLOCK = 100
 _RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -36,10 +40,13 @@ def _worker() -> int:
 
 
 def _block() -> range | None:
-    start = FIRST + _worker() * BLOCK
-    if start + BLOCK > _ephemeral_low():
+    """This worker's share of FIRST .. the ephemeral range (None: too little room)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    size = min(BLOCK, (_ephemeral_low() - FIRST) // max(workers, 1))
+    if size < MIN_BLOCK:
         return None
-    return range(start, start + BLOCK)
+    start = FIRST + _worker() * size
+    return range(start, start + size)
 
 
 _BLOCK = _block()
@@ -65,8 +72,8 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
-    for _ in range(BLOCK):
-        port = _BLOCK[_next % BLOCK]
+    for _ in range(len(_BLOCK)):
+        port = _BLOCK[_next % len(_BLOCK)]
         _next += 1
         if _free(port):
             return port

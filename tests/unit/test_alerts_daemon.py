@@ -117,3 +117,52 @@ def test_a_missing_webhook_secret_stops_the_start_with_one_line(tmp_path: Path,
     assert result.returncode == 1, result.stderr
     [line] = [x for x in result.stderr.splitlines() if "error" in x]
     assert "alerts.webhook 'ops' secret_file" in line and "does not exist" in line
+
+
+def test_sighup_takes_new_alert_channels_and_keeps_the_old_on_a_bad_secret(
+        tmp_path: Path, receivers) -> None:
+    """[alerts] is re-read on SIGHUP like the policy lists: channels added, a webhook whose
+    secret went missing refused (the channels in use kept), channels removed."""
+    hook, sink = receivers
+    config, port = configure(tmp_path, hook, sink)
+    alerted = config.read_text()
+    quiet = alerted[:alerted.index("\n[[alerts.webhook]]")] + "\n"
+    config.write_text(quiet)
+    log = tmp_path / "serve.log"
+    daemon = start(["serve"], config, log)
+
+    def reloaded(times: int) -> None:
+        wait_until(lambda: log.read_text().count('"config_reloaded"') >= times, 5,
+                   f"SIGHUP {times} not taken")
+
+    try:
+        wait_port(port)
+        assert ask(port, "112")["CP_ACTION"] == "allow"  # no channel: logged, not sent
+        wait_until(lambda: '"to": []' in log.read_text(), 5, "the first 112 not alerted")
+        config.write_text(alerted)
+        daemon.send_signal(signal.SIGHUP)
+        reloaded(1)
+        assert '"alerts_reconfigured"' in log.read_text()
+        assert ask(port, "112")["CP_ACTION"] == "allow"
+        wait_until(lambda: len(hook.of_kind("emergency_call")) == 1 and len(sink.messages) == 1,
+                   5, "the channels added by SIGHUP got no alert")
+        (tmp_path / "hook.secret").unlink()
+        daemon.send_signal(signal.SIGHUP)
+        reloaded(2)
+        failed = [json.loads(x) for x in log.read_text().splitlines()
+                  if '"config_reload_failed"' in x]
+        assert "secret_file" in failed[-1]["error"], failed
+        assert ask(port, "112")["CP_ACTION"] == "allow"
+        wait_until(lambda: len(hook.of_kind("emergency_call")) == 2, 5,
+                   "a bad [alerts] on SIGHUP must keep the channels in use")
+        config.write_text(quiet)
+        daemon.send_signal(signal.SIGHUP)
+        reloaded(3)
+        assert ask(port, "112")["CP_ACTION"] == "allow"
+        time.sleep(1.5)  # a round and a delivery pass: nothing more may come
+        assert len(hook.of_kind("emergency_call")) == 2 and len(sink.messages) == 2
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()

@@ -321,6 +321,10 @@ def test_head_is_get_without_the_body(api: LiveApi) -> None:
             assert head.headers["content-type"] == got.headers["content-type"]
             assert head.headers["content-length"] == str(len(got.content))
         assert client.head("/v1/customers/nobody").status_code == 404
+        csv = client.head("/v1/calls.csv")  # streamed: stops at the headers
+        assert (csv.status_code, csv.content) == (200, b"")
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert client.get("/v1/customers/acme").status_code == 200  # the server goes on
         assert client.head("/v1/customers/acme/suspend").status_code == 405  # POST only
     with api.client(None) as anonymous:
         assert anonymous.head("/v1/customers/acme").status_code == 401

@@ -10,7 +10,6 @@ import ports
 
 def test_ports_are_below_the_ephemeral_range_distinct_and_free() -> None:
     if ports._BLOCK is None:  # a machine whose ephemeral range starts low
-        assert ports._ephemeral_low() < ports.FIRST + (ports._worker() + 1) * ports.BLOCK
         return
     handed = [ports.free_port() for _ in range(50)]
     assert len(set(handed)) == 50
@@ -20,11 +19,20 @@ def test_ports_are_below_the_ephemeral_range_distinct_and_free() -> None:
 
 
 def test_each_xdist_worker_has_its_own_block(monkeypatch) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
-    first = ports._block()
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw2")
-    third = ports._block()
-    if first is not None and third is not None:
-        assert not set(first) & set(third)
+    monkeypatch.setattr(ports, "_ephemeral_low", lambda: 32_768)
+    for count in (1, 3, 16, 100):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(count))
+        blocks = []
+        for n in range(count):
+            monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{n}")
+            blocks.append(ports._block())
+        if count == 100:  # the room shared: 127 ports each
+            assert all(b is not None and len(b) == 127 for b in blocks)
+        taken = [p for b in blocks if b is not None for p in b]
+        assert len(taken) == len(set(taken)), count  # no two workers share a port
+        assert all(ports.FIRST <= p < 32_768 for p in taken)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "200")  # 63 ports each: the kernel's
+    assert ports._block() is None
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
-    assert ports._block() == first  # no xdist: the first block
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    assert ports._block() == range(ports.FIRST, ports.FIRST + ports.BLOCK)  # no xdist

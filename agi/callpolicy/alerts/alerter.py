@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from ..asterisk.variables import ENV_UNIQUEID
 from ..policy import CallRequest, Decision
+from ..service.config_file import ConfigError
 from ..service.metrics import Metrics
 from .aggregate import Aggregator, Condition, StateTracker
-from .config import AlertSettings, Email, outbox_path, read_secret
+from .config import AlertSettings, Email, read_secret
 from .delivery import Delivery
-from .fallback_journal import journal_path, might_hold, take
+from .fallback_journal import might_hold, take
 from .kinds import (
     EVENT_KINDS,
-    NODE_HEARTBEAT_LOST,
     RAISED,
     STATE_KINDS,
     Alert,
@@ -39,18 +38,12 @@ from .outbox import NewRow, OpenState, Outbox
 from .senders import EmailSender, Sender, WebhookSender
 from .sources import (
     Noted,
-    ami_condition,
     journal_full_occurrence,
     journal_occurrence,
-    node_conditions,
     occurrences,
-    store_condition,
     user_event_occurrence,
     worth_noting,
 )
-
-if TYPE_CHECKING:
-    from ..service.daemon import PolicyService
 
 log = structlog.get_logger("callpolicy.alerts")
 
@@ -75,10 +68,8 @@ class Alerter:
         self.metrics = metrics
         self.outbox_path = outbox_path
         self.clock = clock
-        self.senders: dict[str, Sender] = {
-            ref: EmailSender(ch) if isinstance(ch, Email) else WebhookSender(ch, read_secret(ch))
-            for ref, ch in settings.channels.items()}  # a missing secret: ConfigError at start
-        self.aggregator = Aggregator(lambda kind: settings.route(kind).window)
+        self.senders = senders_for(settings)  # a missing secret: ConfigError at start
+        self.aggregator = Aggregator(lambda kind: self.settings.route(kind).window)
         self.states = StateTracker(STATE_CONFIRM)
         self.outbox: Outbox | None = None
         self.delivery: Delivery | None = None
@@ -96,6 +87,7 @@ class Alerter:
         self.conditions: Conditions = lambda: ([], set())  # the state kinds' sources
         self.journal: Path | None = None  # the fallback AGI's journal, taken every round
         self._journal_failing = False
+        self._delivering: asyncio.Task[None] | None = None
 
     # -- the per-call path -----------------------------------------------------------------
     def note(self, decision: Decision, request: CallRequest, env: dict[str, str]) -> None:
@@ -151,7 +143,7 @@ class Alerter:
     async def run(self) -> None:
         """Rounds every TICK, and the delivery tasks, until cancelled; then `close`."""
         await self.open()
-        delivering = asyncio.create_task(self._deliver())
+        self._delivering = asyncio.create_task(self._deliver())
         try:
             failing = False
             while True:
@@ -164,15 +156,43 @@ class Alerter:
                     failing = True
                 await asyncio.sleep(TICK)
         finally:
-            delivering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivering
+            await _cancelled(self._delivering)
             await self.close()
 
-    async def _deliver(self) -> None:
+    async def _deliver(self, replaced: asyncio.Task[None] | None = None,
+                       old_senders: Iterable[Sender] = ()) -> None:
+        await _cancelled(replaced)
+        for sender in old_senders:
+            with contextlib.suppress(Exception):
+                await sender.close()
         while self.delivery is None:  # the outbox could not be opened yet
             await asyncio.sleep(1.0)
         await self.delivery.run()
+
+    def reconfigure(self, settings: AlertSettings, outbox: Path) -> None:
+        """SIGHUP: these channels, routes, windows and limits from now on. A row queued for
+        a channel that is gone stays in the outbox until it expires (`give_up_after`); a
+        new outbox path needs a restart. A webhook's secret missing: logged, nothing
+        changed."""
+        try:
+            senders = senders_for(settings)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc), kept="the alert channels in use")
+            return
+        old = self.senders
+        if outbox != self.outbox_path:
+            log.warning("config_reload_partial", detail="[alerts] outbox needs a restart; "
+                        "kept the old one", outbox=str(self.outbox_path))
+        self.settings, self.senders = settings, senders
+        if self.delivery is not None:
+            assert self.outbox is not None
+            self.delivery = Delivery(self.outbox, senders, self.metrics, settings.retry_max,
+                                     self.clock)
+        if self._delivering is not None:  # run() is running: its delivery task is replaced
+            self._delivering = asyncio.create_task(
+                self._deliver(self._delivering, old.values()))
+        log.info("alerts_reconfigured", channels=list(senders),
+                 removed=sorted(set(old) - set(senders)))
 
     def _take_noted(self) -> list[Alert]:
         alerts, self._ready = self._ready, []
@@ -354,35 +374,18 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def daemon_alerter(service: PolicyService) -> Alerter:
-    """The daemon's Alerter: its outbox beside the database, the fallback AGI's journal
-    beside it too, the dialplan's last-resort UserEvents from the AMI link, the state kinds
-    read from the daemon every round."""
-    settings = service.settings
-    alerter = Alerter(settings.alerts, settings.node, service.metrics,
-                      outbox_path(settings.alerts, settings.db_path))
-    alerter.journal = journal_path(settings.db_path)
-    service.ami.on("UserEvent", alerter.on_user_event)
-    alerter.conditions = functools.partial(daemon_conditions, service)
-    return alerter
+
+def senders_for(settings: AlertSettings) -> dict[str, Sender]:
+    """A sender per configured channel (ConfigError: a webhook's secret is missing)."""
+    return {ref: EmailSender(ch) if isinstance(ch, Email) else WebhookSender(ch, read_secret(ch))
+            for ref, ch in settings.channels.items()}
 
 
-def daemon_conditions(service: PolicyService) -> tuple[list[Condition], set[str]]:
-    """The state kinds' conditions that hold now, and the kinds that were read."""
-    ami, settings = service.ami, service.settings
-    holding = ami_condition(ami.configured, ami.connected, f"{settings.ami.host}:"
-                            f"{settings.ami.port}", ami.since)
-    holding += store_condition(service.store_problem, service.store_problem_since,
-                               str(settings.db))
-    covered = set(STATE_KINDS) - {NODE_HEARTBEAT_LOST}
-    if service.cluster is None:  # no other node: none lost (one restored gets resolved)
-        covered.add(NODE_HEARTBEAT_LOST)
-    else:
-        nodes = node_conditions(service.cluster.view)
-        if nodes is not None:
-            holding += nodes
-            covered.add(NODE_HEARTBEAT_LOST)
-    return holding, covered
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-__all__ = ["Alerter", "daemon_alerter", "daemon_conditions"]
+__all__ = ["Alerter", "senders_for"]

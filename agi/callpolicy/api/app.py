@@ -14,6 +14,7 @@ GET without the body (`HeadAsGet`): uptime monitors probe with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -77,10 +78,15 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
 HEAD_AS_GET = "callpolicy.head"
 
 
+class _Answered(Exception):
+    """A HEAD's headers are sent: the GET behind it stops there."""
+
+
 class HeadAsGet:
     """HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers
     (Content-Length included), the same authentication. FastAPI's routes answer only the
-    methods they declare, so a monitor's HEAD /status was a 405."""
+    methods they declare, so a monitor's HEAD /status was a 405. The GET stops at its first
+    body part: a HEAD on a streamed export (/v1/calls.csv) does not read the table."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -91,13 +97,15 @@ class HeadAsGet:
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
-            await send(message)
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise _Answered
 
-        await self.app({**scope, "method": "GET", HEAD_AS_GET: True}, receive, headers_only)
+        with contextlib.suppress(_Answered):
+            await self.app({**scope, "method": "GET", HEAD_AS_GET: True}, receive,
+                           headers_only)
 
 
 async def _bounded_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]

@@ -7,7 +7,7 @@
   a lost notification; on SQLite (or `[store] listen = false`) by a poll every 0.25 s.
 - Every second, writes scheduled suspensions that came due to the database (the decisions
   already follow them to the second: the snapshot holds each customer's `suspend_at`).
-- SIGHUP re-reads the config file (policy lists); a bad file is logged and ignored.
+- SIGHUP re-reads the config file (policy lists, [alerts]); a bad file is logged and ignored.
 - PostgreSQL: keeps a SQLite copy of the policy at `[store] path` for the fallback AGI, at
   most a few seconds behind (service/local_snapshot.py).
 - Call records: written every 0.5 s by `RecordWriter` (spooled when the database cannot take them).
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..alerts.alerter import daemon_alerter
+from ..alerts.config import outbox_path
+from ..alerts.daemon_alerts import daemon_alerter
 from ..asterisk.ami import AmiLink
 from ..asterisk.fastagi import FastAgiServer
 from ..live.cluster import local_report, published_rows
@@ -329,6 +330,7 @@ class PolicyService:
         self._config_only = Engine(Snapshot(settings.policy))
         self.engine = Engine(self.source.snapshot, self._config_only.classifier)
         self.policy_changed.set()
+        self.alerts.reconfigure(settings.alerts, outbox_path(settings.alerts, settings.db_path))
         log.info("config_reloaded", path=str(settings.path),
                  premium_prefixes=list(settings.policy.premium_prefixes),
                  must_reach=sorted(settings.policy.must_reach))

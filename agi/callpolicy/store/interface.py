@@ -193,7 +193,8 @@ class StoreBackend(Protocol):
         """The `at` of audit row `audit_id`; None if there is no such row (or id 0)."""
 
     async def changed_customers(self, since: int) -> tuple[set[str], int]:
-        """Customers named in audit rows after `since`, and the new high-water mark."""
+        """Customers named in audit rows after `since`, and the new high-water mark
+        (`audit_tail` without the anchors)."""
 
     async def audit_tail(self, since: int) -> AuditTail:
         """Row `since`'s `at`, the customers named in the rows after it and the new

@@ -5,7 +5,7 @@
 - Every change writes an audit row (who, when, ticket, reason, before/after) in the same
   transaction; triggers make the audit table append-only.
 - The daemons' Snapshot is loaded and refreshed from here by `snapshot.SnapshotSource`
-  (`load_customers`, `changed_customers`, the audit high-water mark).
+  (`load_customers`, `audit_tail`: the audit log after the snapshot's high-water mark).
 - Call records (`calls`, art. 4.3) are billing data, not the audit log: the daemon upserts them
   in batches (`record_calls`), and `purge_calls` deletes old ones (the purge itself is audited).
 
