@@ -312,3 +312,59 @@ async def test_the_run_task_delivers_within_a_second(tmp_path: Path,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_sighups_in_a_row_replace_the_delivery_and_the_run_still_stops(
+        tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """Two reconfigures in one loop iteration, one more while the first replacement waits,
+    then the stop: the run ends (a replaced delivery task that swallowed its own cancel kept
+    the daemon's shutdown waiting for ever) and later alerts still go out."""
+    settings = webhook_settings(receiver.url, tmp_path)
+    alerter = Alerter(settings, "n", Metrics(), tmp_path / "o.sqlite")
+    task = asyncio.create_task(alerter.run())
+    try:
+        await asyncio.sleep(0.3)
+        alerter.reconfigure(settings, alerter.outbox_path)
+        alerter.reconfigure(settings, alerter.outbox_path)
+        await asyncio.sleep(0)
+        alerter.reconfigure(settings, alerter.outbox_path)
+        alerter.note(*emergency())
+        for _ in range(50):
+            if receiver.deliveries:
+                break
+            await asyncio.sleep(0.05)
+        assert [d.payload["kind"] for d in receiver.deliveries] == ["emergency_call"]
+        alerter.reconfigure(settings, alerter.outbox_path)
+    finally:
+        task.cancel()
+        stopped, _ = await asyncio.wait({task}, timeout=5)
+    assert stopped, "the alerter's run did not stop after its delivery task was replaced"
+    assert alerter._delivering is None
+    alerter.reconfigure(settings, alerter.outbox_path)  # a SIGHUP during shutdown: nothing
+    assert alerter._delivering is None and not alerter._retired
+
+
+async def test_waiting_for_a_cancelled_task_does_not_swallow_our_own_cancel() -> None:
+    """`_cancelled` (the alerter's way to stop its delivery task) must stay cancellable
+    while it waits: `await task` under suppress(CancelledError) took the caller's cancel as
+    the task's and returned, so a shutdown went on waiting for a delivery that never ended."""
+    from callpolicy.alerts.alerter import _cancelled
+
+    gate = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await gate.wait()
+            raise
+
+    inner = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(_cancelled(inner))
+    await asyncio.sleep(0.01)  # outer waits for inner to end
+    outer.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert inner.cancelled()

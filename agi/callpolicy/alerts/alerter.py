@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from .config import AlertSettings, Email, read_secret
 from .delivery import Delivery
 from .fallback_journal import might_hold, take
 from .kinds import (
-    EVENT_KINDS,
     RAISED,
     STATE_KINDS,
     Alert,
@@ -35,6 +33,7 @@ from .kinds import (
     iso,
 )
 from .outbox import NewRow, OpenState, Outbox
+from .recent import RecentAlerts
 from .senders import EmailSender, Sender, WebhookSender
 from .sources import (
     Noted,
@@ -50,8 +49,6 @@ log = structlog.get_logger("callpolicy.alerts")
 TICK = 0.2  # s between two rounds of aggregation and condition checks
 STATE_CONFIRM = 3.0  # s a condition must hold before it is raised (no alert for a blip)
 QUEUE_MAX = 10_000  # alert-worthy decisions waiting for the next round; beyond: dropped
-RECENT = 3600.0  # s: event alerts listed in the status
-RECENT_MAX = 1000  # (kind, key) entries in that list
 COUNT_EVERY = 1.0  # s: the outbox's pending rows are counted (for the status) this often
 HOUSEKEEPING = 60.0  # s between expiry/purge rounds of the outbox
 UNWRITTEN_MAX = 10_000  # outbox rows kept in memory while the outbox file fails
@@ -80,7 +77,7 @@ class Alerter:
         self._unwritten: list[NewRow] = []
         self._states_unwritten: dict[str, OpenState | None] = {}  # alert id -> open / resolved
         self._restored = False  # the open state alerts of the last run are tracked
-        self._recent: dict[tuple[str, str], dict[str, Any]] = {}
+        self._recent = RecentAlerts()
         self._outbox_failing = False
         self._housekept = 0.0
         self._counted_at = 0.0  # when `pending` was last read from the outbox
@@ -88,6 +85,8 @@ class Alerter:
         self.journal: Path | None = None  # the fallback AGI's journal, taken every round
         self._journal_failing = False
         self._delivering: asyncio.Task[None] | None = None
+        self._retired: list[Sender] = []  # replaced by a SIGHUP, closed once unused
+        self._closing = False
 
     # -- the per-call path -----------------------------------------------------------------
     def note(self, decision: Decision, request: CallRequest, env: dict[str, str]) -> None:
@@ -156,15 +155,18 @@ class Alerter:
                     failing = True
                 await asyncio.sleep(TICK)
         finally:
-            await _cancelled(self._delivering)
+            self._closing = True  # a SIGHUP from now on changes nothing
+            delivering, self._delivering = self._delivering, None
+            await _cancelled(delivering)
             await self.close()
 
-    async def _deliver(self, replaced: asyncio.Task[None] | None = None,
-                       old_senders: Iterable[Sender] = ()) -> None:
-        await _cancelled(replaced)
-        for sender in old_senders:
-            with contextlib.suppress(Exception):
-                await sender.close()
+    async def _deliver(self, replaced: asyncio.Task[None] | None = None) -> None:
+        """The current Delivery's tasks, once the one they replace (SIGHUP) has stopped
+        and the senders it used are closed."""
+        try:
+            await _cancelled(replaced)
+        finally:
+            await self._close_retired()
         while self.delivery is None:  # the outbox could not be opened yet
             await asyncio.sleep(1.0)
         await self.delivery.run()
@@ -174,23 +176,29 @@ class Alerter:
         a channel that is gone stays in the outbox until it expires (`give_up_after`); a
         new outbox path needs a restart. A webhook's secret missing: logged, nothing
         changed."""
+        if self._closing:
+            return
         try:
             senders = senders_for(settings)
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc), kept="the alert channels in use")
             return
         old = self.senders
+        self._retired += old.values()
         if outbox != self.outbox_path:
             log.warning("config_reload_partial", detail="[alerts] outbox needs a restart; "
                         "kept the old one", outbox=str(self.outbox_path))
         self.settings, self.senders = settings, senders
+        if self.outbox is not None:
+            self.outbox.max_rows = settings.outbox_max_rows
         if self.delivery is not None:
             assert self.outbox is not None
-            self.delivery = Delivery(self.outbox, senders, self.metrics, settings.retry_max,
-                                     self.clock)
+            previous, self.delivery = self.delivery, Delivery(
+                self.outbox, senders, self.metrics, settings.retry_max, self.clock)
+            self.delivery.channels.update(  # back-off and status of the channels kept
+                (ref, state) for ref, state in previous.channels.items() if ref in senders)
         if self._delivering is not None:  # run() is running: its delivery task is replaced
-            self._delivering = asyncio.create_task(
-                self._deliver(self._delivering, old.values()))
+            self._delivering = asyncio.create_task(self._deliver(self._delivering))
         log.info("alerts_reconfigured", channels=list(senders),
                  removed=sorted(set(old) - set(senders)))
 
@@ -280,7 +288,7 @@ class Alerter:
             key=alert.key, count=alert.count, summary=payload["summary"], alert_id=alert.id,
             to=list(route.to), details=payload["details"])
         self.metrics.alert_raised(alert.kind, alert.status)
-        self._remember(alert, payload, now)
+        self._recent.remember(alert, payload, now)
         body = encode(payload)
         self._unwritten += [NewRow(alert.id, alert.kind, ref, body) for ref in route.to]
         if alert.kind in STATE_KINDS:
@@ -329,6 +337,7 @@ class Alerter:
         """At shutdown: open aggregation windows go to the outbox now (not lost)."""
         with contextlib.suppress(Exception):
             await self.raise_alerts(self._take_noted() + self.aggregator.flush(), self.clock())
+        await self._close_retired()
         for sender in self.senders.values():
             with contextlib.suppress(Exception):
                 await sender.close()
@@ -336,29 +345,20 @@ class Alerter:
             with contextlib.suppress(Exception):
                 await self.outbox.close()
 
-    # -- status ------------------------------------------------------------------------------
-    def _remember(self, alert: Alert, payload: dict[str, Any], now: float) -> None:
-        if alert.kind not in EVENT_KINDS:
-            return
-        entry = self._recent.pop((alert.kind, alert.key), None)
-        if entry is None or _epoch(entry["last_seen"]) < now - RECENT:
-            entry = {"kind": alert.kind, "key": alert.key, "count": 0, "alerts": 0,
-                     "first_seen": payload["first_seen"]}
-        entry.update(count=entry["count"] + alert.count, alerts=entry["alerts"] + 1,
-                     last_seen=payload["last_seen"], severity=alert.severity,
-                     summary=payload["summary"])
-        self._recent[(alert.kind, alert.key)] = entry  # the newest last
-        while len(self._recent) > RECENT_MAX:
-            self._recent.pop(next(iter(self._recent)))
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for sender in retired:
+            with contextlib.suppress(Exception):
+                await sender.close()
 
+    # -- status ------------------------------------------------------------------------------
     def status(self, now: float) -> dict[str, Any]:
         """The `alerts` section of /status: open state alerts, event alerts of the last
         hour (with counts), the outbox's pending rows, each channel's delivery state."""
         open_states = [{"kind": a.kind, "key": a.key, "status": "open", "severity": a.severity,
                         "since": iso(a.first_seen), "summary": a.summary(),
                         "details": dict(a.details)} for a in self.states.open()]
-        recent = [dict(e) for e in self._recent.values()
-                  if _epoch(e["last_seen"]) >= now - RECENT]
+        recent = self._recent.listed(now)
         return {
             "open": open_states + recent[::-1],
             "outbox_pending": self.pending,
@@ -370,10 +370,6 @@ class Alerter:
         }
 
 
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 
 def senders_for(settings: AlertSettings) -> dict[str, Sender]:
     """A sender per configured channel (ConfigError: a webhook's secret is missing)."""
@@ -382,10 +378,13 @@ def senders_for(settings: AlertSettings) -> dict[str, Sender]:
 
 
 async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """`task` cancelled and ended. Not `await task` under suppress(CancelledError): that
+    would also swallow a cancellation of the caller itself while it waits."""
     if task is not None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert_delivery_ended", error=repr(task.exception()))
 
 
 __all__ = ["Alerter", "senders_for"]

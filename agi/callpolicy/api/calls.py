@@ -10,8 +10,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .. import ops
 from ..live.records import CSV_COLUMNS, CallRecord
@@ -73,9 +75,24 @@ async def export_calls(token: Reader, request: Request, customer: Customer = Non
     except BaseException:
         await store.close()
         raise
-    return StreamingResponse(_csv(store, stream), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition":
-                                      'attachment; filename="calls.csv"'})
+    return _ClosedStream(_csv(store, stream), media_type="text/csv; charset=utf-8",
+                         headers={"Content-Disposition": 'attachment; filename="calls.csv"'})
+
+
+class _ClosedStream(StreamingResponse):
+    """Closes its iterator when the response ends however it ends (a client gone, a HEAD
+    stopped at the headers): Starlette cancels the task paused in it but does not close
+    it, so the export's store (a PostgreSQL connection in a transaction) stayed open until
+    the garbage collector found it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 async def _csv(store: Store, stream: AsyncGenerator[CallRecord, None]) -> AsyncIterator[str]:
