@@ -213,14 +213,17 @@ def test_missing_database_is_no_decision(run: Run) -> None:
     assert not (run.state / "missing.db").exists()
 
 
-def test_latency_inside_the_chroot(run: Run) -> None:
-    """Start-up + decision of one process, as Asterisk pays it (plus nsenter's few ms)."""
+def test_seven_fallback_runs_in_a_row_decide_the_same_call_alike(run: Run) -> None:
+    """Each run is a whole process start-up (Asterisk pays it per call while the daemon is down):
+    no state carried between runs, the same variables every time. Its latency is printed for
+    the log, not asserted (a shared machine's timing is not a test)."""
     args = call_args("acme-101", "092101299", "127.0.0.2:5060")
-    times = [run.fallback(args).seconds for _ in range(7)]
-    median = statistics.median(times)
-    print(f"fallback AGI in the chroot: median {median * 1000:.0f} ms, "
+    runs = [run.fallback(args) for _ in range(7)]
+    assert runs[0].variables["CP_ACTION"] == "allow"
+    assert all(r.variables == runs[0].variables for r in runs[1:])
+    times = [r.seconds for r in runs]
+    print(f"fallback AGI in the chroot: median {statistics.median(times) * 1000:.0f} ms, "
           f"min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
-    assert median < 0.6, times
 
 
 # -- the WAL: a change the CLI committed that is not in the database file yet -------------------

@@ -221,7 +221,7 @@ async def test_an_idle_peer_is_dropped_at_the_first_line_deadline() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(srv))
         started = time.perf_counter()
         assert await asyncio.wait_for(reader.read(), 3) == b""
-        assert time.perf_counter() - started < 0.6
+        assert time.perf_counter() - started < 1.5  # the first-line deadline, not the 2 s one
         writer.close()
     finally:
         await srv.stop()
