@@ -4,6 +4,7 @@ thread) and an SMTP sink (aiosmtpd on 127.0.0.1). Also used by the integration t
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from callpolicy.alerts.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from ports import free_port
@@ -91,10 +93,32 @@ class _Sink:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    """aiosmtpd on 127.0.0.1. `tls`: None (plain), "starttls" (offered and required) or
+    "implicit" (SMTPS), with `tls_context` the server's certificate; `users`: SMTP AUTH
+    required, these logins and passwords accepted (`logins`: every attempt, refused ones
+    too)."""
+
+    def __init__(self, tls: str | None = None, tls_context: ssl.SSLContext | None = None,
+                 users: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self._handler = _Sink()
-        self._controller = Controller(self._handler, hostname="127.0.0.1", port=self.port)
+        self.logins: list[tuple[str, str]] = []
+        options: dict[str, Any] = {}
+        if tls == "starttls":
+            options.update(tls_context=tls_context, require_starttls=True)
+        elif tls == "implicit":
+            options.update(ssl_context=tls_context)
+        if users is not None:
+            def authenticate(_server: Any, _session: Any, _envelope: Any, _mechanism: str,
+                             data: Any) -> AuthResult:
+                login, password = data.login.decode(), data.password.decode()
+                self.logins.append((login, password))
+                return AuthResult(success=users.get(login) == password, handled=False)
+            # aiosmtpd counts only STARTTLS as TLS: on SMTPS the whole session already is
+            options.update(authenticator=authenticate, auth_required=True,
+                           auth_require_tls=tls != "implicit")
+        self._controller = Controller(self._handler, hostname="127.0.0.1", port=self.port,
+                                      **options)
 
     def start(self) -> SmtpSink:
         self._controller.start()

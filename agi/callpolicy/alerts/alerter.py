@@ -22,7 +22,7 @@ from ..policy import CallRequest, Decision
 from ..service.config_file import ConfigError
 from ..service.metrics import Metrics
 from .aggregate import Aggregator, Condition, StateTracker
-from .config import AlertSettings, Email, read_secret
+from .config import AlertSettings, Email, read_password, read_secret
 from .delivery import Delivery
 from .fallback_journal import might_hold, take
 from .kinds import (
@@ -372,9 +372,9 @@ class Alerter:
 
 
 def senders_for(settings: AlertSettings) -> dict[str, Sender]:
-    """A sender per configured channel (ConfigError: a webhook's secret is missing)."""
-    return {ref: EmailSender(ch) if isinstance(ch, Email) else WebhookSender(ch, read_secret(ch))
-            for ref, ch in settings.channels.items()}
+    """A sender per configured channel (ConfigError: a secret or a CA file is missing)."""
+    return {ref: EmailSender(ch, read_password(ch)) if isinstance(ch, Email)
+            else WebhookSender(ch, read_secret(ch)) for ref, ch in settings.channels.items()}
 
 
 async def _cancelled(task: asyncio.Task[None] | None) -> None:

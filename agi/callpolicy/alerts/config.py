@@ -1,8 +1,9 @@
 """The `[alerts]` section of the config file (README: Alerts): channels, routes, outbox.
 
 Parsed with the rest of the config (a bad key is a one-line error naming it); secrets are
-only named here (`secret_file` / `secret_env`) and read when the daemon starts
-(`read_secret`), so that other commands never need them and nothing prints them."""
+only named here (`secret_file` / `secret_env`, `password_file` / `password_env`) and read
+when the daemon starts (`read_secret`, `read_password`), so that other commands never need
+them and nothing prints them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ DEFAULT_OUTBOX_ROWS = 10_000
 
 _TOP = ("outbox", "outbox_max_rows", "retry_max", "give_up_after", "webhook", "email", "route")
 _WEBHOOK = ("name", "url", "secret_file", "secret_env", "timeout")
-_EMAIL = ("name", "host", "port", "from", "to", "starttls", "timeout")
+_EMAIL = ("name", "host", "port", "from", "to", "starttls", "implicit_tls", "cafile",
+          "username", "password_file", "password_env", "timeout")
 _ROUTE = ("to", "window")
 
 
@@ -50,10 +52,19 @@ class Email:
     to: tuple[str, ...] = ()
     starttls: bool = False
     timeout: float = 10.0
+    implicit_tls: bool = False  # SMTPS (port 465): TLS from the first byte
+    cafile: Path | None = None  # the relay's CA when not a public one (else the system's)
+    username: str | None = None  # SMTP AUTH, only ever over a verified TLS connection
+    password_file: Path | None = None
+    password_env: str | None = None
 
     @property
     def ref(self) -> str:
         return f"email:{self.name}"
+
+    @property
+    def tls(self) -> bool:
+        return self.starttls or self.implicit_tls
 
 
 Channel = Webhook | Email
@@ -86,18 +97,30 @@ def outbox_path(settings: AlertSettings, db_path: Path) -> Path:
 
 def read_secret(hook: Webhook) -> bytes:
     """The webhook's HMAC key (ConfigError naming where it should be, never the value)."""
-    where = f"alerts.webhook {hook.name!r}"
-    if hook.secret_env is not None:
-        value = os.environ.get(hook.secret_env, "")
+    return _read_secret(f"alerts.webhook {hook.name!r}", "secret", hook.secret_env,
+                        hook.secret_file).encode()
+
+
+def read_password(mail: Email) -> str | None:
+    """The e-mail channel's SMTP AUTH password (None: no AUTH configured)."""
+    if mail.username is None:
+        return None
+    return _read_secret(f"alerts.email {mail.name!r}", "password", mail.password_env,
+                        mail.password_file)
+
+
+def _read_secret(where: str, what: str, env: str | None, file: Path | None) -> str:
+    if env is not None:
+        value = os.environ.get(env, "")
         if not value:
-            raise ConfigError(f"{where}: environment variable {hook.secret_env} (secret_env) "
+            raise ConfigError(f"{where}: environment variable {env} ({what}_env) "
                               "is not set", bad_value=False)
-        return value.encode()
-    assert hook.secret_file is not None
-    value = read_text(hook.secret_file, f"{where} secret_file").strip()
+        return value
+    assert file is not None
+    value = read_text(file, f"{where} {what}_file").strip()
     if not value:
-        raise ConfigError(f"{where}: secret_file {hook.secret_file} is empty")
-    return value.encode()
+        raise ConfigError(f"{where}: {what}_file {file} is empty")
+    return value
 
 
 def parse_alerts(table: Any, base: Path) -> AlertSettings:
@@ -109,7 +132,7 @@ def parse_alerts(table: Any, base: Path) -> AlertSettings:
     for hook in _tables(table, "webhook"):
         _add(channels, _webhook(hook, base))
     for mail in _tables(table, "email"):
-        _add(channels, _email(mail))
+        _add(channels, _email(mail, base))
     routes = _routes(table.get("route", {}), channels)
     outbox = _value(table, "outbox", str, "", "alerts")
     return AlertSettings(
@@ -183,7 +206,7 @@ def _webhook(hook: dict[str, Any], base: Path) -> Webhook:
                    _bounded(hook, "timeout", 5.0, 0.1, 60.0, where))
 
 
-def _email(mail: dict[str, Any]) -> Email:
+def _email(mail: dict[str, Any], base: Path) -> Email:
     _keys(mail, _EMAIL, "alerts.email")
     name = _text(mail, "name", "alerts.email")
     where = f"alerts.email {name!r}"
@@ -193,10 +216,35 @@ def _email(mail: dict[str, Any]) -> Email:
     sender = _text(mail, "from", where)
     if "@" not in sender:
         raise ConfigError(f"{where}.from must be an e-mail address, got {sender!r}")
+    starttls = _value(mail, "starttls", bool, False, where)
+    implicit_tls = _value(mail, "implicit_tls", bool, False, where)
+    if starttls and implicit_tls:
+        raise ConfigError(f"{where}: starttls (upgrade, port 587) and implicit_tls (SMTPS, "
+                          "port 465) exclude each other")
+    cafile = _value(mail, "cafile", str, "", where)
+    if cafile and not (starttls or implicit_tls):
+        raise ConfigError(f"{where}.cafile needs starttls = true or implicit_tls = true")
+    username = _value(mail, "username", str, "", where).strip()
+    password_file = _value(mail, "password_file", str, "", where)
+    password_env = _value(mail, "password_env", str, "", where)
+    if username:
+        if bool(password_file) == bool(password_env):
+            raise ConfigError(f"{where}: with username, give exactly one of password_file (a "
+                              "file holding the password) or password_env (an environment "
+                              "variable holding it)")
+        if not (starttls or implicit_tls):
+            raise ConfigError(f"{where}.username: the password is only sent over TLS; set "
+                              "starttls = true (port 587) or implicit_tls = true (port 465)")
+    elif password_file or password_env:
+        raise ConfigError(f"{where}: a password without username")
     return Email(name, _text(mail, "host", where),
-                 _bounded(mail, "port", 25, 1, 65535, where, int), sender, tuple(to),
-                 _value(mail, "starttls", bool, False, where),
-                 _bounded(mail, "timeout", 10.0, 0.1, 120.0, where))
+                 _bounded(mail, "port", 465 if implicit_tls else 25, 1, 65535, where, int),
+                 sender, tuple(to), starttls,
+                 _bounded(mail, "timeout", 10.0, 0.1, 120.0, where),
+                 implicit_tls=implicit_tls, cafile=base / cafile if cafile else None,
+                 username=username or None,
+                 password_file=base / password_file if password_file else None,
+                 password_env=password_env or None)
 
 
 def _routes(table: Any, channels: Mapping[str, Channel]) -> dict[str, Route]:

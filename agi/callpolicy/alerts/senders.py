@@ -1,17 +1,23 @@
 """Delivering one stored alert over one channel: a webhook POST (httpx, signed) or an e-mail
-(stdlib smtplib in a worker thread). Each raises DeliveryError with a one-line reason."""
+(stdlib smtplib in a worker thread). Each raises DeliveryError with a one-line reason.
+
+E-mail over TLS (STARTTLS or SMTPS) verifies the relay's certificate and name against the
+system's CAs or the channel's `cafile`; smtplib's own default context verifies nothing, and
+a relay that does not offer STARTTLS when asked is a failure, never a plain-text send."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import smtplib
+import ssl
 import time
 from email.message import EmailMessage
 from typing import Protocol
 
 import httpx
 
+from ..service.config_file import ConfigError
 from .config import Email, Webhook
 from .signature import ALERT_ID_HEADER, headers
 
@@ -66,8 +72,10 @@ class WebhookSender:
 
 
 class EmailSender:
-    def __init__(self, mail: Email) -> None:
+    def __init__(self, mail: Email, password: str | None = None) -> None:
         self.mail = mail
+        self._password = password
+        self._tls = tls_context(mail) if mail.tls else None
 
     async def send(self, alert_id: str, body: bytes) -> None:
         message = email_message(self.mail, body)
@@ -83,13 +91,28 @@ class EmailSender:
                                 f"{type(exc).__name__}: {exc}") from exc
 
     def _send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.mail.host, self.mail.port, timeout=self.mail.timeout) as smtp:
-            if self.mail.starttls:
-                smtp.starttls()
+        mail, timeout = self.mail, self.mail.timeout
+        smtp = (smtplib.SMTP_SSL(mail.host, mail.port, timeout=timeout, context=self._tls)
+                if mail.implicit_tls else smtplib.SMTP(mail.host, mail.port, timeout=timeout))
+        with smtp:
+            if mail.starttls:
+                smtp.starttls(context=self._tls)
+            if mail.username is not None and self._password is not None:
+                smtp.login(mail.username, self._password)
             smtp.send_message(message)
 
     async def close(self) -> None:
         return None
+
+
+def tls_context(mail: Email) -> ssl.SSLContext:
+    """A verifying client context (ConfigError: the channel's cafile cannot be read)."""
+    try:
+        return ssl.create_default_context(cafile=mail.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"alerts.email {mail.name!r}.cafile {mail.cafile}: "
+                          f"{getattr(exc, 'strerror', None) or exc}",
+                          bad_value=isinstance(exc, ssl.SSLError)) from exc
 
 
 def email_message(mail: Email, body: bytes) -> EmailMessage:
