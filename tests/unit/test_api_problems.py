@@ -164,9 +164,11 @@ def test_the_database_gone_is_503_for_reads_and_writes(api: LiveApi) -> None:
 
 
 def test_the_daemon_down_is_503_for_status(api: LiveApi) -> None:
-    with api.client("read") as client:
+    with structlog.testing.capture_logs() as logs, api.client("read") as client:
         body = problem(client.get("/v1/status"), 503, "Daemon unavailable")
-    assert "no daemon answering" in body["detail"]
+    assert body["detail"] == "no daemon answering: connection refused"
+    [logged] = [e["error"] for e in logs if e["event"] == "api_daemon_unavailable"]
+    assert "http://127.0.0.1:" in logged and "/status" in logged  # the address: the log only
 
 
 def test_a_bug_is_a_500_problem_logged_with_its_traceback(tmp_path: Path) -> None:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from cli_runner import run
 from test_daemon import free_port
 
 from callpolicy.api import create_app
+from callpolicy.api.problems import DATABASE_UNAVAILABLE
 from callpolicy.api.tokens import add_token
 from callpolicy.live.records import CallRecord
 from callpolicy.service.config import load_settings
@@ -87,5 +89,16 @@ async def test_the_overview_lists_refusals_newest_first_and_says_no_daemon_answe
     assert [(r["dialled"], r["rule"]) for r in refused["calls"]] == [
         (MARKUP, "<b>rule</b>"), ("0905123456", "art. 3.10")]  # the allowed call is not one
     daemon = overview["daemon"]
-    assert "no daemon answering" in daemon["error"], daemon
+    assert daemon["error"] == "no daemon answering: connection refused", daemon
     assert daemon["nodes"] == [] and daemon["alerts"] is None
+
+
+async def test_a_database_gone_is_said_without_its_path(client, tmp_path: Path) -> None:
+    client, tokens = client
+    (tmp_path / "cp.db").rename(tmp_path / "moved.db")
+    with structlog.testing.capture_logs() as logs:
+        overview = (await client.get("/v1/overview", headers={
+            "Authorization": f"Bearer {tokens['read']}"})).json()
+    assert overview["refusals"] == {"error": DATABASE_UNAVAILABLE, "calls": []}
+    [logged] = [e["error"] for e in logs if e["event"] == "api_database_unavailable"]
+    assert str(tmp_path / "cp.db") in logged and str(tmp_path) not in str(overview)

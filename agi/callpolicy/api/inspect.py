@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..ops.audit import audit_log
@@ -20,6 +21,8 @@ from .deps import problems as problem_responses
 from .models import AuditEntry, CheckResult
 from .problems import Problem
 from .tokens import Token
+
+log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["router"]
 
@@ -75,7 +78,8 @@ async def status(token: Reader, request: Request) -> dict[str, Any]:
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
         found = await asyncio.to_thread(fetch, url)
-    except StatusUnavailable as exc:
-        raise Problem(503, "Daemon unavailable", str(exc)) from None
+    except StatusUnavailable as exc:  # the address asked goes only to the log
+        log.warning("api_daemon_unavailable", error=str(exc))
+        raise Problem(503, "Daemon unavailable", exc.public) from None
     trouble = problems(found)
     return {**found, "healthy": not trouble, "problems": trouble}

@@ -15,6 +15,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Request
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,7 +26,10 @@ from ..service.status import StatusUnavailable, fetch, problems, status_url
 from ..store import StoreError
 from .auth import require_scope
 from .deps import problems as problem_responses
+from .problems import DATABASE_UNAVAILABLE
 from .tokens import Token
+
+log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["REFUSALS", "router"]
 
@@ -85,8 +89,9 @@ async def _daemon(settings: Settings) -> dict[str, Any]:
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
         status = await asyncio.to_thread(fetch, url)
-    except StatusUnavailable as exc:
-        return {"error": str(exc), "nodes": [], "live": None, "alerts": None}
+    except StatusUnavailable as exc:  # the address asked goes only to the log
+        log.warning("api_daemon_unavailable", error=str(exc))
+        return {"error": exc.public, "nodes": [], "live": None, "alerts": None}
     try:
         by_category: dict[str, int] | None = await asyncio.to_thread(
             _live_by_category, _metrics_url(settings))
@@ -109,8 +114,9 @@ async def _refusals(settings: Settings) -> dict[str, Any]:
     try:
         async with await ops.open_store(settings, readonly=True) as store:
             records = await calls(store, None, Period(since=since), SCANNED_CALLS)
-    except (ops.OpsError, StoreError) as exc:
-        return {"error": str(exc), "calls": []}
+    except (ops.OpsError, StoreError) as exc:  # names the server's files: the log only
+        log.error("api_database_unavailable", error=str(exc))
+        return {"error": DATABASE_UNAVAILABLE, "calls": []}
     refused = [r for r in reversed(records) if r.action == "block"][:REFUSALS]
     return {"error": None, "calls": [
         {name: (value.isoformat() if isinstance(value, datetime) else value)

@@ -231,7 +231,12 @@ def status_url(host: str, port: int) -> str:
 
 
 class StatusUnavailable(Exception):
-    """The daemon could not be asked (one line, for the CLI)."""
+    """The daemon could not be asked (one line, for the CLI). `public`: the same without the
+    address asked, for an API client."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
@@ -242,7 +247,8 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
             body = response.read(10_000_000)
     except urllib.error.HTTPError as exc:
         why = "still starting" if exc.code == 503 else f"HTTP {exc.code} {exc.reason}"
-        raise StatusUnavailable(f"daemon on {url} did not answer its status: {why}") from exc
+        raise StatusUnavailable(f"daemon on {url} did not answer its status: {why}",
+                                f"the daemon did not answer its status: {why}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ConnectionRefusedError):
@@ -251,14 +257,17 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
             why = f"no answer within {timeout:g} s"
         else:
             why = str(getattr(reason, "strerror", None) or reason)
-        raise StatusUnavailable(f"no daemon answering on {url}: {why}") from exc
+        raise StatusUnavailable(f"no daemon answering on {url}: {why}",
+                                f"no daemon answering: {why}") from exc
     try:
         status = json.loads(body)
         if not isinstance(status, dict) or not status.keys() >= STATUS_KEYS:
             raise ValueError("not a status object")
     except ValueError as exc:
         raise StatusUnavailable(f"{url} did not answer a callpolicy status "
-                                "(another program on that port, or an older daemon?)") from exc
+                                "(another program on that port, or an older daemon?)",
+                                "the daemon's status address did not answer a callpolicy "
+                                "status") from exc
     return status
 
 
