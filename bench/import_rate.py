@@ -5,9 +5,13 @@ batch of call records every 0.5 s (`Store.record_calls`, as the daemon's record 
 
 Prints the import's wall and CPU time, customers/s, and how long the other writers waited
 (p50 / p99 / max) and whether any of them failed. Then the same import again (every customer
-unchanged).
+unchanged). `--format json`: the same customers as a .json file.
 
-    python bench/import_rate.py [--customers 100000] [--no-writer]
+`--compare-formats N`: no writer; N rounds of TOML then JSON, each into a fresh database,
+interleaved (T J T J: the machine is shared), and the JSON/TOML ratio of each round.
+
+    python bench/import_rate.py [--customers 100000] [--no-writer] [--format toml|json]
+    python bench/import_rate.py --customers 100000 --compare-formats 3
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import mix
@@ -108,15 +113,45 @@ def summary(waits: list[float]) -> str:
             f"p99 {pick(0.99) * 1000:.0f} ms, max {waits[-1] * 1000:.0f} ms")
 
 
+def write_customers(path: Path, customers: int) -> None:
+    mix.write_customers(path.with_suffix(".toml"), customers)
+    if path.suffix == ".json":
+        data = tomllib.loads(path.with_suffix(".toml").read_text())
+        path.write_text(json.dumps(data))
+
+
+def compare_formats(customers: int, rounds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="cp-import-") as tmp:
+        work = Path(tmp)
+        files = {fmt: work / f"customers.{fmt}" for fmt in ("toml", "json")}
+        write_customers(files["json"], customers)  # writes both
+        for n in range(1, rounds + 1):
+            walls = {}
+            for fmt, path in files.items():
+                db = work / f"{fmt}-{n}.db"
+                wall, cpu, _ = timed_import(path, db)
+                walls[fmt] = wall
+                print(f"round {n} {fmt}: {wall:.1f} s wall, {cpu:.1f} s CPU "
+                      f"({customers / wall:.0f} customers/s)", flush=True)
+                for leftover in work.glob(f"{fmt}-{n}.db*"):
+                    leftover.unlink()
+            print(f"round {n}: JSON/TOML wall {walls['json'] / walls['toml']:.2f}", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--no-writer", action="store_true")
+    parser.add_argument("--format", choices=("toml", "json"), default="toml")
+    parser.add_argument("--compare-formats", type=int, metavar="ROUNDS", default=0)
     args = parser.parse_args()
+    if args.compare_formats:
+        return compare_formats(args.customers, args.compare_formats)
     with tempfile.TemporaryDirectory(prefix="cp-import-") as tmp:
         work = Path(tmp)
-        db, path, stop = work / "cp.db", work / "customers.toml", work / "stop"
-        mix.write_customers(path, args.customers)
+        db, path, stop = work / "cp.db", work / f"customers.{args.format}", work / "stop"
+        write_customers(path, args.customers)
         if cli("customer", "import", str(REPO / "config" / "demo-customers.toml"),
                "--db", str(db)).returncode:
             raise SystemExit("cannot import the demo customers")

@@ -21,7 +21,7 @@ from callpolicy.api import create_app
 from callpolicy.api.tokens import add_token
 from callpolicy.service.config import load_settings
 from callpolicy.store import Actor, open_store
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ from callpolicy.store import (
     StoreError,
     open_store,
 )
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 from callpolicy.store.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from callpolicy.store.schema import statements as _statements
 

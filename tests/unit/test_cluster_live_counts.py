@@ -25,7 +25,7 @@ from callpolicy.service.config import AmiSettings, load_settings, load_zones
 from callpolicy.service.daemon import PolicyService
 from callpolicy.service.status import build_status, render
 from callpolicy.store import Actor, open_store
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 from callpolicy.store.url import StoreLocation
 
 #: The over-admission bound stated in the README: a call decided on one node counts on the

@@ -22,7 +22,7 @@ from callpolicy.store import (
     StoreError,
     open_store,
 )
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 
 ALICE = Actor("alice", "T-1", "test")
 ADDRESS = Address("Breebroekstraat", "61", "9030", "Gent", "BE")

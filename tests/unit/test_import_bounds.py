@@ -16,12 +16,8 @@ import pytest
 from cli_runner import REPO, run
 
 from callpolicy.service.config import load_zones
-from callpolicy.store.importer import (
-    MAX_IMPORT_BYTES,
-    MAX_TEXT_LENGTH,
-    ImportPlan,
-    read_import_file,
-)
+from callpolicy.store.import_file import MAX_IMPORT_BYTES, read_import_file
+from callpolicy.store.importer import MAX_TEXT_LENGTH, ImportPlan
 
 ZONES = load_zones()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from callpolicy.service.config import load_zones
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 
 ZONES = load_zones()  # the table shipped in the package
 

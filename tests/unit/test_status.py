@@ -28,7 +28,7 @@ from callpolicy.service.status import (
     status_url,
 )
 from callpolicy.store import Actor, Store
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from callpolicy.store import (
     parse_iso,
     suspension_due,
 )
-from callpolicy.store.importer import read_import_file
+from callpolicy.store.import_file import read_import_file
 from callpolicy.store.postgres import PostgresStore
 
 CONFIG = build_policy_config()

@@ -34,7 +34,7 @@ __all__ = ["API_PREFIX", "create_app"]
 
 log = structlog.get_logger("callpolicy.api")
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/importer.py MAX_IMPORT_BYTES)
+MAX_BODY_BYTES = 64 * 1024 * 1024  # as an import file (store/import_file.py MAX_IMPORT_BYTES)
 
 API_PREFIX = "/v1"
 #: polled every 1-2 s by each open status page: an info line each would be 86 400 a day

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..policy.zones import ZoneTable
 from ..store import Actor, Store, StoreError, iso
-from ..store.importer import ImportPlan, paused_gc, plan_customers, read_import_file
+from ..store.import_file import read_import_file
+from ..store.importer import ImportPlan, paused_gc, plan_customers
 from ..store.model import ImportResult, ReminderResult, Settlement
 from .errors import ImportRejected, store_problems
 from .session import require_customer

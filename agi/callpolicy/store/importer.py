@@ -1,12 +1,12 @@
-"""Customer import files (TOML) -> validated CustomerRecords.
+"""A parsed customer import (`{"customer": [{…}, …]}`, from a file: import_file.py, or an
+API body) -> validated CustomerRecords.
 
 Every problem in the file is reported, one line each, naming the customer and the key; if
 there is any, nothing is imported. Unknown keys are errors: a typo (`site_network`) must not
 silently drop a customer's site networks.
 
-Inputs are bounded: a regular file only (a FIFO, a device or a directory is refused before it
-is read, so `/dev/zero` or a FIFO without a writer cannot hang or exhaust memory), at most
-MAX_IMPORT_BYTES, every text value at most MAX_TEXT_LENGTH characters. Validation is linear
+Inputs are bounded (the file: import_file.py), every text value at most MAX_TEXT_LENGTH
+characters. Validation is linear
 in the size of the file (sets, not list scans, for a customer's numbers and endpoints).
 """
 
@@ -15,15 +15,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
-import os
 import re
-import stat
-import tomllib
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from ..policy import Address, normalise_number
@@ -35,7 +31,6 @@ _CUSTOMER_KEYS = {"id", "name", "status", "main_number", "numbers", "site_networ
                   "verified_forward_targets", "install_address", "endpoint"}
 _ADDRESS_KEYS = {"street", "house_number", "postcode", "municipality", "country"}
 _ENDPOINT_KEYS = {"name", "number"}
-MAX_IMPORT_BYTES = 64 * 1024 * 1024  # ~190 000 customers of the bench's shape; split bigger files
 MAX_TEXT_LENGTH = 200  # characters in any text value (name, street, a number, a network…)
 
 
@@ -58,23 +53,6 @@ class ImportPlan:
     records: list[CustomerRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def read_import_file(path: Path, zones: ZoneTable, *, accept_zone_violations: bool = False
-                     ) -> ImportPlan:
-    plan = ImportPlan()
-    try:
-        data = tomllib.loads(_read_bounded(path))
-    except _Unreadable as exc:
-        plan.errors.append(f"{path}: {exc}")
-        return plan
-    except tomllib.TOMLDecodeError as exc:
-        plan.errors.append(f"{path}: not valid TOML: {exc}")
-        return plan
-    except (RecursionError, ValueError):  # 100 000 nested `[`, an integer of 5 000 digits
-        plan.errors.append(f"{path}: not valid TOML: nested too deeply or a number too long")
-        return plan
-    return plan_customers(data, str(path), zones, accept_zone_violations=accept_zone_violations)
 
 
 def plan_customers(data: dict[str, Any], source: str, zones: ZoneTable, *,
@@ -123,48 +101,6 @@ def plan_customers(data: dict[str, Any], source: str, zones: ZoneTable, *,
     if plan.errors:
         plan.records.clear()
     return plan
-
-
-class _Unreadable(Exception):
-    """The import file cannot be read as it is (the message says why)."""
-
-
-def _read_bounded(path: Path) -> str:
-    """The file's text, if it is a regular file of at most MAX_IMPORT_BYTES.
-
-    Opened with O_NONBLOCK so that a FIFO without a writer does not block the open; the type
-    is checked on the open descriptor (no race between a check and the open)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise _Unreadable("no such file") from None
-    except OSError as exc:
-        raise _Unreadable(f"cannot read: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _Unreadable(f"is {_file_kind(mode)}, not a regular file "
-                          "(import reads regular files only)")
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            data = handle.read(MAX_IMPORT_BYTES + 1)
-        except OSError as exc:
-            raise _Unreadable(f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_IMPORT_BYTES:
-        raise _Unreadable(f"larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB "
-                          "(the import limit): split it into several files")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Unreadable(f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"
-                          ) from None
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _too_long(value: str, what: str, errors: list[str]) -> bool:
