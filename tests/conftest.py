@@ -3,10 +3,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pg import pg_server, pg_url  # noqa: F401 - fixtures for every test directory
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No per-example time limit (hypothesis' default 200 ms is a timed assertion: a busy CI host
+# fails it with DeadlineExceeded although the code is right), nor a "generation too slow" one.
+settings.register_profile("callpolicy", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("callpolicy")
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 PACKAGE = Path(__file__).resolve().parent / "package"
 

@@ -680,6 +680,17 @@ class Trunk:
                                  f"{count}, within {timeout}s\n{self.describe()}")
         return invites
 
+    def wait_for_request(self, method: str, *, timeout: float = 5.0) -> SipMessage:
+        """The first `method` request the trunk received, waiting for it (Asterisk's BYE to
+        the trunk leaves after the phone's own BYE was answered: ms later, not at once)."""
+        deadline = time.monotonic() + timeout
+        while not (found := [m for m in self.received if m.method == method]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the trunk got no {method} within {timeout}s\n"
+                                     f"{self.describe()}")
+            time.sleep(0.05)
+        return found[0]
+
     def describe(self) -> str:
         runs = ", ".join(str(r) for r in self._runs) or "(never started)"
         routes = ", ".join(f"{u}->{r.code}" for u, r in self.routes.items())

@@ -26,7 +26,7 @@ def test_real_call_reaches_the_trunk(asterisk: Asterisk, call, trunk: Trunk) -> 
     invite = trunk.wait_for_invites(1)[0]
     assert [i.ruri_user for i in trunk.invites] == ["092101299"], trunk.describe()
     assert invite.ruri.host == "127.0.0.3", trunk.describe()
-    assert any(m.method == "BYE" for m in trunk.received), trunk.describe()
+    trunk.wait_for_request("BYE")
     # through the plain dialplan
     line = asterisk.wait_for_log(r"\[092101299@bare:1\]", since=mark)
     assert "PJSIP/bare-phone-" in line, line

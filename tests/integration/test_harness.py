@@ -146,7 +146,7 @@ def test_privacy_request_is_sent_and_parsed(call, trunk: Trunk) -> None:
     assert invite.from_.user != "092101101", trunk.describe()
 
 
-@pytest.mark.trunk(routes={"092101486": 486, "092101503": Reply(503, ring=0.2)})
+@pytest.mark.trunk(routes={"092101486": 486, "092101503": Reply(503, ring=1.0)})
 def test_trunk_rejections_reach_the_phone(call, trunk: Trunk) -> None:
     busy = call(BARE_PHONE, "092101486")
     assert busy.status == 486, busy
@@ -160,8 +160,8 @@ def test_trunk_rejections_reach_the_phone(call, trunk: Trunk) -> None:
     unavailable = call(BARE_PHONE, "092101503")
     assert unavailable.status == 503, unavailable
     assert 180 in unavailable.provisional, unavailable
-    # setup latency counts to the 180, which the trunk sends at once (the 503 after 0.2 s)
-    assert unavailable.setup_latency < 0.15, unavailable
+    # setup latency counts to the 180, which the trunk sends at once (the 503 after 1 s)
+    assert unavailable.setup_latency < 0.8, unavailable
     assert [i.ruri_user for i in trunk.invites] == ["092101486", "092101503"]
 
 
@@ -249,10 +249,7 @@ def test_trunk_that_never_answers_is_cancelled(call, trunk: Trunk, asterisk: Ast
     assert 180 in r.provisional, r
     trunk.wait_for_invites(1)
     assert asterisk.hangup_all(), "channels left in Asterisk"
-    deadline = time.monotonic() + 3
-    while not any(m.method == "CANCEL" for m in trunk.received):
-        assert time.monotonic() < deadline, trunk.describe()
-        time.sleep(0.05)
+    trunk.wait_for_request("CANCEL", timeout=10)
     sent = [m.status for m in trunk.messages if m.direction == "sent"]
     assert 487 in sent, trunk.describe()
 

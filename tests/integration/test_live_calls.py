@@ -239,10 +239,11 @@ def test_daemon_frozen_calls_still_decided_quickly(daemon_up: Live, call, trunk:
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
     assert result.status == 200, result
-    assert result.setup_latency is not None and result.setup_latency < 2.5, result
+    # the watchdog kills it after 1 s, then the fallback decides (~1 s on a quiet host); a
+    # daemon left frozen would hold the call until the 15 s timeout (the status above)
+    assert result.setup_latency is not None and result.setup_latency < 6, result
     print(f"frozen daemon: call decided (by the fallback) {result.setup_latency:.2f} s after "
-          "the INVITE")
-    assert elapsed < 5
+          f"the INVITE ({elapsed:.2f} s with SIPp)")
     assert trunk.invites[-1].ruri_user == "+3292101299"
 
 

@@ -179,7 +179,7 @@ async def test_a_node_whose_heartbeat_stops_stops_counting(nodes: tuple[Node, No
     await asyncio.gather(*a.tasks, return_exceptions=True)
     link = b.service.cluster
     assert link is not None
-    gone = await until(lambda: "node-a" not in link.view.counted, 4, "node A timed out")
+    gone = await until(lambda: "node-a" not in link.view.counted, 15, "node A timed out")
     print(f"\nnode A not counted any more {gone:.2f} s later (node_timeout 2 s)")
     assert b.others()[0] == 0
     assert b.place("b2").allowed
@@ -224,7 +224,7 @@ async def test_status_shows_every_node_and_records_their_node(
     await asyncio.sleep(VISIBLE_WITHIN + 1.0)  # a heartbeat with the new counts
     link = a.service.cluster
     assert link is not None
-    await until(lambda: {n.live_calls for n in link.view.nodes} == {1}, 2, "live counts")
+    await until(lambda: {n.live_calls for n in link.view.nodes} == {1}, 10, "live counts")
     status = json.loads(json.dumps(build_status(a.service)))
     cluster = status["cluster"]
     assert cluster["node"] == "node-a" and cluster["link"] == "connected"
@@ -283,15 +283,17 @@ async def test_a_lost_connection_is_reopened_and_publishes_everything_again(
     link = a.service.cluster
     assert link is not None
     with capture_logs() as logs:
-        await sql(cluster_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        # the rows lost with the connection, say: deleted in the same round trip, before a
+        # reconnected node A could publish them again (it reconnects after 0.25 s)
+        await sql(cluster_db, "DELETE FROM live_calls; "
+                              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                               "WHERE application_name = 'callpolicy-cluster' "
                               "AND datname = current_database()")
-        await sql(cluster_db, "DELETE FROM live_calls")  # lost with the connection, say
-        await until(lambda: not link.connected, 2, "node A's link lost")
-        await until(lambda: link.connected, 3, "node A's link back")
-        await until(lambda: b.others()[0] == 1, 3, "node A's call on B again")
+        await until(lambda: not link.connected, 10, "node A's link lost")
+        await until(lambda: link.connected, 10, "node A's link back")
+        await until(lambda: b.others()[0] == 1, 10, "node A's call on B again")
         await until(lambda: all(n.service.cluster and n.service.cluster.connected
-                                for n in (a, b)), 3, "both links back")
+                                for n in (a, b)), 10, "both links back")
     events = [e["event"] for e in logs]
     assert events.count("cluster_link_lost") == 2  # once per node and episode
     assert events.count("cluster_link_restored") == 2
@@ -303,7 +305,7 @@ async def test_two_daemons_with_one_node_id_are_an_error(
         twin = await start_node(cluster_db, "node-a", repo)
         try:
             await until(lambda: any(e["event"] == "cluster_node_id_conflict" for e in logs),
-                        3, "the conflict is logged")
+                        10, "the conflict is logged")
         finally:
             await stop(twin)
     [conflict] = [e for e in logs if e["event"] == "cluster_node_id_conflict"]
