@@ -680,16 +680,18 @@ class Trunk:
                                  f"{count}, within {timeout}s\n{self.describe()}")
         return invites
 
-    def wait_for_request(self, method: str, *, timeout: float = 5.0) -> SipMessage:
-        """The first `method` request the trunk received, waiting for it (Asterisk's BYE to
-        the trunk leaves after the phone's own BYE was answered: ms later, not at once)."""
+    def wait_for_request(self, method: str, count: int = 1, *,
+                         timeout: float = 5.0) -> list[SipMessage]:
+        """The `method` requests the trunk received, once there are `count` (Asterisk's BYE
+        to the trunk leaves after the phone's own BYE was answered, its ACK after the 200:
+        ms later, not at once)."""
         deadline = time.monotonic() + timeout
-        while not (found := [m for m in self.received if m.method == method]):
+        while len(found := [m for m in self.received if m.method == method]) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the trunk got no {method} within {timeout}s\n"
-                                     f"{self.describe()}")
+                raise AssertionError(f"the trunk got {len(found)} {method}, expected {count}, "
+                                     f"within {timeout}s\n{self.describe()}")
             time.sleep(0.05)
-        return found[0]
+        return found
 
     def describe(self) -> str:
         runs = ", ".join(str(r) for r in self._runs) or "(never started)"
@@ -736,6 +738,15 @@ class CallResult:
     def header(self, name: str) -> str | None:
         """A header of the final response (None if no final response / no such header)."""
         return self.final.header(name) if self.final else None
+
+    @property
+    def remote_bye_at(self) -> float:
+        """When the phone received Asterisk's BYE (epoch seconds, as SIPp logged it): the
+        moment a hang-up reached the phone, without SIPp's own teardown after it."""
+        bye = next((m for m in self.messages if m.method == "BYE" and m.direction == "received"),
+                   None)
+        assert bye is not None, f"the phone received no BYE\n{self.describe()}"
+        return bye.timestamp
 
     def describe(self) -> str:
         lat = f"{self.setup_latency * 1000:.1f} ms" if self.setup_latency is not None else "-"
