@@ -334,9 +334,11 @@ async def test_deadlines_pass_within_one_sweep_and_the_sweep_stops_when_idle() -
         silent, slow, mute = await asyncio.gather(
             closed_after(b""), closed_after(b"agi_network: yes\n"),
             closed_after(env_block("092101299"), b"EXEC MSet"))
-        assert 0.08 <= silent < 0.1 + SWEEP_INTERVAL + 0.3  # slack: a loaded machine
-        assert 0.18 <= slow < 0.2 + SWEEP_INTERVAL + 0.3
-        assert 0.13 <= mute < 0.15 + SWEEP_INTERVAL + 0.3
+        print(f"closed after {silent:.3f} / {slow:.3f} / {mute:.3f} s")
+        # the upper bound's slack is a loaded machine's; a deadline never enforced is 3 s
+        assert 0.08 <= silent < 0.1 + SWEEP_INTERVAL + 1.0
+        assert 0.18 <= slow < 0.2 + SWEEP_INTERVAL + 1.0
+        assert 0.13 <= mute < 0.15 + SWEEP_INTERVAL + 1.0
         assert (await ask(port_of(srv), env_block("092101299")))["CP_ACTION"] == "allow"
         await asyncio.sleep(2 * SWEEP_INTERVAL)
         assert srv._sweeper is None and not srv._connections

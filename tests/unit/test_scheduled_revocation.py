@@ -44,7 +44,7 @@ async def test_live_calls_are_hung_up_at_the_scheduled_time_but_not_112(
     changed = asyncio.Event()
     loop = asyncio.create_task(control.revoke_forever(changed))
     try:
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10
         while not ami.hangups:
             assert time.monotonic() < deadline, "national call not hung up"
             await asyncio.sleep(0.02)
@@ -54,7 +54,9 @@ async def test_live_calls_are_hung_up_at_the_scheduled_time_but_not_112(
     [(channel, at)] = ami.hangups
     assert channel == "PJSIP/acme-101-1.1"
     assert at >= due.timestamp()  # not before its time...
-    assert at - due.timestamp() < REVOKE_INTERVAL + 0.25  # ...and within one revocation round
+    # ...and in a revocation round soon after (slack: a loaded machine), not at the 5 s
+    # FULL_RECHECK that would pass a clock-blind revocation
+    assert at - due.timestamp() < REVOKE_INTERVAL + 2.0
 
 
 async def test_a_live_call_is_hung_up_when_its_unblock_expires(make_engine, customer_factory
@@ -71,14 +73,14 @@ async def test_a_live_call_is_hung_up_when_its_unblock_expires(make_engine, cust
                                         "agi_channel": "PJSIP/acme-101-2.1"})
     loop = asyncio.create_task(control.revoke_forever(asyncio.Event()))
     try:
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10
         while not ami.hangups:
             assert time.monotonic() < deadline, "premium call not hung up at the expiry"
             await asyncio.sleep(0.02)
     finally:
         loop.cancel()
     [(_, at)] = ami.hangups
-    assert expires.timestamp() <= at < expires.timestamp() + REVOKE_INTERVAL + 0.25
+    assert expires.timestamp() <= at < expires.timestamp() + REVOKE_INTERVAL + 2.0
 
 
 class CountingEngine(Engine):
