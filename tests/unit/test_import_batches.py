@@ -23,6 +23,7 @@ from callpolicy.store import (
     open_store,
 )
 from callpolicy.store.import_file import read_import_file
+from callpolicy.store.sqlite import customer_import
 
 ALICE = Actor("alice", "T-1", "test")
 ADDRESS = Address("Breebroekstraat", "61", "9030", "Gent", "BE")
@@ -144,9 +145,12 @@ def test_cli_exits_1_naming_written_and_unwritten_customers(tmp_path: Path) -> N
     assert "import the same file again to finish" in line
 
 
-async def test_a_number_taken_meanwhile_stops_the_import_where_it_is(store: Store) -> None:
+async def test_a_number_taken_meanwhile_stops_the_import_where_it_is(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another writer gives a number of the file to its own customer while the import pauses
     between batches: the batch with that number is refused, the earlier ones stay."""
+    # pauses long enough for the other writer's commit on a loaded host (0.1 s in production)
+    monkeypatch.setattr(customer_import, "IMPORT_PAUSE_SECONDS", 0.5)
     records = [customer(f"c{n}", f"+329210{n:04d}") for n in range(10)]
     other = await open_store(store.path)
     try:
