@@ -224,6 +224,9 @@ def test_a_body_over_the_bound_is_refused_before_it_is_read(api: LiveApi) -> Non
     (b'{"ticket":', "the body is not valid JSON (expecting value at character 10)"),
     (b'{"ticket":"\xff\xfe"}', "the body is not valid JSON: not UTF-8 (byte 11)"),
     (b"[" * 100_000 + b"]" * 100_000, "the body is not valid JSON: nested too deeply"),
+    # "the last one wins" would act on another request than a proxy or a log read
+    (b'{"ticket": "T-1", "ticket": "T-2"}',
+     "the body is not valid JSON: key 'ticket' given twice in one object"),
 ])
 def test_a_body_that_is_not_json_says_so(api: LiveApi, body: bytes, detail: str) -> None:
     before = api.audit_count()
@@ -232,6 +235,19 @@ def test_a_body_that_is_not_json_says_so(api: LiveApi, body: bytes, detail: str)
                                     headers={"Content-Type": "application/json"}),
                         422, "Invalid JSON body")
     assert (found["detail"], found["fields"]) == (detail, ["body"])
+    assert api.audit_count() == before
+
+
+def test_a_key_given_twice_inside_a_customer_changes_nothing(api: LiveApi) -> None:
+    before = api.audit_count()
+    body = (b'{"ticket": "T-1", "customer": {"id": "acme", "name": "ACME BV", '
+            b'"name": "Forged BV"}}')
+    with api.client("ops") as client:
+        found = problem(client.put("/v1/customers/acme", content=body,
+                                   headers={"Content-Type": "application/json"}),
+                        422, "Invalid JSON body")
+        assert "key 'name' given twice" in found["detail"]
+        assert client.get("/v1/customers/acme").json()["name"] != "Forged BV"
     assert api.audit_count() == before
 
 

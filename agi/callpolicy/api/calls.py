@@ -23,11 +23,12 @@ from ..store import Store
 from .auth import require_scope
 from .deps import ReadStore, problems
 from .models import CallView
+from .strict_json import StrictJsonRoute
 from .tokens import Token
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["calls"])
+router = APIRouter(tags=["calls"], route_class=StrictJsonRoute)
 
 Reader = Annotated[Token, Depends(require_scope("read"))]
 DEFAULT_LIMIT = 1000

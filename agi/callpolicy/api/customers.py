@@ -30,11 +30,12 @@ from .models import (
     SuspendIn,
 )
 from .problems import api_wording
+from .strict_json import StrictJsonRoute
 from .tokens import Token
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=StrictJsonRoute)
 
 Reader = Annotated[Token, Depends(require_scope("read"))]
 Billing = Annotated[Token, Depends(require_scope("billing"))]

@@ -20,13 +20,14 @@ from .deps import ReadStore, settings_of
 from .deps import problems as problem_responses
 from .models import AuditEntry, CheckResult
 from .problems import Problem
+from .strict_json import StrictJsonRoute
 from .tokens import Token
 
 log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["inspect"])
+router = APIRouter(tags=["inspect"], route_class=StrictJsonRoute)
 
 Reader = Annotated[Token, Depends(require_scope("read"))]
 MAX_NUMBERS = 100  # numbers decided in one check

@@ -27,13 +27,14 @@ from ..store import StoreError
 from .auth import require_scope
 from .deps import problems as problem_responses
 from .problems import DATABASE_UNAVAILABLE
+from .strict_json import StrictJsonRoute
 from .tokens import Token
 
 log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["REFUSALS", "router"]
 
-router = APIRouter(tags=["status page"])
+router = APIRouter(tags=["status page"], route_class=StrictJsonRoute)
 
 Reader = Annotated[Token, Depends(require_scope("read"))]
 REFUSALS = 20  # the last refusals shown

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..ops import ImportRejected, InvalidRequest, OpsError, StoreProblem, UnknownCustomer
 from ..store import StoreError
+from ..store.import_file import DuplicateKey
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
 
@@ -135,6 +136,8 @@ def _unparsable_body(exc: BaseException | None) -> Problem:
         return invalid_json(f"the body is not valid JSON: not UTF-8 (byte {exc.start})")
     if isinstance(exc, RecursionError):
         return invalid_json("the body is not valid JSON: nested too deeply")
+    if isinstance(exc, DuplicateKey):
+        return invalid_json(f"the body is not valid JSON: {exc}")
     return invalid_json("the body is not valid JSON")
 
 

@@ -28,11 +28,12 @@ from .models import (
     UnblockIn,
     UnblockView,
 )
+from .strict_json import StrictJsonRoute
 from .tokens import Token
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["unblocks and limits"])
+router = APIRouter(tags=["unblocks and limits"], route_class=StrictJsonRoute)
 
 Reader = Annotated[Token, Depends(require_scope("read"))]
 Ops = Annotated[Token, Depends(require_scope("ops"))]

@@ -19,7 +19,7 @@ from typing import Any
 from ..policy.zones import ZoneTable
 from .importer import ImportPlan, plan_customers
 
-__all__ = ["MAX_IMPORT_BYTES", "read_import_file"]
+__all__ = ["MAX_IMPORT_BYTES", "DuplicateKey", "read_import_file", "unique_keys"]
 
 MAX_IMPORT_BYTES = 64 * 1024 * 1024  # ~190 000 customers of the bench's shape; split bigger files
 
@@ -35,7 +35,7 @@ def read_import_file(path: Path, zones: ZoneTable, *, accept_zone_violations: bo
     except _Unreadable as exc:
         plan.errors.append(f"{path}: {exc}")
         return plan
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, _NotAnImport) as exc:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, _NotAnImport, DuplicateKey) as exc:
         plan.errors.append(f"{path}: not valid {kind}: {exc}")
         return plan
     except (RecursionError, ValueError):  # 100 000 nested `[`, an integer of 5 000 digits
@@ -49,19 +49,25 @@ class _NotAnImport(ValueError):
 
 
 def _json_document(text: str) -> dict[str, Any]:
-    data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    data = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
     if not isinstance(data, dict):
         raise _NotAnImport('the document must be an object {"customer": [ … ]}')
     return data
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKey(ValueError):
+    """A key given twice in one JSON object: refused, never "the last one wins" (another
+    reader of the same text, a proxy or a log, may have taken the first)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads(…, object_pairs_hook=unique_keys)`: an object, unless a key is twice."""
     table = dict(pairs)
     if len(table) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _NotAnImport(f"key {key!r} given twice in one object")
+                raise DuplicateKey(f"key {key!r} given twice in one object")
             seen.add(key)
     return table
 
