@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from api_server import LiveApi
 from backends import query
 
-from callpolicy.store import open_store
+from callpolicy.store import IDEMPOTENCY_PENDING, open_store, parse_iso
 
 UNBLOCK = {"ticket": "MAIL-4711", "prefix": "0905", "lasting_seconds": 3600}
 
@@ -88,10 +90,61 @@ async def test_stored_responses_expire_and_are_purged_on_both_backends(db_locati
                                              datetime.now(UTC) + timedelta(hours=24))
         new = await store.idempotent_response("a", "new", datetime.now(UTC))
     rows = await query(db_location, "SELECT owner, key FROM idempotency_keys ORDER BY owner")
-    assert kept == {"request_hash": "h", "status": 200, "body": "{}"}
+    assert kept is not None and new is not None
+    assert (kept["request_hash"], kept["status"], kept["body"]) == ("h", 200, "{}")
     assert gone is None
-    assert new == {"request_hash": "h2", "status": 201, "body": '{"id": 1}'}
+    assert (new["request_hash"], new["status"], new["body"]) == ("h2", 201, '{"id": 1}')
     assert rows == [("a", "new"), ("b", "new")]  # the expired one was purged
+
+
+async def test_a_key_is_claimed_once_released_when_refused_and_answered_when_done(
+        db_location: str) -> None:
+    """The claim is the database's (its primary key): a second claimant, in this process or
+    another API server's, finds the first one's PENDING row, never runs the write too."""
+    async with await open_store(db_location, create=True) as first, \
+            await open_store(db_location) as second:
+        now = datetime.now(UTC)
+        later = now + timedelta(hours=24)
+        assert await first.claim_idempotency_key("a", "k", "h", now, later) is None
+        pending = await second.claim_idempotency_key("a", "k", "h", now, later)
+        assert pending is not None and pending["status"] == IDEMPOTENCY_PENDING
+        assert parse_iso(pending["created_at"]) == now.replace(
+            microsecond=now.microsecond // 1000 * 1000)
+        await first.release_idempotency_key("a", "k")  # refused: free again
+        assert await second.claim_idempotency_key("a", "k", "h", now, later) is None
+        await second.save_idempotent_response("a", "k", "h", 201, "{}", later)
+        await second.release_idempotency_key("a", "k")  # a stored response is never released
+        done = await first.claim_idempotency_key("a", "k", "h", now, later)
+        assert done is not None and (done["status"], done["body"]) == (201, "{}")
+        expired = now + timedelta(hours=25)  # an expired claim is purged and claimed anew
+        assert await first.claim_idempotency_key("a", "k", "h2", expired,
+                                                 expired + timedelta(hours=24)) is None
+
+
+async def left_pending(api: LiveApi, key: str, claimed: datetime) -> None:
+    async with await open_store(api.db) as store:
+        body = json.dumps({"ticket": "INV-9"}, sort_keys=True, separators=(",", ":"))
+        text = "\n".join(("POST", "/v1/customers/acme/suspend", "", body))
+        assert await store.claim_idempotency_key(
+            "billing-bot", key, hashlib.sha256(text.encode()).hexdigest(), claimed,
+            claimed + timedelta(hours=24)) is None
+
+
+def test_a_key_still_running_elsewhere_or_left_by_a_stopped_server_is_a_409(
+        api: LiveApi) -> None:
+    before = api.audit_count()
+    asyncio.run(left_pending(api, "running", datetime.now(UTC)))
+    asyncio.run(left_pending(api, "stopped", datetime.now(UTC) - timedelta(minutes=5)))
+    with api.client("billing", **{"Idempotency-Key": "running"}) as client:
+        running = client.post("/v1/customers/acme/suspend", json={"ticket": "INV-9"})
+    with api.client("billing", **{"Idempotency-Key": "stopped"}) as client:
+        stopped = client.post("/v1/customers/acme/suspend", json={"ticket": "INV-9"})
+    assert (running.status_code, running.json()["title"]) == (409, "Idempotency-Key in use")
+    assert running.headers["Retry-After"] == "1"
+    assert (stopped.status_code, stopped.json()["title"]) == (
+        409, "Idempotency-Key outcome unknown")
+    assert "may or may not be made" in stopped.json()["detail"]
+    assert api.audit_count() == before  # neither was done (again)
 
 
 def test_every_write_documents_the_idempotency_key_header(api: LiveApi) -> None:

@@ -11,6 +11,7 @@ interface's methods; `importer` reads import files into records.
 
 from .interface import StoreBackend
 from .model import (
+    IDEMPOTENCY_PENDING,
     LIMIT_FIELDS,
     REMINDER_GRACE_DAYS,
     Actor,
@@ -32,6 +33,7 @@ from .sqlite import Store, file_identity
 from .url import StoreLocation, StoreURLError, open_store, parse_location
 
 __all__ = [
+    "IDEMPOTENCY_PENDING",
     "LIMIT_FIELDS",
     "MIGRATIONS",
     "REMINDER_GRACE_DAYS",

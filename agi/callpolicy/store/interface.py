@@ -215,7 +215,18 @@ class StoreBackend(Protocol):
     async def idempotent_response(self, owner: str, key: str,
                                   now: datetime) -> dict[str, Any] | None:
         """The response stored for (owner, key) and not expired at `now`: request_hash,
-        status, body (JSON text); None if there is none."""
+        status (PENDING: claimed, no response yet), body (JSON text), created_at; None if
+        there is none."""
+
+    async def claim_idempotency_key(self, owner: str, key: str, request_hash: str,
+                                    now: datetime, expires_at: datetime
+                                    ) -> dict[str, Any] | None:
+        """Claim (owner, key) for a write about to run (status PENDING, committed): None if
+        claimed now, else what is there (as `idempotent_response`: a stored response, or a
+        claim PENDING since `created_at`). Atomic across processes; expired keys purged."""
+
+    async def release_idempotency_key(self, owner: str, key: str) -> None:
+        """Drop a PENDING claim (its write was refused: nothing changed)."""
 
     async def save_idempotent_response(self, owner: str, key: str, request_hash: str,
                                        status: int, body: str, expires_at: datetime) -> None:

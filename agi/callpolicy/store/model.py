@@ -16,6 +16,7 @@ LIMIT_FIELDS = ("max_concurrent", "max_per_minute", "max_concurrent_risky")
 # Art. 5.7: the operator may deactivate the service 15 calendar days after the first payment
 # reminder. The days are Belgian calendar days: the suspension is due at 00:00 Brussels time.
 REMINDER_GRACE_DAYS = 15
+IDEMPOTENCY_PENDING = 0  # an Idempotency-Key claimed by a write that has not answered yet
 CONTRACT_TIMEZONE = "Europe/Brussels"
 SCHEDULER = "callpolicy-scheduler"  # the audit actor of a scheduled suspension coming due
 
