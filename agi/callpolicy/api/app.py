@@ -177,13 +177,18 @@ def _idempotency_extra(status_code: int) -> dict[str, Any]:
             "name": idempotency.HEADER, "in": "header", "required": False,
             "description": "a retry with the same key and request is answered the stored "
             f"response (for {int(idempotency.IDEMPOTENCY_TTL.total_seconds() // 3600)} h) "
-            "without doing it again; the same key for another request is a 422",
+            "without doing it again; the same key for another request is a 422; a key whose "
+            "first request has not answered (still running, or its server stopped during "
+            "it) is a 409",
             "schema": {"type": "string", "minLength": 1,
                        "maxLength": idempotency.MAX_KEY_LENGTH}}],
         "responses": {
             str(status_code): {"headers": {idempotency.REPLAYED: {
                 "description": "`true` when this is the stored response of an earlier "
                 "request with the same Idempotency-Key", "schema": {"type": "string"}}}},
+            "409": {"description": "refused by the store, or the Idempotency-Key's first "
+                    "request has not answered", "content": {
+                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}},
             "415": {"description": "the body is not sent as application/json", "content": {
                 PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}}},
     }
