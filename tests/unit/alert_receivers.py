@@ -96,14 +96,17 @@ class SmtpSink:
     """aiosmtpd on 127.0.0.1. `tls`: None (plain), "starttls" (offered and required) or
     "implicit" (SMTPS), with `tls_context` the server's certificate; `users`: SMTP AUTH
     required, these logins and passwords accepted (`logins`: every attempt, refused ones
-    too)."""
+    too); `data_size_limit`: bigger messages refused (552 to MAIL FROM … SIZE=)."""
 
     def __init__(self, tls: str | None = None, tls_context: ssl.SSLContext | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, data_size_limit: int | None = None
+                 ) -> None:
         self.port = free_port()
         self._handler = _Sink()
         self.logins: list[tuple[str, str]] = []
         options: dict[str, Any] = {}
+        if data_size_limit is not None:
+            options.update(data_size_limit=data_size_limit)
         if tls == "starttls":
             options.update(tls_context=tls_context, require_starttls=True)
         elif tls == "implicit":

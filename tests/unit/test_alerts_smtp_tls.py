@@ -116,12 +116,13 @@ async def test_an_untrusted_certificate_gets_neither_the_password_nor_the_alert(
     assert sink.logins == [] and sink.messages == []
 
 
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
 async def test_a_certificate_for_another_name_is_refused(
-        ca: trustme.CA, ca_file: Path, tmp_path: Path, sinks: list[SmtpSink]) -> None:
-    sink = started(sinks, tls="starttls", tls_context=server_context(ca, "relay.example"),
+        tls: str, ca: trustme.CA, ca_file: Path, tmp_path: Path, sinks: list[SmtpSink]) -> None:
+    sink = started(sinks, tls=tls, tls_context=server_context(ca, "relay.example"),
                    users={"cp": PASSWORD})
-    mail = channel(tmp_path, sink.port, username="cp", password_env="X", starttls=True,
-                   cafile=str(ca_file))
+    mail = channel(tmp_path, sink.port, username="cp", password_env="X", cafile=str(ca_file),
+                   **{"starttls" if tls == "starttls" else "implicit_tls": True})
     with pytest.raises(DeliveryError, match=r"CERTIFICATE_VERIFY_FAILED.*(IP address|mismatch)"):
         await EmailSender(mail, PASSWORD).send("a1", payload(1))
     assert sink.logins == [] and sink.messages == []
@@ -185,3 +186,47 @@ def test_a_missing_ca_file_is_a_one_line_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"alerts.email 'r'.cafile .*nowhere.pem") as caught:
         senders_for(settings)
     assert not caught.value.bad_value and "\n" not in str(caught.value)
+
+
+async def test_a_relay_that_wants_auth_pauses_the_channel_not_one_alert(
+        ca: trustme.CA, ca_file: Path, tmp_path: Path, sinks: list[SmtpSink]) -> None:
+    """530 to MAIL FROM (no username configured): every alert would get it, so it is the
+    channel's failure (it pauses and retries), not this alert's content."""
+    sink = started(sinks, tls="starttls", tls_context=server_context(ca), users={"cp": PASSWORD})
+    mail = channel(tmp_path, sink.port, starttls=True, cafile=str(ca_file))
+    with pytest.raises(DeliveryError, match="530") as caught:
+        await EmailSender(mail).send("a1", payload(1))
+    assert not caught.value.content and sink.messages == []
+
+
+async def test_a_message_over_the_relays_size_limit_is_refused_as_content(
+        tmp_path: Path, sinks: list[SmtpSink]) -> None:
+    sink = started(sinks, data_size_limit=200)
+    with pytest.raises(DeliveryError, match="552") as caught:
+        await EmailSender(channel(tmp_path, sink.port)).send("a1", payload(1))
+    assert caught.value.content  # this alert set aside; the channel's others still go
+    assert sink.messages == []
+
+
+async def test_a_non_ascii_password_is_a_config_error_and_never_shown(
+        ca: trustme.CA, ca_file: Path, tmp_path: Path, sinks: list[SmtpSink],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "pässwörd-s3cr3t"
+    monkeypatch.setenv("CP_TEST_SMTP_PASSWORD", secret)
+    mail = channel(tmp_path, 587, username="cp", password_env="CP_TEST_SMTP_PASSWORD",
+                   starttls=True, cafile=str(ca_file))
+    with pytest.raises(ConfigError, match="must be ASCII") as caught:
+        read_password(mail)
+    assert "ä" not in str(caught.value) and "s3cr3t" not in str(caught.value)
+    sink = started(sinks, tls="starttls", tls_context=server_context(ca), users={"cp": PASSWORD})
+    direct = channel(tmp_path, sink.port, username="cp", password_env="X", starttls=True,
+                     cafile=str(ca_file))
+    with pytest.raises(DeliveryError) as failed:  # a sender built around the check
+        await EmailSender(direct, secret).send("a1", payload(1))
+    assert "ä" not in str(failed.value) and "UnicodeEncodeError" in str(failed.value)
+
+
+def test_a_sender_with_a_username_needs_its_password(tmp_path: Path) -> None:
+    mail = channel(tmp_path, 587, username="cp", password_env="X", starttls=True)
+    with pytest.raises(ValueError, match="a password goes with a username"):
+        EmailSender(mail)

@@ -9,7 +9,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from callpolicy.service import logging as logging_module
-from callpolicy.service.logging import RateLimitedLog, configure_logging, json_line
+from callpolicy.service.logging import EpisodeLog, RateLimitedLog, configure_logging, json_line
 
 LOG = structlog.get_logger("test")
 
@@ -101,3 +101,21 @@ def test_the_pre_rendered_decision_line_is_structlogs_json_line(capsys) -> None:
     assert fast["timestamp"].endswith("Z") and len(fast["timestamp"]) == len(
         structlog_line["timestamp"])
     assert warning["level"] == "warning"
+
+
+def test_an_episode_is_one_line_when_it_starts_one_when_its_error_changes_one_when_over(
+        ) -> None:
+    with capture_logs() as logs:
+        episodes = EpisodeLog(LOG)
+        episodes.ok("db_down", "db_back")  # nothing was failing: nothing to say
+        for _ in range(100):  # polled every second
+            episodes.failing("db_down", "disk full")
+        episodes.failing("db_down", "read-only", level="error")
+        episodes.failing("other_down", "refused")
+        episodes.ok("db_down", "db_back")
+        episodes.ok("db_down", "db_back")
+        episodes.failing("db_down", "disk full")  # a new episode
+    assert [(e["event"], e.get("error"), e["log_level"]) for e in logs] == [
+        ("db_down", "disk full", "warning"), ("db_down", "read-only", "error"),
+        ("other_down", "refused", "warning"), ("db_back", None, "info"),
+        ("db_down", "disk full", "warning")]

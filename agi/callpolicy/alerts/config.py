@@ -105,8 +105,12 @@ def read_password(mail: Email) -> str | None:
     """The e-mail channel's SMTP AUTH password (None: no AUTH configured)."""
     if mail.username is None:
         return None
-    return _read_secret(f"alerts.email {mail.name!r}", "password", mail.password_env,
-                        mail.password_file)
+    where = f"alerts.email {mail.name!r}"
+    password = _read_secret(where, "password", mail.password_env, mail.password_file)
+    if not (mail.username + password).isascii():  # what SMTP AUTH carries (smtplib: ASCII)
+        raise ConfigError(f"{where}: username and password must be ASCII for SMTP AUTH",
+                          bad_value=False)
+    return password
 
 
 def _read_secret(where: str, what: str, env: str | None, file: Path | None) -> str:

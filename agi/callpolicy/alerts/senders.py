@@ -73,22 +73,26 @@ class WebhookSender:
 
 class EmailSender:
     def __init__(self, mail: Email, password: str | None = None) -> None:
+        if (mail.username is None) != (password is None):
+            raise ValueError(f"alerts.email {mail.name!r}: a password goes with a username")
         self.mail = mail
         self._password = password
         self._tls = tls_context(mail) if mail.tls else None
 
     async def send(self, alert_id: str, body: bytes) -> None:
         message = email_message(self.mail, body)
+        where = f"SMTP {self.mail.host}:{self.mail.port}"
         try:
             await asyncio.to_thread(self._send, message)
         except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
-            # 5xx to this message: a permanent refusal of its content (size, policy)
-            raise DeliveryError(f"SMTP {self.mail.host}:{self.mail.port}: "
-                                f"{type(exc).__name__}: {exc}",
-                                content=500 <= exc.smtp_code < 600) from exc
+            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}",
+                                content=_refuses_content(exc)) from exc
+        except UnicodeError as exc:  # never the text: it could quote the password
+            raise DeliveryError(f"{where}: {type(exc).__name__} (a non-ASCII value in the "
+                                "SMTP dialogue)") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"SMTP {self.mail.host}:{self.mail.port}: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            # also every recipient refused: the channel's `to`, not this alert
+            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
     def _send(self, message: EmailMessage) -> None:
         mail, timeout = self.mail, self.mail.timeout
@@ -103,6 +107,20 @@ class EmailSender:
 
     async def close(self) -> None:
         return None
+
+
+_SESSION_CODES = frozenset({530, 535, 538})  # authentication / encryption required
+
+
+def _refuses_content(exc: smtplib.SMTPResponseException) -> bool:
+    """A permanent refusal of this message (its size, its text): the channel's other alerts
+    still go. Not so a session that needs AUTH or TLS, or MAIL FROM refused for the sender
+    (the channel's configuration): the channel pauses and retries."""
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return exc.smtp_code == 552  # the SIZE announced with MAIL FROM: this message's
+    error = exc.smtp_error if isinstance(exc.smtp_error, bytes) else b""
+    return (500 <= exc.smtp_code < 600 and exc.smtp_code not in _SESSION_CODES
+            and not error.startswith(b"5.7.0"))
 
 
 def tls_context(mail: Email) -> ssl.SSLContext:

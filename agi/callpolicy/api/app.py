@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..service.config import Settings
+from ..service.logging import EpisodeLog
 from . import calls, customers, idempotency, inspect, overview, status_page, unblocks
 from .auth import TokenSource, authenticate_first, guarded_routes, matched_route, required_scope
 from .problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_response
@@ -56,6 +57,7 @@ def create_app(settings: Settings, tokens: TokenSource | Path, *,
     app.state.settings = settings
     app.state.tokens = tokens if isinstance(tokens, TokenSource) else TokenSource(tokens)
     app.state.idempotency_lock = asyncio.Lock()
+    app.state.episodes = EpisodeLog(log)  # polled failures: a line per outage, not per poll
     app.state.guarded = []  # what auth.authenticate_first and _json_bodies_only match
     install_problem_handlers(app)
     # innermost first: 413 before the token, the token before 415 and before the body is read

@@ -112,11 +112,13 @@ def _answer_again(key: str, fingerprint: str, found: dict[str, Any],
                             headers={REPLAYED: "true"})
     claimed = parse_iso(found["created_at"])
     if claimed is not None and now - claimed < STILL_RUNNING:
-        raise Problem(409, "Idempotency-Key in use", f"a request with {HEADER} {key!r} is "
-                      "still running; retry it in a moment", headers={"Retry-After": "1"})
+        raise Problem(409, "Idempotency-Key in use", f"the request with {HEADER} {key!r} "
+                      "has not answered yet (still running, or it failed moments ago); retry "
+                      "it in a moment", headers={"Retry-After": "1"})
     raise Problem(409, "Idempotency-Key outcome unknown", f"the request with {HEADER} "
-                  f"{key!r} did not finish (the server stopped during it): its change may or "
-                  "may not be made; check the state, then send a new key if still needed")
+                  f"{key!r} did not answer within {STILL_RUNNING.seconds} s (it failed, or "
+                  "its server stopped during it): its change may or may not be made; check "
+                  "the state, then send a new key if still needed")
 
 
 async def _store_call(call: Awaitable[Any]) -> Any:

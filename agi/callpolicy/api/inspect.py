@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..ops.audit import audit_log
@@ -22,8 +21,6 @@ from .models import AuditEntry, CheckResult
 from .problems import Problem
 from .strict_json import StrictJsonRoute
 from .tokens import Token
-
-log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["router"]
 
@@ -80,7 +77,8 @@ async def status(token: Reader, request: Request) -> dict[str, Any]:
     try:
         found = await asyncio.to_thread(fetch, url)
     except StatusUnavailable as exc:  # the address asked goes only to the log
-        log.warning("api_daemon_unavailable", error=str(exc))
+        request.app.state.episodes.failing("api_daemon_unavailable", str(exc))
         raise Problem(503, "Daemon unavailable", exc.public) from None
+    request.app.state.episodes.ok("api_daemon_unavailable", "api_daemon_answering")
     trouble = problems(found)
     return {**found, "healthy": not trouble, "problems": trouble}

@@ -15,13 +15,13 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Depends, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import ops
 from ..ops.calls import Period, calls
 from ..service.config import Settings
+from ..service.logging import EpisodeLog
 from ..service.status import StatusUnavailable, fetch, problems, status_url
 from ..store import StoreError
 from .auth import require_scope
@@ -29,8 +29,6 @@ from .deps import problems as problem_responses
 from .problems import DATABASE_UNAVAILABLE
 from .strict_json import StrictJsonRoute
 from .tokens import Token
-
-log = structlog.get_logger("callpolicy.api")
 
 __all__ = ["REFUSALS", "router"]
 
@@ -86,13 +84,14 @@ def _nodes(status: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-async def _daemon(settings: Settings) -> dict[str, Any]:
+async def _daemon(settings: Settings, episodes: EpisodeLog) -> dict[str, Any]:
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
         status = await asyncio.to_thread(fetch, url)
     except StatusUnavailable as exc:  # the address asked goes only to the log
-        log.warning("api_daemon_unavailable", error=str(exc))
+        episodes.failing("api_daemon_unavailable", str(exc))
         return {"error": exc.public, "nodes": [], "live": None, "alerts": None}
+    episodes.ok("api_daemon_unavailable", "api_daemon_answering")
     try:
         by_category: dict[str, int] | None = await asyncio.to_thread(
             _live_by_category, _metrics_url(settings))
@@ -110,14 +109,15 @@ async def _daemon(settings: Settings) -> dict[str, Any]:
             "alerts": status.get("alerts")}  # None: this daemon has no alerts section
 
 
-async def _refusals(settings: Settings) -> dict[str, Any]:
+async def _refusals(settings: Settings, episodes: EpisodeLog) -> dict[str, Any]:
     since = datetime.now(UTC) - REFUSAL_WINDOW
     try:
         async with await ops.open_store(settings, readonly=True) as store:
             records = await calls(store, None, Period(since=since), SCANNED_CALLS)
     except (ops.OpsError, StoreError) as exc:  # names the server's files: the log only
-        log.error("api_database_unavailable", error=str(exc))
+        episodes.failing("api_database_unavailable", str(exc), "error")
         return {"error": DATABASE_UNAVAILABLE, "calls": []}
+    episodes.ok("api_database_unavailable", "api_database_available")
     refused = [r for r in reversed(records) if r.action == "block"][:REFUSALS]
     return {"error": None, "calls": [
         {name: (value.isoformat() if isinstance(value, datetime) else value)
@@ -132,6 +132,8 @@ async def overview(token: Reader, request: Request) -> dict[str, Any]:
     with their reason and rule, and the daemon's open alerts (null: it reports none). A
     part that cannot be read has its `error` set; the others are still given."""
     settings: Settings = request.app.state.settings
-    daemon, refusals = await asyncio.gather(_daemon(settings), _refusals(settings))
+    episodes: EpisodeLog = request.app.state.episodes
+    daemon, refusals = await asyncio.gather(_daemon(settings, episodes),
+                                            _refusals(settings, episodes))
     return {"generated_at": datetime.now(UTC).isoformat(), "daemon": daemon,
             "refusals": refusals}

@@ -152,3 +152,27 @@ class _EventState:
     level: str = "warning"
     last: dict[str, Any] = field(default_factory=dict)
     flush_scheduled: bool = False
+
+
+class EpisodeLog:
+    """One line when a condition starts failing (again when its error changes), one when it
+    recovers: for what is polled (a status page asks every second), so that an outage is one
+    line, not one per poll.
+
+        episodes = EpisodeLog(log)
+        episodes.failing("api_daemon_unavailable", "no daemon answering on …")
+        episodes.ok("api_daemon_unavailable", "api_daemon_answering")
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self._log = logger
+        self._failing: dict[str, str] = {}
+
+    def failing(self, event: str, error: str, level: str = "warning") -> None:
+        if self._failing.get(event) != error:
+            self._failing[event] = error
+            getattr(self._log, level)(event, error=error)
+
+    def ok(self, event: str, recovered: str) -> None:
+        if self._failing.pop(event, None) is not None:
+            self._log.info(recovered)

@@ -67,7 +67,8 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise DuplicateKey(f"key {key!r} given twice in one object")
+                shown = key if len(key) <= 60 else key[:60] + "…"
+                raise DuplicateKey(f"key {shown!r} given twice in one object")
             seen.add(key)
     return table
 
