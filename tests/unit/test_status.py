@@ -20,10 +20,12 @@ from callpolicy.service.config import AmiSettings, load_settings, load_zones
 from callpolicy.service.daemon import PolicyService
 from callpolicy.service.metrics import Metrics
 from callpolicy.service.status import (
+    STORE_PROBLEM_PUBLIC,
     StatusUnavailable,
     build_status,
     fetch,
     problems,
+    public_status,
     render,
     status_url,
 )
@@ -98,6 +100,25 @@ async def test_problems_healthy_and_stale(service: PolicyService) -> None:
                                      detail="AMI logged in, live-call table not yet rebuilt")
     assert problems(rebuilding) == ["concurrent-call limits not enforced: AMI logged in, "
                                     "live-call table not yet rebuilt"]
+
+
+
+async def test_an_api_client_is_told_the_database_is_unusable_without_its_path(
+        service: PolicyService) -> None:
+    status = json.loads(json.dumps(build_status(service)))
+    status["ami"]["state"] = "connected"
+    status["fraud_guard"].update(concurrency_enforced=True, reason=None, detail=None)
+    path = "/var/lib/callpolicy/callpolicy.db"
+    status["snapshot"].update(store_ok=False, store_problem=f"cannot use database {path}: "
+                              "disk I/O error", store_problem_since=status["published_at"])
+    assert any(path in p for p in problems(status))  # the host's `callpolicy status`
+    public = public_status(status)
+    assert public["snapshot"]["store_problem"] == STORE_PROBLEM_PUBLIC
+    assert path not in json.dumps(public) and path not in " ".join(problems(public))
+    assert [p.split(":")[0] for p in problems(public)] == [
+        p.split(":")[0] for p in problems(status)]  # the same problems, said without it
+    assert public_status(json.loads(json.dumps(build_status(service))))["snapshot"][
+        "store_problem"] is None  # a usable database: nothing to replace
 
 
 @pytest.fixture

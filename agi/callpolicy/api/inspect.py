@@ -13,7 +13,7 @@ from ..ops.audit import audit_log
 from ..ops.check import Caller, prepare_check
 from ..ops.values import MAX_COUNT
 from ..policy.location import parse_ip
-from ..service.status import StatusUnavailable, fetch, problems, status_url
+from ..service.status import StatusUnavailable, fetch, problems, public_status, status_url
 from .auth import require_scope
 from .deps import ReadStore, settings_of
 from .deps import problems as problem_responses
@@ -75,7 +75,7 @@ async def status(token: Reader, request: Request) -> dict[str, Any]:
     settings = settings_of(request)
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
-        found = await asyncio.to_thread(fetch, url)
+        found = public_status(await asyncio.to_thread(fetch, url))
     except StatusUnavailable as exc:  # the address asked goes only to the log
         request.app.state.episodes.failing("api_daemon_unavailable", str(exc))
         raise Problem(503, "Daemon unavailable", exc.public) from None

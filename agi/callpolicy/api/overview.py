@@ -22,7 +22,7 @@ from .. import ops
 from ..ops.calls import Period, calls
 from ..service.config import Settings
 from ..service.logging import EpisodeLog
-from ..service.status import StatusUnavailable, fetch, problems, status_url
+from ..service.status import StatusUnavailable, fetch, problems, public_status, status_url
 from ..store import StoreError
 from .auth import require_scope
 from .deps import problems as problem_responses
@@ -87,7 +87,7 @@ def _nodes(status: dict[str, Any]) -> list[dict[str, Any]]:
 async def _daemon(settings: Settings, episodes: EpisodeLog) -> dict[str, Any]:
     url = status_url(settings.metrics_host, settings.metrics_port)
     try:
-        status = await asyncio.to_thread(fetch, url)
+        status = public_status(await asyncio.to_thread(fetch, url))
     except StatusUnavailable as exc:  # the address asked goes only to the log
         episodes.failing("api_daemon_unavailable", str(exc))
         return {"error": exc.public, "nodes": [], "live": None, "alerts": None}

@@ -185,6 +185,19 @@ def _epoch(iso: str | None) -> float | None:
     return None if not iso else datetime.fromisoformat(iso).timestamp()
 
 
+STORE_PROBLEM_PUBLIC = "the database is unusable (the daemon's log says why)"
+
+
+def public_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The status for an API client: the database error, which names the server's files and
+    its driver's words, replaced by STORE_PROBLEM_PUBLIC (`store_problem` in the daemon's log
+    and `callpolicy status` on the host say it whole)."""
+    snapshot = status.get("snapshot")
+    if not isinstance(snapshot, dict) or not snapshot.get("store_problem"):
+        return status
+    return {**status, "snapshot": {**snapshot, "store_problem": STORE_PROBLEM_PUBLIC}}
+
+
 def problems(status: dict[str, Any], now: float | None = None) -> list[str]:
     """What makes this status degraded, as of `now` (the status may be a little old)."""
     now = time.time() if now is None else now
