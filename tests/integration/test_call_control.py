@@ -116,8 +116,8 @@ def test_daemon_restart_rebuilds_the_live_table(live: Live, call, trunk: Trunk,
     with ThreadPoolExecutor(max_workers=2) as pool:
         calls = [pool.submit(call, ACME_101, number, hold=12, timeout=40)
                  for number in ("092101299", MOROCCO)]
-        trunk.wait_for_invites(1, timeout=10)
-        time.sleep(1.0)
+        trunk.wait_for_request("ACK", timeout=10)  # the national call is up
+        assert calls[1].result(timeout=20).status == 403  # Morocco decided: refused
         live.stop()
         live.start()
         wait_for(lambda: '"event": "live_table_rebuilt"' in live.log.read_text(), 10,
