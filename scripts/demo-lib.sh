@@ -51,20 +51,24 @@ demo_api_tokens() {   # demo_api_tokens CONFIG TOKENS_FILE
     done
 }
 
-# `callpolicy api serve` in the background on CONFIG ([api] host/port); waits until it
-# answers (20 s). Sets API_PID and API_URL.
+# `callpolicy api serve` under its watchdog (`api watchdog`: a frozen or dead API is
+# restarted) in the background on CONFIG ([api] host/port); waits until it answers (20 s).
+# Sets API_PID (the watchdog's) and API_URL.
 start_api() {   # start_api CONFIG LOG
     local config="$1" log="$2" host port
     read -r host port < <("$BIN/python" -c 'import sys, tomllib
 api = tomllib.load(open(sys.argv[1], "rb")).get("api", {})
 print(api.get("host", "127.0.0.1"), api.get("port", 8480))' "$config")
     : >"$log"
-    "$BIN/callpolicy" --config "$config" api serve >>"$log" 2>&1 &
+    "$BIN/callpolicy" --config "$config" api watchdog >>"$log" 2>&1 &
     API_PID=$!
     API_URL="http://$host:$port"
     for _ in $(seq 200); do
         (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
-        kill -0 "$API_PID" 2>/dev/null || { say "API failed: see $log"; return 1; }
+        if ! kill -0 "$API_PID" 2>/dev/null || grep -q daemon_exited "$log"; then
+            say "API failed: see $log"   # e.g. its port taken: it would only restart
+            return 1
+        fi
         sleep 0.1
     done
     say "API not answering after 20 s: see $log"

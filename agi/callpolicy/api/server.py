@@ -1,12 +1,20 @@
-"""`callpolicy api serve`: the app on uvicorn, at `[api] host:port` (loopback by default)."""
+"""`callpolicy api serve`: the app on uvicorn, at `[api] host:port` (loopback by default).
+
+It speaks systemd's notify protocol as the daemon does (service/watchdog.py): READY=1 once
+listening, WATCHDOG=1 from its event loop, STOPPING=1; so `callpolicy api watchdog`, or
+systemd's `Type=notify` + `WatchdogSec`, kills and restarts an API whose loop is stuck (a
+billing system must be able to reactivate a customer who paid)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 
 import uvicorn
 
 from ..service.config import Settings
+from ..service.watchdog import notify, ping_forever
 from .app import create_app
 from .settings import ApiSettings
 
@@ -26,5 +34,23 @@ def serve(settings: Settings, api: ApiSettings, sock: socket.socket) -> int:
     app = create_app(settings, api.tokens)
     config = uvicorn.Config(app, access_log=False, log_level="warning", server_header=False,
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    _NotifyingServer(config).run(sockets=[sock])
     return 0
+
+
+class _NotifyingServer(uvicorn.Server):
+    _pinger: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            notify(b"READY=1")
+            self._pinger = asyncio.create_task(ping_forever())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify(b"STOPPING=1")
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        await super().shutdown(sockets=sockets)

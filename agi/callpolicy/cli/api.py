@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..service.config import Settings
 from ..service.logging import configure_logging
-from .args import OperationalError, Parents, Parser, Subparsers, UsageError
+from .args import OperationalError, Parents, Parser, Subparsers, UsageError, seconds_type
 from .output import render_table
 
 if TYPE_CHECKING:
@@ -46,6 +46,19 @@ def cmd_api_serve(args: argparse.Namespace, settings: Settings) -> int:
     sys.stderr.write(f"callpolicy api: listening on http://{api.host}:{api.port} "
                      f"(tokens {api.tokens}, database {settings.db})\n")
     return serve(settings, api, sock)
+
+
+def cmd_api_watchdog(args: argparse.Namespace, settings: Settings) -> int:
+    """Not async: the supervisor owns the main thread and its signals."""
+    from ..service.watchdog import supervise
+
+    configure_logging(settings.log_format, level="INFO")
+    command = [sys.executable, "-m", "callpolicy.cli", "api", "serve"]
+    if getattr(args, "config", None):
+        command += ["--config", args.config]
+    if getattr(args, "db", None):
+        command += ["--db", args.db]
+    return supervise(command, args.watchdog_sec, args.pidfile, role="api")
 
 
 def cmd_api_token_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,6 +124,16 @@ def add_api_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
                         "127.0.0.1:8480), trusting the token file [api] tokens (re-read "
                         "when it changes). SIGINT/SIGTERM stop it.")
     p.set_defaults(func=cmd_api_serve)
+    p = asub.add_parser("watchdog", parents=[common],
+                        help="run `api serve` under a watchdog (for machines without systemd)",
+                        description="Run `callpolicy api serve` and kill+restart it when its "
+                        "event loop stops pinging (systemd notify protocol), or restart it when "
+                        "it exits: billing must always be able to reactivate a customer. Under "
+                        "systemd, use Type=notify and WatchdogSec instead.")
+    p.add_argument("--watchdog-sec", type=seconds_type(0.1, 600), default=5.0, metavar="S",
+                   help="kill the API after S seconds without a ping (default 5; 0.1 to 600)")
+    p.add_argument("--pidfile", metavar="PATH", help="write the API process's PID here")
+    p.set_defaults(func=cmd_api_watchdog)
     token = asub.add_parser("token", parents=[common], help="add, remove or list API tokens")
     tsub = token.add_subparsers(dest="token_action", metavar="ACTION", parser_class=Parser)
     tsub.required = True

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -59,10 +60,12 @@ async def ping_forever() -> None:
         await asyncio.sleep(interval)
 
 
-def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | None = None
-              ) -> int:
+def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | None = None,
+              role: str = "daemon") -> int:
     """Run `command` with NOTIFY_SOCKET/WATCHDOG_USEC; SIGKILL and restart it when its pings
-    stop; forward SIGTERM/SIGINT/SIGHUP; return when stopped by a signal."""
+    stop; forward SIGTERM/SIGINT/SIGHUP; return when stopped by a signal. `role` ("daemon",
+    "api") is in every log line (the events keep their daemon_* names)."""
+    logger = log.bind(role=role)
     directory = tempfile.mkdtemp(prefix="callpolicy-watchdog-")
     path = str(Path(directory) / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -93,16 +96,16 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
                     os.kill(process.pid, stopping[-1])
             if pidfile:
                 Path(pidfile).write_text(f"{process.pid}\n")
-            log.info("daemon_started", pid=process.pid, watchdog_sec=watchdog_sec)
+            logger.info("daemon_started", pid=process.pid, watchdog_sec=watchdog_sec)
             started = time.monotonic()
-            _watch(process, sock, watchdog_sec, stopping)
+            _watch(process, sock, watchdog_sec, stopping, logger)
             if stopping:
-                _stop(process)
+                _stop(process, logger)
                 child[0] = None
                 break
             code = process.wait()
             child[0] = None  # reaped: its pid may be reused, never signal it again
-            log.warning("daemon_exited", pid=process.pid, code=code, restart_in_s=backoff)
+            logger.warning("daemon_exited", pid=process.pid, code=code, restart_in_s=backoff)
             resume = time.monotonic() + backoff
             while not stopping and time.monotonic() < resume:  # stay responsive to SIGTERM
                 time.sleep(0.05)
@@ -117,20 +120,20 @@ def supervise(command: Sequence[str], watchdog_sec: float = 1.0, pidfile: str | 
     return 0
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], logger: Any) -> None:
     """Give a stopping daemon STOP_GRACE to write its last records, then SIGKILL it; reap it
     either way (a supervisor must not leave its daemon behind, stopped or as a zombie)."""
     try:
         code = process.wait(timeout=STOP_GRACE)
     except subprocess.TimeoutExpired:
-        log.error("daemon_stop_timeout_killed", pid=process.pid, grace_s=STOP_GRACE)
+        logger.error("daemon_stop_timeout_killed", pid=process.pid, grace_s=STOP_GRACE)
         process.kill()
         code = process.wait()
-    log.info("daemon_stopped", pid=process.pid, code=code)
+    logger.info("daemon_stopped", pid=process.pid, code=code)
 
 
 def _watch(process: subprocess.Popen[bytes], sock: socket.socket, watchdog_sec: float,
-           stopping: list[int]) -> None:
+           stopping: list[int], logger: Any) -> None:
     """Until the daemon exits or a stop signal comes: read its pings, SIGKILL it when they
     stop for `watchdog_sec`."""
     started = time.monotonic()
@@ -146,7 +149,7 @@ def _watch(process: subprocess.Popen[bytes], sock: socket.socket, watchdog_sec: 
         # Before READY it may be loading a large snapshot: allow 60 s for that.
         limit = watchdog_sec if last_ping is not None else 60.0
         if now - (last_ping or started) > limit:
-            log.error("daemon_frozen_killed", pid=process.pid,
+            logger.error("daemon_frozen_killed", pid=process.pid,
                       silent_for_s=round(now - (last_ping or started), 2))
             process.kill()
             return
