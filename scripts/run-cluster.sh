@@ -113,12 +113,13 @@ api: $API_URL
 $(while read -r scope token; do [ -n "$scope" ] && echo "token $scope: $token"; done <<<"$DEMO_TOKENS")
 
   Try it (in another terminal):
-    sipp -sn uas -i 127.0.0.3 -p 5080 &                                   # the trunk
+    sipp -sn uas -i 127.0.0.3 -p 5080 -nostdin >/dev/null &               # the trunk
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.1.1:5060   # 403 on node A
     $BIN/callpolicy --db $URL unblock acme --prefix 0905 --for 1h --by you --ticket T-1
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.2.1:5060   # now passes on B
     $BIN/callpolicy --config $STATE/node-b/callpolicy.toml status          # node B's daemon
     curl -H "Authorization: Bearer <token read>" $API_URL/v1/overview       # both nodes
+    kill %1                                                               # the trunk, when done
 
   Ctrl-C stops both nodes, the API and PostgreSQL.
 BANNER

@@ -73,13 +73,14 @@ api: $API_URL
 $(while read -r scope token; do [ -n "$scope" ] && echo "token $scope: $token"; done <<<"$DEMO_TOKENS")
 
   Try it (in another terminal):
-    sipp -sn uas -i 127.0.0.3 -p 5080 &                       # the trunk
+    sipp -sn uas -i 127.0.0.3 -p 5080 -nostdin >/dev/null &   # the trunk
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 092101299 -m 1 127.0.0.1:5060   # allowed
     sipp -sn uac -i 127.0.0.2 -p 5060 -s 0905123456 -m 1 127.0.0.1:5060  # 403 premium
     $BIN/callpolicy --db $DB unblock acme --prefix 0905 --for 1h --by you --ticket T-1
     $BIN/callpolicy --db $DB check --customer acme 0905123456   # why?
     $BIN/callpolicy --config $STATE/callpolicy.toml status      # the daemon: AMI, live calls
     curl -H "Authorization: Bearer <token ops>" $API_URL/v1/customers/acme
+    kill %1                                                   # the trunk, when done
 
   Ctrl-C stops Asterisk, the daemon and the API.
 BANNER

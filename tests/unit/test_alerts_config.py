@@ -85,6 +85,10 @@ def test_no_section_means_no_channel_and_alerts_only_logged(tmp_path: Path) -> N
     ("[alerts.route.fraud_limit]\nwindow = -1",
      "alerts.route.fraud_limit.window must be between 0 and 86400, got -1"),
     ("[alerts.route.fraud_limit]\nwindw = 1", "unknown key alerts.route.fraud_limit.windw"),
+    ("[[alerts.email]]\nname = 'm'\nhost = 'h'\nfrom = 'a@b'\nto = ['c@d', 'nope']",
+     "alerts.email 'm'.to must be a list of e-mail addresses, got 'nope'"),
+    ("[alerts.route.ami_link_down]\nwindow = 60",  # a state: a window would be ignored
+     "alerts.route.ami_link_down.window: ami_link_down is a state (raised once, resolved once)"),
 ])
 def test_bad_keys_and_values_are_one_line_errors_naming_the_key(tmp_path: Path, text: str,
                                                                 message: str) -> None:

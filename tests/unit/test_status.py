@@ -119,6 +119,10 @@ async def test_an_api_client_is_told_the_database_is_unusable_without_its_path(
         p.split(":")[0] for p in problems(status)]  # the same problems, said without it
     assert public_status(json.loads(json.dumps(build_status(service))))["snapshot"][
         "store_problem"] is None  # a usable database: nothing to replace
+    status["alerts"] = {"outbox": "/var/lib/callpolicy/callpolicy.db.alerts-outbox.sqlite",
+                        "open": []}
+    assert public_status(status)["alerts"] == {
+        "outbox": "callpolicy.db.alerts-outbox.sqlite", "open": []}  # its name, not its path
 
 
 @pytest.fixture

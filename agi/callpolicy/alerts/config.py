@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..service.config_file import ConfigError, read_text
-from .kinds import DEFAULT_WINDOWS, KINDS
+from .kinds import DEFAULT_WINDOWS, KINDS, STATE_KINDS
 
 OUTBOX_SUFFIX = ".alerts-outbox.sqlite"
 MAX_WINDOW = 86400.0  # s: a day of aggregation at most
@@ -215,8 +215,11 @@ def _email(mail: dict[str, Any], base: Path) -> Email:
     name = _text(mail, "name", "alerts.email")
     where = f"alerts.email {name!r}"
     to = _value(mail, "to", list, [], where)
-    if not to or not all(isinstance(a, str) and "@" in a for a in to):
+    if not to:
         raise ConfigError(f"{where}.to must be a non-empty list of e-mail addresses")
+    for address in to:
+        if not (isinstance(address, str) and "@" in address):
+            raise ConfigError(f"{where}.to must be a list of e-mail addresses, got {address!r}")
     sender = _text(mail, "from", where)
     if "@" not in sender:
         raise ConfigError(f"{where}.from must be an e-mail address, got {sender!r}")
@@ -263,6 +266,9 @@ def _routes(table: Any, channels: Mapping[str, Channel]) -> dict[str, Route]:
         if not isinstance(route, dict):
             raise ConfigError(f"[{where}] must be a table")
         _keys(route, _ROUTE, where)
+        if kind in STATE_KINDS and "window" in route:
+            raise ConfigError(f"{where}.window: {kind} is a state (raised once, resolved "
+                              "once), not counted in a window; remove it")
         to = _value(route, "to", list, list(channels), where)
         for ref in to:
             if ref not in channels:

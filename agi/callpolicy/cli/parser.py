@@ -346,10 +346,13 @@ def add_daemon_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
         "address, /status) for its state: the AMI link (connected, down, not configured; "
         "since when), whether the fraud guard's concurrent-call limits are enforced (not "
         "while the AMI link is down: live calls cannot be tracked; per-minute limits always "
-        "are), the snapshot's age and audit high-water mark, live calls per customer "
-        "(concurrent, started in the last minute), and the decision counts.",
-        epilog="Exit codes: 0 healthy; 3 degraded (AMI link down or not configured, "
-        "snapshot not refreshed for over 5 s); 1 no daemon answering.")
+        "are), the snapshot's age and audit high-water mark, whether the database is usable, "
+        "how changes arrive, live calls per customer (concurrent, started in the last "
+        "minute), the decision counts, the alerts (open, waiting, failing channels) and, on "
+        "PostgreSQL, every node of the cluster.",
+        epilog="Exit codes: 0 healthy; 3 degraded (AMI link down or not configured, database "
+        "unusable, PostgreSQL change feed or cluster link down, snapshot not refreshed for "
+        "over 5 s); 1 no daemon answering.")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("must-reach-dialplan", parents=[common],

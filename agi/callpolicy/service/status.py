@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -189,13 +190,17 @@ STORE_PROBLEM_PUBLIC = "the database is unusable (the daemon's log says why)"
 
 
 def public_status(status: dict[str, Any]) -> dict[str, Any]:
-    """The status for an API client: the database error, which names the server's files and
-    its driver's words, replaced by STORE_PROBLEM_PUBLIC (`store_problem` in the daemon's log
-    and `callpolicy status` on the host say it whole)."""
+    """The status for an API client, without the server's paths: the database error (it names
+    the files, in its driver's words) replaced by STORE_PROBLEM_PUBLIC, the alert outbox by its
+    file name (`callpolicy status` on the host, and the daemon's log, say them whole)."""
+    public = dict(status)
     snapshot = status.get("snapshot")
-    if not isinstance(snapshot, dict) or not snapshot.get("store_problem"):
-        return status
-    return {**status, "snapshot": {**snapshot, "store_problem": STORE_PROBLEM_PUBLIC}}
+    if isinstance(snapshot, dict) and snapshot.get("store_problem"):
+        public["snapshot"] = {**snapshot, "store_problem": STORE_PROBLEM_PUBLIC}
+    alerts = status.get("alerts")
+    if isinstance(alerts, dict) and isinstance(alerts.get("outbox"), str):
+        public["alerts"] = {**alerts, "outbox": PurePath(alerts["outbox"]).name}
+    return public
 
 
 def problems(status: dict[str, Any], now: float | None = None) -> list[str]:

@@ -64,7 +64,8 @@ def plan_customers(data: dict[str, Any], source: str, zones: ZoneTable, *,
     extra = set(data) - {"customer"}
     if extra:
         plan.errors.append(
-            f"{path}: unknown top-level keys {sorted(extra)} (expected [[customer]])")
+            f"{path}: unknown top-level keys {sorted(extra)} (expected only customer: "
+            "[[customer]] tables, or a JSON list)")
     customers = data.get("customer")
     if not isinstance(customers, list) or not customers:
         plan.errors.append(f"{path}: no [[customer]] entries")
