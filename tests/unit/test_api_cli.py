@@ -39,8 +39,8 @@ def test_token_add_prints_the_token_once_and_stores_its_hash(tmp_path: Path) -> 
     assert token not in added.stderr and token not in (tmp_path / "tokens.toml").read_text()
     again = cli("api", "token", "add", "--name", "billing-system", "--scope", "read",
                 config=config)
-    assert (again.returncode, again.stdout) == (2, "")
-    assert "already" in again.stderr
+    assert (again.returncode, again.stdout) == (1, "")  # a conflict, not a usage mistake
+    assert "already" in again.stderr and "api token remove --name billing-system" in again.stderr
     bad = cli("api", "token", "add", "--name", "x", "--scope", "root", config=config)
     assert bad.returncode == 2
     cli("api", "token", "add", "--name", "support", "--scope", "read", "--scope", "ops",

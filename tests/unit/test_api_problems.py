@@ -92,6 +92,14 @@ def test_wrong_json_types_are_422_not_coerced(api: LiveApi, method: str, path: s
     assert api.audit_count() == before
 
 
+def test_a_typo_in_a_key_is_named_first_as_an_unknown_key(api: LiveApi) -> None:
+    with api.client("ops") as client:
+        found = problem(client.post("/v1/customers/acme/suspend", json={"tickt": "T-1"}),
+                        422, "Invalid request")
+    assert found["detail"] == "tickt: unknown key (and 1 more: ticket)", found
+    assert found["fields"] == ["tickt", "ticket"]
+
+
 def test_malformed_requests_are_422_not_500(api: LiveApi) -> None:
     with api.client("ops") as client:
         for response in (

@@ -118,10 +118,13 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
         at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
         return invalid_json(f"the body is not valid JSON ({reason.lower()}{at})"
                             if reason else f"the body is not valid JSON{at}")
+    # an unknown key first: a typo (`tickt`) also makes its right key "Field required"
+    errors.sort(key=lambda e: e.get("type") != "extra_forbidden")
     fields = list(dict.fromkeys(_field_name(tuple(e.get("loc", ()))) for e in errors))
     first = errors[0] if errors else {}
     name = fields[0] if fields else "request"
-    message = str(first.get("msg", "invalid"))[:200]
+    message = ("unknown key" if first.get("type") == "extra_forbidden"
+               else str(first.get("msg", "invalid"))[:200])
     more = f" (and {len(errors) - 1} more: {', '.join(fields[1:4])})" if len(errors) > 1 else ""
     return Problem(422, "Invalid request", f"{name}: {message}{more}", fields=fields)
 

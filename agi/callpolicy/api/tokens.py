@@ -34,8 +34,8 @@ from typing import Any
 
 from ..service.config_file import ConfigError, read_text
 
-__all__ = ["SCOPES", "TOKEN_PREFIX", "Token", "TokenFile", "add_token", "hash_token",
-           "load_tokens", "new_token", "remove_token"]
+__all__ = ["SCOPES", "TOKEN_PREFIX", "Token", "TokenExists", "TokenFile", "add_token",
+           "hash_token", "load_tokens", "new_token", "remove_token"]
 
 #: read: every GET; billing: read + suspend, reactivate, payment reminders and payments;
 #: ops: everything
@@ -133,6 +133,10 @@ def _entry(entry: Any, where: str) -> Token:
     return Token(name, tuple(dict.fromkeys(scopes)), digest)
 
 
+class TokenExists(ValueError):
+    """A token of that name is in the file already: a conflict, not a usage mistake."""
+
+
 def add_token(path: Path, name: str, scopes: list[str]) -> str:
     """Append a new token's hash to the file (created 0600); returns the token, which is
     stored nowhere."""
@@ -144,7 +148,8 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
         raise ValueError(f"--scope must be one of {', '.join(SCOPES)}")
     existing = load_tokens(path, missing_ok=True)
     if any(t.name == name for t in existing.tokens):
-        raise ValueError(f"a token named {name!r} is already in {path}")
+        raise TokenExists(f"a token named {name!r} is already in {path} (`api token remove "
+                          f"--name {name}` first to replace it)")
     token = new_token()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     entry = _render(name, list(dict.fromkeys(scopes)), hash_token(token), created)

@@ -62,11 +62,13 @@ def cmd_api_watchdog(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api_token_add(args: argparse.Namespace, settings: Settings) -> int:
-    from ..api.tokens import add_token
+    from ..api.tokens import TokenExists, add_token
 
     path = _token_file(args, settings)
     try:
         token = add_token(path, args.name, args.scope)
+    except TokenExists as exc:
+        raise OperationalError(str(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     sys.stderr.write(f"token {args.name!r} ({', '.join(dict.fromkeys(args.scope))}) added "
