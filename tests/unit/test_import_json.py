@@ -43,8 +43,12 @@ def test_a_problem_in_json_is_named_like_in_toml(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ('{"customer": [{"id": "a", "id": "b"}]}', "not valid JSON: key 'id' given twice"),
-    ('{"customer": [], "customer": []}', "key 'customer' given twice"),
+    ('{"customer": [{"id": "a", "id": "b"}]}',
+     "not valid JSON: key 'id' given twice in one object, in customer #1"),
+    ('{"customer": [{"id": "a"}, {"id": "b", "install_address": {"street": "x", '
+     '"street": "y"}}]}', "key 'street' given twice in one object, in customer #2"),
+    ('{"customer": [], "customer": []}', "key 'customer' given twice in one object, at the top "
+                                        "level"),
     ('{"customer": [{"id": NaN}]}', "not valid JSON: NaN is not a value an import takes"),
     ('[{"id": "acme"}]', 'not valid JSON: the document must be an object {"customer"'),
     ('{"customer": [', "not valid JSON: Expecting value: line 1 column 15"),

@@ -49,7 +49,22 @@ class _NotAnImport(ValueError):
 
 
 def _json_document(text: str) -> dict[str, Any]:
-    data = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
+    customers_done = 0
+
+    def keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """unique_keys, saying which customer (objects end inner first: a customer ends
+        after its address and endpoints, so #done + 1 is the one being read)."""
+        nonlocal customers_done
+        try:
+            table = unique_keys(pairs)
+        except DuplicateKey as exc:
+            where = ("at the top level" if any(k == "customer" for k, _ in pairs)
+                     else f"in customer #{customers_done + 1}")
+            raise DuplicateKey(f"{exc}, {where}") from None
+        customers_done += "id" in table
+        return table
+
+    data = json.loads(text, object_pairs_hook=keys_once, parse_constant=_no_constant)
     if not isinstance(data, dict):
         raise _NotAnImport('the document must be an object {"customer": [ … ]}')
     return data
