@@ -128,3 +128,13 @@ def test_missing_and_binary_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     assert read_import_file(binary, ZONES).errors
     assert "is a directory" in read_import_file(tmp_path, ZONES).errors[0]
+
+
+def test_numbers_all_refused_are_said_one_by_one_not_as_an_empty_list(tmp_path: Path) -> None:
+    plan = load(tmp_path, GOOD.replace('numbers = ["+3292101234", "0032 9 210 12 35"]',
+                                       'numbers = ["+41441234567"]'))
+    assert any("not a Belgian number" in e for e in plan.errors), plan.errors
+    assert not any("numbers is empty" in e for e in plan.errors), plan.errors
+    empty = load(tmp_path, GOOD.replace('numbers = ["+3292101234", "0032 9 210 12 35"]',
+                                        "numbers = []"))
+    assert any("numbers is empty" in e for e in empty.errors), empty.errors

@@ -201,11 +201,12 @@ def _numbers(raw: dict[str, Any], errors: list[str]) -> tuple[dict[str, None], s
     """The customer's numbers (E.164, ordered, deduplicated) and its main number, which is
     added to them when the table lists no numbers."""
     numbers: dict[str, None] = {}  # ordered and deduplicated in linear time
-    for number in _strings(raw, "numbers", errors):
+    listed = _strings(raw, "numbers", errors)
+    for number in listed:
         e164 = _belgian(number, "number", errors)
         if e164:
             numbers[e164] = None
-    if not numbers and "numbers" in raw:
+    if not listed and "numbers" in raw:  # (numbers all refused are said one by one above)
         errors.append("numbers is empty")
     main_raw = _string(raw, "main_number", errors)
     main = _belgian(main_raw, "main_number", errors) if main_raw else None
