@@ -42,6 +42,21 @@ def test_customers_create_update_unchanged_show_list(api: LiveApi) -> None:
                                                           ("ops-bot", "PROV-2")]
 
 
+def test_a_number_outside_the_installation_zone_says_how_to_accept_it(api: LiveApi) -> None:
+    brussels = {**NEWCO, "install_address": {**NEWCO["install_address"], "postcode": "1000",
+                                             "municipality": "Brussel"}}
+    with api.client("ops") as client:
+        refused = client.put("/v1/customers/newco", json={"ticket": "P", "customer": brussels})
+        accepted = client.put("/v1/customers/newco", json={
+            "ticket": "P", "customer": brussels, "accept_zone_violations": True})
+    assert refused.status_code == 422
+    [problem] = refused.json()["problems"]
+    assert "is in zone 09, but installation postcode 1000 is in zone 02" in problem
+    assert problem.endswith('"accept_zone_violations": true imports it with a warning')
+    assert "--accept" not in problem  # the API's key, not the CLI's option
+    assert accepted.json()["result"] == "created"
+
+
 def test_suspend_schedule_reactivate_remind_pay(api: LiveApi) -> None:
     at = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     with api.client("billing") as client:

@@ -84,7 +84,8 @@ DATABASE_UNAVAILABLE = "the database is unavailable (the server's log says why);
 # The shared ops/store messages tell a CLI user what to type; an API client gets the route.
 _CLI_COMMAND = re.compile(r"`(?:callpolicy )?customer (suspend|reactivate|paid)`")
 _ROUTE_OF = {"suspend": "suspend", "reactivate": "reactivate", "paid": "payment"}
-_CLI_PHRASES = ((" or default FIELD", " or default (a list of limit names)"),)
+_CLI_PHRASES = ((" or default FIELD", " or default (a list of limit names)"),
+                ("--accept-zone-violations", '"accept_zone_violations": true'))
 
 
 def api_wording(message: str, customer: str | None) -> str:

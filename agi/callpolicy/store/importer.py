@@ -179,7 +179,8 @@ def _record(raw: dict[str, Any], errors: list[str], zones: ZoneTable, warnings: 
             zone_warnings += [f"{v} (accepted with --accept-zone-violations)"
                               for v in check.zone_violations]
         else:
-            errors.extend(check.zone_violations)
+            errors.extend(f"{v}; --accept-zone-violations imports it with a warning"
+                          for v in check.zone_violations)
         warnings.extend(f"{customer_id}: {w}" for w in zone_warnings)
 
     if errors or address is None or main is None:
