@@ -183,7 +183,8 @@ def test_config_errors_name_the_key(tmp_path: Path, keys: dict[str, Any], messag
 def test_a_missing_ca_file_is_a_one_line_error_at_start(tmp_path: Path) -> None:
     settings = parse_alerts({"email": [{"name": "r", "host": "h", "from": "a@b", "to": ["c@d"],
                                         "starttls": True, "cafile": "nowhere.pem"}]}, tmp_path)
-    with pytest.raises(ConfigError, match=r"alerts.email 'r'.cafile .*nowhere.pem") as caught:
+    with pytest.raises(ConfigError, match=r"alerts.email 'r' cafile .*nowhere.pem does not "
+                       r"exist") as caught:
         senders_for(settings)
     assert not caught.value.bad_value and "\n" not in str(caught.value)
 
@@ -230,3 +231,12 @@ def test_a_sender_with_a_username_needs_its_password(tmp_path: Path) -> None:
     mail = channel(tmp_path, 587, username="cp", password_env="X", starttls=True)
     with pytest.raises(ValueError, match="a password goes with a username"):
         EmailSender(mail)
+
+
+def test_a_ca_file_that_is_not_pem_is_a_bad_value(tmp_path: Path) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    settings = parse_alerts({"email": [{"name": "r", "host": "h", "from": "a@b", "to": ["c@d"],
+                                        "starttls": True, "cafile": "garbage.pem"}]}, tmp_path)
+    with pytest.raises(ConfigError, match=r"cannot read alerts.email 'r' cafile") as caught:
+        senders_for(settings)
+    assert caught.value.bad_value

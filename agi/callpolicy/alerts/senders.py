@@ -125,10 +125,13 @@ def _refuses_content(exc: smtplib.SMTPResponseException) -> bool:
 
 def tls_context(mail: Email) -> ssl.SSLContext:
     """A verifying client context (ConfigError: the channel's cafile cannot be read)."""
+    what = f"alerts.email {mail.name!r} cafile"
     try:
         return ssl.create_default_context(cafile=mail.cafile)
+    except FileNotFoundError as exc:  # said as a missing secret file is
+        raise ConfigError(f"{what} {mail.cafile} does not exist", bad_value=False) from exc
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"alerts.email {mail.name!r}.cafile {mail.cafile}: "
+        raise ConfigError(f"cannot read {what} {mail.cafile}: "
                           f"{getattr(exc, 'strerror', None) or exc}",
                           bad_value=isinstance(exc, ssl.SSLError)) from exc
 
