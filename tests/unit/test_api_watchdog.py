@@ -5,15 +5,11 @@ same port, and SIGTERM stops the supervisor and its API, leaving nothing behind.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from api_server import import_demo, write_config
-from test_daemon import start, wait_port
+from test_daemon import freeze_until_replaced, start, stop_supervisor, wait_port
 
 from callpolicy.api.tokens import add_token
 from ports import free_port
@@ -39,23 +35,10 @@ def test_a_frozen_api_is_killed_and_restarted_and_sigterm_stops_everything(
     try:
         wait_port(port)
         assert answers(port) == 200
-        frozen = int(pidfile.read_text())
-        os.kill(frozen, signal.SIGSTOP)
-        stopped = time.monotonic()
-        while pidfile.read_text().strip() == str(frozen):  # watchdog 0.5 s, back-off 0.2 s
-            assert time.monotonic() - stopped < 15, "frozen API not replaced"
-            time.sleep(0.05)
-        print(f"frozen API replaced after {time.monotonic() - stopped:.2f} s")
+        frozen = freeze_until_replaced(pidfile, "API")
         wait_port(port)
         assert answers(port) == 200  # the same port again
-        with pytest.raises(ProcessLookupError):
-            os.kill(frozen, 0)  # killed and reaped, not left stopped
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=15) == 0
-        last = int(pidfile.read_text())
-        with pytest.raises(ProcessLookupError):
-            os.kill(last, 0)
-            pytest.fail(f"API {last} left behind by its supervisor:\n{log.read_text()[-4000:]}")
+        stop_supervisor(supervisor, frozen, pidfile, log)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

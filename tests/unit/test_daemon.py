@@ -112,36 +112,47 @@ def test_cli_changes_are_live_within_a_second_and_sighup_reloads(setup, tmp_path
         (REPO / "pyproject.toml").read_text())["project"]["dependencies"])
 
 
+def freeze_until_replaced(pidfile: Path, what: str) -> int:
+    """SIGSTOP the supervised process named in `pidfile`; its pid once another replaced it."""
+    frozen = int(pidfile.read_text())
+    os.kill(frozen, signal.SIGSTOP)
+    stopped = time.monotonic()
+    while pidfile.read_text().strip() == str(frozen):  # watchdog 0.5 s, back-off 0.2 s
+        assert time.monotonic() - stopped < 15, f"frozen {what} not replaced"
+        time.sleep(0.05)
+    print(f"frozen {what} replaced after {time.monotonic() - stopped:.2f} s")
+    return frozen
+
+
+def stop_supervisor(supervisor: subprocess.Popen[bytes], frozen: int, pidfile: Path,
+                    log: Path) -> None:
+    """The frozen process killed and reaped; SIGTERM stops the supervisor and its child."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(frozen, 0)  # killed and reaped, not left stopped
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=15) == 0
+    last = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(last, 0)
+        pytest.fail(f"{last} left behind by its supervisor:\n{log.read_text()[-4000:]}")
+
+
 def test_watchdog_kills_a_frozen_daemon_and_restarts_it(setup, tmp_path) -> None:
     config, port = setup
-    pidfile = tmp_path / "daemon.pid"
+    pidfile, log = tmp_path / "daemon.pid", tmp_path / "watchdog.log"
     supervisor = start(["watchdog", "--watchdog-sec", "0.5", "--pidfile", str(pidfile)],
-                       config, tmp_path / "watchdog.log")
+                       config, log)
     try:
         wait_port(port)
-        frozen = int(pidfile.read_text())
         assert ask(port, "092101299")["CP_ACTION"] == "allow"
-        os.kill(frozen, signal.SIGSTOP)
-        stopped = time.monotonic()
-        while pidfile.read_text().strip() == str(frozen):  # watchdog 0.5 s, back-off 0.2 s
-            assert time.monotonic() - stopped < 10, "frozen daemon not replaced"
-            time.sleep(0.05)
-        print(f"frozen daemon replaced after {time.monotonic() - stopped:.2f} s")
+        frozen = freeze_until_replaced(pidfile, "daemon")
         wait_port(port)
         assert ask(port, "092101299")["CP_ACTION"] == "allow"
-        with pytest.raises(ProcessLookupError):
-            os.kill(frozen, 0)  # killed and reaped, not left stopped
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=10) == 0
-        last = int(pidfile.read_text())
-        with pytest.raises(ProcessLookupError):
-            os.kill(last, 0)
-            pytest.fail(f"daemon {last} left behind by its supervisor:\n"
-                        + (tmp_path / "watchdog.log").read_text()[-4000:])
+        stop_supervisor(supervisor, frozen, pidfile, log)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
-    assert '"daemon_frozen_killed"' in (tmp_path / "watchdog.log").read_text()
+    assert '"daemon_frozen_killed"' in log.read_text()
 
 
 def test_daemon_refuses_from_the_scheduled_second_and_writes_the_suspension(

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from ..service.config import Settings
 from ..service.logging import configure_logging
-from .args import OperationalError, Parents, Parser, Subparsers, UsageError, seconds_type
+from .args import (
+    OperationalError,
+    Parents,
+    Parser,
+    Subparsers,
+    UsageError,
+    add_watchdog_options,
+)
 from .output import render_table
 
 if TYPE_CHECKING:
@@ -49,16 +56,9 @@ def cmd_api_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api_watchdog(args: argparse.Namespace, settings: Settings) -> int:
-    """Not async: the supervisor owns the main thread and its signals."""
-    from ..service.watchdog import supervise
+    from .daemon import supervised
 
-    configure_logging(settings.log_format, level="INFO")
-    command = [sys.executable, "-m", "callpolicy.cli", "api", "serve"]
-    if getattr(args, "config", None):
-        command += ["--config", args.config]
-    if getattr(args, "db", None):
-        command += ["--db", args.db]
-    return supervise(command, args.watchdog_sec, args.pidfile, role="api")
+    return supervised(args, settings, "api", "serve", role="api")
 
 
 def cmd_api_token_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,9 +132,7 @@ def add_api_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
                         "event loop stops pinging (systemd notify protocol), or restart it when "
                         "it exits: billing must always be able to reactivate a customer. Under "
                         "systemd, use Type=notify and WatchdogSec instead.")
-    p.add_argument("--watchdog-sec", type=seconds_type(0.1, 600), default=5.0, metavar="S",
-                   help="kill the API after S seconds without a ping (default 5; 0.1 to 600)")
-    p.add_argument("--pidfile", metavar="PATH", help="write the API process's PID here")
+    add_watchdog_options(p, "the API", 5.0)
     p.set_defaults(func=cmd_api_watchdog)
     token = asub.add_parser("token", parents=[common], help="add, remove or list API tokens")
     tsub = token.add_subparsers(dest="token_action", metavar="ACTION", parser_class=Parser)

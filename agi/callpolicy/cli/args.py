@@ -232,3 +232,11 @@ class Parents:
     json_flag: Parser  # --json
     who: Parser  # --by, --ticket, --reason: the audit of a change
     target: Parser  # --prefix | --country | --category of an unblock or reblock
+
+
+def add_watchdog_options(parser: argparse.ArgumentParser, what: str, default: float) -> None:
+    """--watchdog-sec and --pidfile of `watchdog` and `api watchdog` (`what`: "the daemon")."""
+    parser.add_argument("--watchdog-sec", type=seconds_type(0.1, 600), default=default,
+                        metavar="S", help=f"kill {what} after S seconds without a ping "
+                        f"(default {default:g}; 0.1 to 600)")
+    parser.add_argument("--pidfile", metavar="PATH", help=f"write the PID of {what} here")

@@ -33,16 +33,22 @@ cmd_serve.loop_factory = serve_event_loop  # type: ignore[attr-defined]
 
 
 def cmd_watchdog(args: argparse.Namespace, settings: Settings) -> int:
-    """Not async: the supervisor owns the main thread and its signals."""
+    return supervised(args, settings, "serve", "--log-level", args.log_level, role="daemon")
+
+
+def supervised(args: argparse.Namespace, settings: Settings, *subcommand: str,
+               role: str) -> int:
+    """`callpolicy SUBCOMMAND` (with this run's --config/--db) under the watchdog. Not async:
+    the supervisor owns the main thread and its signals."""
     from ..service.watchdog import supervise
 
     configure_logging(settings.log_format, level="INFO")
-    command = [sys.executable, "-m", "callpolicy.cli", "serve", "--log-level", args.log_level]
+    command = [sys.executable, "-m", "callpolicy.cli", *subcommand]
     if getattr(args, "config", None):
         command += ["--config", args.config]
     if getattr(args, "db", None):
         command += ["--db", args.db]
-    return supervise(command, args.watchdog_sec, args.pidfile)
+    return supervise(command, args.watchdog_sec, args.pidfile, role=role)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,9 +13,9 @@ from .args import (
     Parents,
     Parser,
     Subparsers,
+    add_watchdog_options,
     audit_text_type,
     limit_field,
-    seconds_type,
     source_ip_type,
     whole_type,
 )
@@ -332,10 +332,7 @@ def add_daemon_parsers(sub: Subparsers[Parser], parents: Parents) -> None:
                        "loop stops pinging (systemd notify protocol). Asterisk waits forever "
                        "on a frozen FastAGI server; a killed one releases the calls to the "
                        "fallback AGI. Under systemd, use Type=notify and WatchdogSec instead.")
-    p.add_argument("--watchdog-sec", type=seconds_type(0.1, 600), default=1.0, metavar="S",
-                   help="kill the daemon after S seconds without a ping (default 1; 0.1 to "
-                        "600)")
-    p.add_argument("--pidfile", metavar="PATH", help="write the daemon's PID here")
+    add_watchdog_options(p, "the daemon", 1.0)
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     p.set_defaults(func=cmd_watchdog)
 
