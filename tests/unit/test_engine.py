@@ -446,11 +446,23 @@ def test_non_string_dial_string_does_not_raise(engine, now: datetime) -> None:
 
 
 def test_config_change_gets_its_own_classifier(engine, make_engine, decide) -> None:
-    other = make_engine(config=build_policy_config(premium_prefixes=("0903",)))
+    other = make_engine(config=build_policy_config(premium_prefixes=("0902",)))
     reused = engine.with_snapshot(other.snapshot)
     assert reused.classifier is not engine.classifier
-    assert decide("0905 12 345", engine=reused).reason is Reason.ALLOWED
-    assert decide("0903 12 345", engine=reused).reason is Reason.PREMIUM
+    assert decide("0902 12 345", engine=engine).reason is Reason.ALLOWED
+    assert decide("0902 12 345", engine=reused).reason is Reason.PREMIUM
+    assert decide("0905 12 345", engine=reused).reason is Reason.PREMIUM
+
+
+@pytest.mark.parametrize("configured", [(), ("0093",), ("0902",)])
+def test_the_config_adds_premium_prefixes_and_never_opens_the_contracts(
+        make_engine, decide, configured: tuple[str, ...]) -> None:
+    """Art. 3.10's six stay blocked whatever the list says (empty, a typo that names another
+    country): only an audited unblock opens one for a customer."""
+    engine = make_engine(config=build_policy_config(premium_prefixes=configured))
+    for dialled in ("0903 12 345", "0904 12 345", "0905 12 345", "0906 12 345",
+                    "0907 12 345", "0909 12 345"):
+        assert decide(dialled, engine=engine).reason is Reason.PREMIUM, (configured, dialled)
 
 
 def test_to_dict(decide) -> None:

@@ -30,9 +30,11 @@ def build_policy_config(
     """Normalise configured lists. Raises ValueError naming the bad entry.
 
     `must_reach` and `emergency` ADD to the regulator's list (BIPT_MUST_REACH): nothing a
-    config says can make 112 or a helpline unreachable."""
+    config says can make 112 or a helpline unreachable. `premium_prefixes` ADD to the
+    contract's (art. 3.10, PREMIUM_PREFIXES): an empty or mistyped list must not open 0905;
+    a customer's premium is opened by an audited unblock, never by the config."""
     prefixes = []
-    for entry in premium_prefixes:
+    for entry in (*PREMIUM_PREFIXES, *premium_prefixes):
         prefix = normalise_prefix(entry)
         if prefix is None:
             raise ValueError(f"premium_prefixes: {entry!r} is not a number prefix")
