@@ -701,3 +701,15 @@ def test_only_allowed_calls_to_external_destinations_count_toward_the_fraud_limi
     assert emergency.allowed and not counts_toward_limits(emergency)
     assert not national.allowed and not counts_toward_limits(national)
     assert counts_toward_limits(replace(national, action=Action.ALLOW))
+
+
+@pytest.mark.parametrize(("dialled", "reason"), [
+    ("112#", Reason.EMERGENCY), ("101#", Reason.EMERGENCY), ("0905 12 345#", Reason.PREMIUM)])
+def test_a_trailing_dial_now_key_changes_nothing_for_a_suspended_customer(
+        make_engine, decide, customer_factory, dialled: str, reason: Reason) -> None:
+    """112# reaches the emergency services (art. 5.7: must-reach in every state); a premium
+    number with the key is still premium."""
+    engine = make_engine(customer_factory("acme", suspended=True))
+    decision = decide(dialled, customer_id="acme", engine=engine)
+    assert decision.reason in (reason, Reason.SUSPENDED), decision
+    assert decision.allowed is (reason is Reason.EMERGENCY), decision

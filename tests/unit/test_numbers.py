@@ -166,7 +166,10 @@ INVALID_DIAL_STRINGS = [
     pytest.param("tel:+3292101234", id="tel-uri"),
     pytest.param("092101234@1.2.3.4", id="at-host"),
     pytest.param("*31#092101234", id="star-service-code"),
-    pytest.param("092101234#", id="trailing-hash"),
+    pytest.param("092101234##", id="two-trailing-hashes"),
+    pytest.param("*#06#", id="imei-code"),
+    pytest.param("#21#", id="gsm-service-code"),
+    pytest.param("#", id="hash-only"),
     pytest.param("09 210 12 34 ext 5", id="extension-text"),
     pytest.param("0x92101234", id="hex-looking"),
     pytest.param("٠٩٢١٠١٢٣٤", id="arabic-indic-digits"),
@@ -192,6 +195,15 @@ INVALID_DIAL_STRINGS = [
     pytest.param("+12", id="plus-too-short"),
     pytest.param("9" * 65, id="longer-than-64-chars"),
 ]
+
+
+@pytest.mark.parametrize(("raw", "destination"), [
+    ("112#", "112"), ("101 #", "101"), ("#31#112#", "112"), ("092101234#", "+3292101234"),
+    ("+32 9 210 12 34#", "+3292101234"), ("070 245 245#", "+3270245245"),
+    ("0905 12 34 56#", "+32905123456"),  # still premium: the prefix decides, not the key
+])
+def test_one_trailing_hash_is_the_phones_dial_now_key(raw: str, destination: str) -> None:
+    assert normalise(raw).destination == destination
 
 
 @pytest.mark.parametrize("raw", INVALID_DIAL_STRINGS)

@@ -46,6 +46,8 @@ def last_resort_context() -> list[str]:
         "; refused with 503.",
         "[callpolicy-last-resort]",
         f"exten => s,1,Set({lr}=${{FILTER(0-9+#*,${{{v.DIALLED}}})}})",
+        # a last `#` is the phone's "dial now" key, as policy/numbers.py reads it (112#)
+        f' same => n,Set({lr}=${{IF($["${{{lr}:-1}}" = "#"]?${{{lr}:0:-1}}:${{{lr}}})}})',
         f" same => n,GotoIf(${{DIALPLAN_EXISTS(callpolicy-must-reach,${{{lr}}},1)}}?must)",
         f" same => n,{_mset(refused)}",
         f" same => n,Set({v.RULE}=no decision available: refused)",

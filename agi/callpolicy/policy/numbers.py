@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import phonenumbers
 
 # Separators people and phones put in numbers. `#` and `*` are not separators: they are
-# service codes and must make a number invalid rather than vanish.
+# service codes and must make a number invalid rather than vanish. One exception: a single `#`
+# at the very end is the phone's "dial now" key (112#): dropped, so that what is left is judged
+# as dialled without it (a service code keeps its other `#`/`*`: still invalid).
 _SEPARATORS = re.compile(r"[\s.\-/()\u00a0]+")
 _DIALLABLE = re.compile(r"\+?[0-9]+")
 
@@ -65,6 +67,8 @@ def _normalise(raw: str, restriction_prefix: str) -> Dialled:
     if restriction_prefix and text.startswith(restriction_prefix):
         restricted = True
         text = text[len(restriction_prefix) :]
+    if text.endswith("#"):
+        text = text[:-1].rstrip()
 
     if text.isascii() and text.isdigit():  # what Asterisk passes almost always
         compact = text
