@@ -4,6 +4,7 @@ documents."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,12 +13,13 @@ from fastapi import Depends, Path, Request
 from .. import ops
 from ..ops.values import audit_text
 from ..service.config import Settings
+from ..service.status import StatusUnavailable, fetch, public_status, status_url
 from ..store import Actor, Store
 from .models import Change, ProblemBody
 from .problems import PROBLEM_JSON
 from .tokens import Token
 
-__all__ = ["CustomerId", "ReadStore", "actor", "problems", "settings_of"]
+__all__ = ["CustomerId", "ReadStore", "actor", "daemon_status", "problems", "settings_of"]
 
 
 async def _read_store(request: Request) -> AsyncIterator[Store]:
@@ -34,6 +36,21 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=64,
 
 def settings_of(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def daemon_status(request: Request) -> dict[str, Any]:
+    """The running daemon's /status as an API client may see it (public_status). Not
+    answering: StatusUnavailable, whose address goes to the log once per outage."""
+    settings = settings_of(request)
+    episodes = request.app.state.episodes
+    try:
+        found = public_status(await asyncio.to_thread(
+            fetch, status_url(settings.metrics_host, settings.metrics_port)))
+    except StatusUnavailable as exc:
+        episodes.failing("api_daemon_unavailable", str(exc))
+        raise
+    episodes.ok("api_daemon_unavailable", "api_daemon_answering")
+    return found
 
 
 def actor(token: Token, change: Change) -> Actor:

@@ -3,7 +3,6 @@ running daemon's, as `callpolicy status`): reads, any token."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,9 +12,9 @@ from ..ops.audit import audit_log
 from ..ops.check import Caller, prepare_check
 from ..ops.values import MAX_COUNT
 from ..policy.location import parse_ip
-from ..service.status import StatusUnavailable, fetch, problems, public_status, status_url
+from ..service.status import StatusUnavailable, problems
 from .auth import require_scope
-from .deps import ReadStore, settings_of
+from .deps import ReadStore, daemon_status, settings_of
 from .deps import problems as problem_responses
 from .models import AuditEntry, CheckResult
 from .problems import Problem
@@ -72,13 +71,9 @@ async def audit(token: Reader, store: ReadStore,
 async def status(token: Reader, request: Request) -> dict[str, Any]:
     """The running daemon's status (from its `[metrics] listen` address, `/status`), with
     `healthy` and `problems` as `callpolicy status --json`. No daemon answering: 503."""
-    settings = settings_of(request)
-    url = status_url(settings.metrics_host, settings.metrics_port)
     try:
-        found = public_status(await asyncio.to_thread(fetch, url))
-    except StatusUnavailable as exc:  # the address asked goes only to the log
-        request.app.state.episodes.failing("api_daemon_unavailable", str(exc))
+        found = await daemon_status(request)
+    except StatusUnavailable as exc:
         raise Problem(503, "Daemon unavailable", exc.public) from None
-    request.app.state.episodes.ok("api_daemon_unavailable", "api_daemon_answering")
     trouble = problems(found)
     return {**found, "healthy": not trouble, "problems": trouble}

@@ -22,9 +22,10 @@ from .. import ops
 from ..ops.calls import Period, calls
 from ..service.config import Settings
 from ..service.logging import EpisodeLog
-from ..service.status import StatusUnavailable, fetch, problems, public_status, status_url
+from ..service.status import StatusUnavailable, problems, status_url
 from ..store import StoreError
 from .auth import require_scope
+from .deps import daemon_status
 from .deps import problems as problem_responses
 from .problems import DATABASE_UNAVAILABLE
 from .strict_json import StrictJsonRoute
@@ -84,14 +85,12 @@ def _nodes(status: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-async def _daemon(settings: Settings, episodes: EpisodeLog) -> dict[str, Any]:
-    url = status_url(settings.metrics_host, settings.metrics_port)
+async def _daemon(request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
     try:
-        status = public_status(await asyncio.to_thread(fetch, url))
-    except StatusUnavailable as exc:  # the address asked goes only to the log
-        episodes.failing("api_daemon_unavailable", str(exc))
+        status = await daemon_status(request)
+    except StatusUnavailable as exc:
         return {"error": exc.public, "nodes": [], "live": None, "alerts": None}
-    episodes.ok("api_daemon_unavailable", "api_daemon_answering")
     try:
         by_category: dict[str, int] | None = await asyncio.to_thread(
             _live_by_category, _metrics_url(settings))
@@ -133,7 +132,6 @@ async def overview(token: Reader, request: Request) -> dict[str, Any]:
     part that cannot be read has its `error` set; the others are still given."""
     settings: Settings = request.app.state.settings
     episodes: EpisodeLog = request.app.state.episodes
-    daemon, refusals = await asyncio.gather(_daemon(settings, episodes),
-                                            _refusals(settings, episodes))
+    daemon, refusals = await asyncio.gather(_daemon(request), _refusals(settings, episodes))
     return {"generated_at": datetime.now(UTC).isoformat(), "daemon": daemon,
             "refusals": refusals}
